@@ -1,0 +1,34 @@
+"""The run configuration: one frozen dataclass passed to every stage (no global settings)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Knobs of an analysis run. Defaults are what the CLI uses."""
+
+    time_limit: float = 300.0
+    """Global wall-clock budget in seconds. Reaching it never makes a result wrong: whatever is
+    undecided becomes unknown."""
+    samples: int = 2000
+    """Random domain points evaluated in the witness search."""
+    gradient_steps: int = 40
+    """Steps of the sign-gradient witness search per start."""
+    method: Literal["single", "per-neuron"] = "single"
+    workers: int = 2
+    seed: int = 0
+    search_scale: int = 1000
+    """Integer scale of weights and inputs in the CP-SAT model."""
+    lp_tightening: bool = True
+    max_split_depth: int = 6
+    """Deepest phase case split tried when one relaxation does not prove a claim."""
+    export_dtype: Literal["float32", "float64"] | None = None
+    """dtype of the compressed ONNX; None keeps the original network's dtype."""
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
