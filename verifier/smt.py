@@ -1,0 +1,94 @@
+"""Running proof obligations with Z3: the only module that imports z3.
+
+Stage: ... -> certification / equivalence -> **smt** -> certificate.
+
+Every obligation is a self-contained SMT-LIB2 script (QF_LRA or QF_LIRA) whose `(check-sat)`
+answers must all be `unsat` for the obligation to hold. Scripts are written by the stages that
+find proofs (certify, equivalence) and re-derived by the checker; this module only runs them,
+each in a fresh Z3 context so that no state leaks between queries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import time
+
+import z3
+
+
+class SmtVerdict(enum.Enum):
+    PROVED = "proved"
+    """Every (check-sat) in the script answered unsat."""
+    REFUTED = "refuted"
+    """Some (check-sat) answered sat: the obligation is false."""
+    UNKNOWN = "unknown"
+    """The solver gave up or timed out; never treated as proved."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Obligation:
+    """A named SMT-LIB2 script; it holds iff every check-sat in it is unsat."""
+
+    id: str
+    smtlib: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.smtlib.encode()).hexdigest()
+
+    @property
+    def filename(self) -> str:
+        return f"{self.id}.smt2"
+
+
+@dataclasses.dataclass(frozen=True)
+class SmtResult:
+    verdict: SmtVerdict
+    seconds: float
+    detail: str = ""
+
+
+def solver_versions() -> dict[str, str]:
+    return {"z3": z3.get_version_string()}
+
+
+def check(obligation: Obligation, timeout_seconds: float = 60.0) -> SmtResult:
+    """Run one obligation in a fresh Z3 context; PROVED only if every check-sat is unsat."""
+    started = time.perf_counter()
+    context = z3.Context()
+    solver = z3.Solver(ctx=context)
+    solver.set("timeout", max(1, int(timeout_seconds * 1000)))
+    answers: list[str] = []
+    try:
+        for query in _split_queries(obligation.smtlib):
+            solver.reset()
+            solver.from_string(query)
+            answers.append(str(solver.check()))
+    except z3.Z3Exception as error:
+        return SmtResult(SmtVerdict.UNKNOWN, time.perf_counter() - started, f"z3 error: {error}")
+    seconds = time.perf_counter() - started
+    if not answers:
+        return SmtResult(SmtVerdict.UNKNOWN, seconds, "script has no (check-sat)")
+    if "sat" in answers:
+        return SmtResult(SmtVerdict.REFUTED, seconds, f"answers: {answers}")
+    if all(answer == "unsat" for answer in answers):
+        return SmtResult(SmtVerdict.PROVED, seconds)
+    return SmtResult(SmtVerdict.UNKNOWN, seconds, f"answers: {answers}")
+
+
+def _split_queries(script: str) -> list[str]:
+    """Split a script at each (check-sat) into independent queries.
+
+    Convention for obligation scripts: each query is a block ending in `(check-sat)`, preceded
+    by its own declarations and assertions, and blocks are separated by `(reset)`. Z3's Python
+    `from_string` ignores check-sat commands, so the blocks are run one by one.
+    """
+    blocks = [block.strip() for block in script.split("(reset)")]
+    queries = []
+    for block in blocks:
+        if "(check-sat)" not in block:
+            continue
+        queries.append(block.replace("(check-sat)", "").replace("(exit)", ""))
+    return queries
