@@ -1,0 +1,102 @@
+"""`verify-compress train`: train a small L1-regularized ReLU MLP and export it as ONNX.
+
+Thin command layer over `verifier.training` (needs the optional `train` extra). Registered as
+the `train` subcommand by `cli.main`; also runnable on its own as `python -m cli.train`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from verifier.errors import VerifyCompressError
+from verifier.training import BUILTIN_DATASET, ExportSummary, parse_hidden, train_and_export
+
+EXIT_BAD_INPUT = 2
+
+
+def train(
+    output: Annotated[Path, typer.Argument(help="Where to write the trained network (.onnx).")],
+    hidden: Annotated[
+        str, typer.Option(help="Hidden layer widths, comma-separated (e.g. 32,32).")
+    ] = "100,100",
+    l1: Annotated[
+        float, typer.Option(help="L1 strength: loss += l1 * sum |W| over weights (0 = off).")
+    ] = 0.0,
+    epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed for initialization and shuffling.")] = 0,
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help=f"'{BUILTIN_DATASET}' (scikit-learn 8x8 digits, inputs in [0,1]^64) or a .npz "
+            "file with arrays x, y (optionally x_test, y_test)."
+        ),
+    ] = BUILTIN_DATASET,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-3,
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 64,
+    prune_below: Annotated[
+        float,
+        typer.Option(help="Set weights with |w| below this to 0 before export (0 = off)."),
+    ] = 0.0,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing on success.")] = False,
+) -> None:
+    """Train a ReLU MLP with L1 regularization (deterministic with --seed) and export ONNX.
+
+    Needs the optional extra: pip install 'verify-compress[train]'.
+    """
+    console = Console(quiet=quiet)
+    errors = Console(stderr=True)
+    try:
+        widths = parse_hidden(hidden)
+        with Progress(
+            TextColumn("training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=quiet or not console.is_terminal,
+        ) as progress:
+            task = progress.add_task("train", total=epochs, loss="-")
+
+            def show_epoch(epoch: int, loss: float) -> None:
+                progress.update(task, completed=epoch, loss=f"{loss:.4f}")
+
+            summary = train_and_export(
+                output, dataset, widths, l1, epochs, seed, lr, batch_size, prune_below,
+                on_epoch=show_epoch,
+            )
+    except VerifyCompressError as error:
+        errors.print(f"error: {error}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    console.print(summary_table(summary))
+
+
+def summary_table(summary: ExportSummary) -> Table:
+    network = summary.network
+    sizes = [network.input_size, *(layer.outputs for layer in network.layers)]
+    table = Table(title=f"trained {summary.path}", show_header=False)
+    table.add_column("item", style="bold")
+    table.add_column("value")
+    table.add_row("dataset", f"{summary.dataset.name} ({summary.dataset.note})")
+    table.add_row("layer sizes", "-".join(str(size) for size in sizes))
+    table.add_row("parameters", str(summary.parameters))
+    table.add_row("connections (nonzero weights)", str(summary.connections))
+    if summary.pruned_weights:
+        table.add_row("weights pruned to 0", str(summary.pruned_weights))
+        table.add_row("test accuracy before pruning", f"{summary.result.test_accuracy:.2%}")
+    table.add_row("train accuracy", f"{summary.train_accuracy:.2%}")
+    table.add_row("test accuracy", f"{summary.test_accuracy:.2%}")
+    table.add_row("final training loss", f"{summary.result.final_loss:.4f}")
+    table.add_row("file size", f"{summary.file_bytes / 1024:.1f} KB")
+    return table
+
+
+if __name__ == "__main__":
+    typer.run(train)
