@@ -1,0 +1,518 @@
+"""Certification: exact, independently checkable proofs of pre-activation bounds and stability.
+
+Stage: ... -> stability search -> **certification** -> compression -> ...
+
+Every proved fact is a *bound lemma* `sign * g <= value` about one neuron on one box (sign +1:
+an upper bound, -1: a lower bound). A neuron is stably inactive on a box when its upper-bound
+lemma has value <= 0 and stably active when its lower-bound lemma has value >= 0.
+
+Soundness argument (Farkas). The relaxation (`verifier.relaxation`) lists rows s_r(z) that
+hold for the real network on the box, given the lemmas of earlier layers: s_r >= 0 for
+inequality rows, s_r == 0 for equality rows; and finite bounds lo <= z <= hi for every
+variable. For ANY multipliers y with y_r >= 0 on inequality rows, the residual
+
+    r(z) = sign * g(z) + sum_r y_r * s_r(z)
+
+satisfies sign * g(z) <= r(z) at every real point, hence sign * g <= max_{lo<=z<=hi} r(z),
+which is computed exactly (r is affine). The multipliers come from GLOP's dual values (floats,
+untrusted); the bound is computed from them in exact rational arithmetic, so any error in the
+floats only makes the bound weaker, never wrong. Each leaf is also written as an SMT-LIB2
+obligation (identity, residual bound, multiplier signs) that Z3 checks independently.
+
+Case splits: when one relaxation is not enough, branch on an earlier unstable neuron's phase
+(g >= 0 with a == g, or g <= 0 with a == 0); a lemma is then a set of leaves whose assumptions
+cover every phase combination, each leaf a Farkas certificate under its assumptions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from fractions import Fraction
+
+import numpy as np
+
+from verifier.domain import Box
+from verifier.exact import RationalArray
+from verifier.ir import Network
+from verifier.lp import LinearProgram, LpStatus
+from verifier.relaxation import NeuronFact, Relaxation, Treatment
+from verifier.smt import Obligation
+from verifier.status import Neuron, Phase
+
+UPPER, LOWER = 1, -1
+SENSE_NAMES = {UPPER: "upper", LOWER: "lower"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """One Farkas certificate: multipliers per row key, under phase assumptions."""
+
+    assumptions: tuple[tuple[Neuron, Phase], ...]
+    multipliers: Mapping[str, Fraction]
+    bound: Fraction
+    """max of the residual over the variable bounds: the leaf proves sign * g <= bound."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundLemma:
+    """sign * g_neuron <= sign * value on box `box`, i.e. g <= value (upper) or g >= value."""
+
+    id: str
+    box: int
+    neuron: Neuron
+    sign: int
+    value: Fraction
+    leaves: tuple[Leaf, ...]
+    context: str
+    """Id of the set of earlier-layer lemmas whose facts the relaxation uses."""
+
+    @property
+    def sense(self) -> str:
+        return SENSE_NAMES[self.sign]
+
+
+def lemma_id(box: int, neuron: Neuron, sign: int) -> str:
+    return f"b{box}.L{neuron.layer}.n{neuron.index}.{SENSE_NAMES[sign]}"
+
+
+def context_id(box: int, layer: int) -> str:
+    return f"b{box}.ctx{layer}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact residuals: the heart of the checker, shared by the prover (to compute the bound) and by
+# `verifier.check` (to re-derive it from the network and the multipliers alone).
+
+
+def residual(
+    relaxation: Relaxation, target: Neuron, sign: int, multipliers: Mapping[str, Fraction]
+) -> tuple[list[Fraction], Fraction]:
+    """r = sign * g_target + sum_r y_r * s_r, exactly, as (coefficient per variable, constant).
+
+    Raises ValueError for a multiplier on an unknown row or a negative multiplier on an
+    inequality row (a certificate that cannot be valid).
+    """
+    network = relaxation.network
+    layout = relaxation.variables
+    coefficients = [Fraction(0)] * layout.count
+    layer = network.layers[target.layer]
+
+    def previous_indices(k: int) -> list[int]:
+        if k == 0:
+            return list(range(layout.input_size))
+        return [layout.a(k - 1, j) for j in range(network.layers[k].inputs)]
+
+    target_row = layer.exact_weights.row(target.index).to_fractions()
+    for index, weight in zip(previous_indices(target.layer), target_row, strict=True):
+        coefficients[index] += sign * weight
+    constant = sign * layer.exact_bias.to_fractions()[target.index]
+
+    small = relaxation.small_rows()
+    definition_multipliers: dict[int, dict[int, Fraction]] = {}
+    for key, value in multipliers.items():
+        kind, k_text, i_text = key.split(":")
+        k, i = int(k_text), int(i_text)
+        if kind == "def":
+            if not (0 <= k < relaxation.layer and 0 <= i < network.layers[k].outputs):
+                raise ValueError(f"multiplier on unknown row {key}")
+            definition_multipliers.setdefault(k, {})[i] = value
+            continue
+        if key not in small:
+            raise ValueError(f"multiplier on unknown row {key}")
+        row, row_constant, equality = small[key]
+        if not equality and value < 0:
+            raise ValueError(f"negative multiplier {value} on inequality row {key}")
+        for index, coefficient in row.items():
+            coefficients[index] += value * coefficient
+        constant += value * row_constant
+
+    for k, by_row in definition_multipliers.items():
+        weights = network.layers[k]
+        mu = [by_row.get(i, Fraction(0)) for i in range(weights.outputs)]
+        for i, value in by_row.items():
+            coefficients[layout.g(k, i)] += value
+        mu_exact = RationalArray.from_fractions(mu)
+        pushed = RationalArray(
+            np.asarray(np.dot(mu_exact.numerators, weights.exact_weights.numerators), dtype=object),
+            mu_exact.denominator * weights.exact_weights.denominator,
+        ).to_fractions()
+        for index, value in zip(previous_indices(k), pushed, strict=True):
+            coefficients[index] -= value
+        bias = weights.exact_bias.to_fractions()
+        constant -= sum((m * b for m, b in zip(mu, bias, strict=True)), Fraction(0))
+    return coefficients, constant
+
+
+def maximum_over_bounds(
+    coefficients: Sequence[Fraction], constant: Fraction, lower: Sequence[Fraction], upper: Sequence[Fraction]
+) -> Fraction:
+    """Exact max of an affine function over a box of variable bounds."""
+    total = constant
+    for c, low, high in zip(coefficients, lower, upper, strict=True):
+        if c > 0:
+            total += c * high
+        elif c < 0:
+            total += c * low
+    return total
+
+
+def leaf_bound(
+    relaxation: Relaxation, target: Neuron, sign: int, multipliers: Mapping[str, Fraction]
+) -> Fraction:
+    coefficients, constant = residual(relaxation, target, sign, multipliers)
+    lower, upper = relaxation.variable_bounds()
+    return maximum_over_bounds(coefficients, constant, lower, upper)
+
+
+def round_outward(value: Fraction, sign: int) -> Fraction:
+    """A float64-representable rational v with sign*value <= sign*v (keeps lemma values short)."""
+    approximate = float(value)
+    if sign == UPPER and Fraction(approximate) < value:
+        approximate = math.nextafter(approximate, math.inf)
+    if sign == LOWER and Fraction(approximate) > value:
+        approximate = math.nextafter(approximate, -math.inf)
+    return Fraction(approximate)
+
+
+def covers_all_phases(assumption_sets: Iterable[Mapping[Neuron, Phase]]) -> bool:
+    """True iff every assignment of phases satisfies the assumptions of at least one leaf."""
+    leaves = [dict(a) for a in assumption_sets]
+
+    def covered(fixed: dict[Neuron, Phase]) -> bool:
+        open_neurons: list[Neuron] = []
+        for leaf in leaves:
+            if all(fixed.get(n, p) == p for n, p in leaf.items()):
+                missing = [n for n in leaf if n not in fixed]
+                if not missing:
+                    return True
+                open_neurons.extend(missing)
+        if not open_neurons:
+            return False
+        neuron = min(open_neurons)
+        return all(covered({**fixed, neuron: phase}) for phase in Phase)
+
+    return covered({})
+
+
+# ---------------------------------------------------------------------------------------------
+# SMT-LIB2 obligations: what Z3 checks, independently of the Python arithmetic above.
+
+
+def smt_number(value: Fraction) -> str:
+    magnitude = abs(value)
+    text = (
+        f"{magnitude.numerator}.0"
+        if magnitude.denominator == 1
+        else f"(/ {magnitude.numerator}.0 {magnitude.denominator}.0)"
+    )
+    return f"(- {text})" if value < 0 else text
+
+
+def _smt_sum(terms: list[str]) -> str:
+    if not terms:
+        return "0.0"
+    return terms[0] if len(terms) == 1 else f"(+ {' '.join(terms)})"
+
+
+def _smt_affine(coefficients: Mapping[str, Fraction], constant: Fraction) -> str:
+    terms = [f"(* {smt_number(c)} {name})" for name, c in coefficients.items() if c != 0]
+    if constant != 0:
+        terms.append(smt_number(constant))
+    return _smt_sum(terms)
+
+
+def leaf_obligation(
+    relaxation: Relaxation, target: Neuron, sign: int, leaf: Leaf, obligation_id: str
+) -> Obligation:
+    """SMT-LIB2 script whose check-sats are all unsat iff the leaf certificate is valid.
+
+    Query 1, the Farkas identity: r(z) == sign*g(z) + sum y_r s_r(z) for all z (written with
+    every row spelled out from the network's weights).
+    Query 2, the residual bound: no z within the variable bounds has r(z) > bound.
+    Query 3, the multiplier signs: every inequality multiplier is >= 0.
+    """
+    network = relaxation.network
+    layout = relaxation.variables
+    name = layout.name
+    coefficients, constant = residual(relaxation, target, sign, leaf.multipliers)
+    lower, upper = relaxation.variable_bounds()
+
+    layer = network.layers[target.layer]
+
+    def inputs_of(k: int) -> list[str]:
+        if k == 0:
+            return [f"x_{j}" for j in range(layout.input_size)]
+        return [f"a_{k - 1}_{j}" for j in range(network.layers[k].inputs)]
+
+    def definition(k: int, i: int) -> dict[str, Fraction]:
+        weights = network.layers[k].exact_weights.row(i).to_fractions()
+        return {n: w for n, w in zip(inputs_of(k), weights, strict=True) if w != 0}
+
+    target_terms = {n: sign * w for n, w in definition(target.layer, target.index).items()}
+    target_constant = sign * layer.exact_bias.to_fractions()[target.index]
+    small = relaxation.small_rows()
+    combination = [_smt_affine(target_terms, target_constant)]
+    inequality_multipliers = []
+    for key, value in sorted(leaf.multipliers.items()):
+        if value == 0:
+            continue
+        kind, k_text, i_text = key.split(":")
+        k, i = int(k_text), int(i_text)
+        if kind == "def":
+            row_terms = {n: -w for n, w in definition(k, i).items()}
+            row_terms[f"g_{k}_{i}"] = Fraction(1)
+            row_constant = -network.layers[k].exact_bias.to_fractions()[i]
+        else:
+            row, row_constant, equality = small[key]
+            row_terms = {name(index): c for index, c in row.items()}
+            if not equality:
+                inequality_multipliers.append(value)
+        combination.append(f"(* {smt_number(value)} {_smt_affine(row_terms, row_constant)})")
+    residual_terms = {name(index): c for index, c in enumerate(coefficients) if c != 0}
+    residual_text = _smt_affine(residual_terms, constant)
+
+    mentioned = set(residual_terms) | set(target_terms)
+    for key in leaf.multipliers:
+        kind, k_text, i_text = key.split(":")
+        k, i = int(k_text), int(i_text)
+        if kind == "def":
+            mentioned |= set(definition(k, i)) | {f"g_{k}_{i}"}
+        else:
+            mentioned |= {name(index) for index in small[key][0]}
+    declarations = "\n".join(f"(declare-const {n} Real)" for n in sorted(mentioned))
+    header = (
+        f"; verify-compress obligation {obligation_id}\n"
+        f"; claim: {SENSE_NAMES[sign]} bound of neuron {target}"
+        f" under assumptions {[(str(n), p.value) for n, p in leaf.assumptions]}\n"
+        "(set-logic QF_LRA)\n"
+    )
+    identity = (
+        f"; query 1: Farkas identity\n{header}{declarations}\n"
+        f"(assert (not (= {residual_text} (+ {' '.join(combination)} 0.0))))\n(check-sat)\n"
+    )
+    bound_lines = [
+        f"(assert (and (<= {smt_number(lower[index])} {n}) (<= {n} {smt_number(upper[index])})))"
+        for index, _ in enumerate(coefficients)
+        if (n := name(index)) in residual_terms
+    ]
+    residual_bound = (
+        f"; query 2: residual bound over the variable bounds\n{header}"
+        + "\n".join(f"(declare-const {n} Real)" for n in sorted(residual_terms))
+        + "\n"
+        + "\n".join(bound_lines)
+        + f"\n(assert (> {residual_text} {smt_number(leaf.bound)}))\n(check-sat)\n"
+    )
+    signs = ""
+    if inequality_multipliers:
+        conjunction = " ".join(f"(>= {smt_number(v)} 0.0)" for v in inequality_multipliers)
+        signs = (
+            f"(reset)\n; query 3: inequality multipliers are nonnegative\n{header}"
+            f"(assert (not (and {conjunction} true)))\n(check-sat)\n"
+        )
+    return Obligation(obligation_id, f"{identity}(reset)\n{residual_bound}{signs}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The prover: layer by layer, LP duals made exact, case splits where one relaxation is not enough.
+
+
+@dataclasses.dataclass
+class BoxProof:
+    """Everything proved on one box."""
+
+    facts: dict[Neuron, NeuronFact]
+    lemmas: dict[str, BoundLemma]
+    contexts: dict[str, list[str]]
+    """context id -> ids of the lemmas it consists of (all lemmas of earlier layers)."""
+
+
+WitnessHook = Callable[[np.ndarray, int], None]
+
+
+def _multipliers_from_duals(keys: Sequence[str], duals: np.ndarray) -> dict[str, Fraction]:
+    multipliers: dict[str, Fraction] = {}
+    for key, dual in zip(keys, duals.tolist(), strict=True):
+        value = -float(dual)
+        if key.startswith(("above", "triangle")):
+            value = max(value, 0.0)
+        if value != 0.0:
+            multipliers[key] = Fraction(value)
+    return multipliers
+
+
+@dataclasses.dataclass
+class _LeafAttempt:
+    leaf: Leaf | None
+    bound: Fraction | None
+    primal: np.ndarray | None
+    multipliers: dict[str, Fraction]
+
+
+def _solve_leaf(
+    relaxation: Relaxation,
+    program: tuple[list[str], LinearProgram],
+    target: Neuron,
+    sign: int,
+    time_limit: float,
+) -> _LeafAttempt:
+    keys, lp = program
+    objective, _ = relaxation.target_objective(target, sign)
+    solution = lp.maximize(objective, time_limit)
+    if solution.status is not LpStatus.OPTIMAL:
+        return _LeafAttempt(None, None, None, {})
+    multipliers = _multipliers_from_duals(keys, solution.row_duals)
+    bound = leaf_bound(relaxation, target, sign, multipliers)
+    leaf = Leaf(tuple(sorted(relaxation.assumptions.items())), multipliers, bound)
+    return _LeafAttempt(leaf, bound, solution.primal, multipliers)
+
+
+def _first_layer_leaf(relaxation: Relaxation, target: Neuron, sign: int) -> Leaf:
+    """Layer 0: no multipliers needed, the residual is sign * g itself (exact interval)."""
+    return Leaf((), {}, leaf_bound(relaxation, target, sign, {}))
+
+
+def _split_candidates(relaxation: Relaxation, multipliers: Mapping[str, Fraction]) -> list[Neuron]:
+    """Unstable earlier neurons, most promising split first (largest triangle gap in use)."""
+    scores: list[tuple[Fraction, Neuron]] = []
+    for key, value in multipliers.items():
+        kind, k_text, i_text = key.split(":")
+        if kind != "triangle":
+            continue
+        neuron = Neuron(int(k_text), int(i_text))
+        fact = relaxation.facts[neuron]
+        scores.append((value * fact.upper * -fact.lower, neuron))
+    return [neuron for _, neuron in sorted(scores, reverse=True)]
+
+
+def _prove_with_splits(
+    relaxation: Relaxation,
+    target: Neuron,
+    sign: int,
+    first: _LeafAttempt,
+    max_depth: int,
+    deadline: float,
+) -> list[Leaf] | None:
+    """Leaves proving sign*g <= 0 under all phase combinations of split neurons, or None."""
+
+    def attempt(assumptions: dict[Neuron, Phase], depth: int, known: _LeafAttempt | None) -> list[Leaf] | None:
+        if time.monotonic() > deadline:
+            return None
+        branch = dataclasses.replace(relaxation, assumptions=assumptions)
+        result = known or _solve_leaf(
+            branch, branch.linear_program(), target, sign, max(0.1, deadline - time.monotonic())
+        )
+        if result.leaf is not None and result.bound is not None and result.bound <= 0:
+            return [result.leaf]
+        if result.leaf is None or depth >= max_depth:
+            return None
+        candidates = [n for n in _split_candidates(branch, result.multipliers) if n not in assumptions]
+        if not candidates:
+            return None
+        neuron = candidates[0]
+        leaves: list[Leaf] = []
+        for phase in Phase:
+            sub = attempt({**assumptions, neuron: phase}, depth + 1, None)
+            if sub is None:
+                return None
+            leaves.extend(sub)
+        return leaves
+
+    return attempt(dict(relaxation.assumptions), 0, first)
+
+
+def prove_box(
+    network: Network,
+    box: Box,
+    box_index: int,
+    claims: Mapping[Neuron, Phase],
+    deadline: float,
+    max_split_depth: int = 6,
+    offer_witness: WitnessHook | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> BoxProof:
+    """Prove bounds layer by layer on one box, and try to prove every claim.
+
+    `claims` maps claimed-stable neurons to their claimed phase on this box. Bound lemmas are
+    proved for every neuron of every layer before the deepest claim (they are the facts later
+    relaxations need); in the deepest layer only the claims are attempted. A claim that one
+    relaxation does not prove is split on; the LP optimum of a failed attempt is offered as a
+    witness (it may refute the claim). After the deadline, remaining claims are simply left
+    unproved (their neurons then have no stability lemma: unknown).
+    """
+    facts: dict[Neuron, NeuronFact] = {}
+    lemmas: dict[str, BoundLemma] = {}
+    contexts: dict[str, list[str]] = {}
+    if not claims:
+        return BoxProof(facts, lemmas, contexts)
+    deepest = max(neuron.layer for neuron in claims)
+    total = sum(network.layers[k].outputs for k in range(deepest)) + sum(
+        1 for n in claims if n.layer == deepest
+    )
+    done = 0
+    previous_context: list[str] = []
+    for k in range(deepest + 1):
+        context = context_id(box_index, k)
+        contexts[context] = list(previous_context)
+        relaxation = Relaxation(network, box, k, dict(facts), {})
+        program = relaxation.linear_program() if k > 0 else None
+        layer_lemmas: list[str] = []
+        targets = (
+            range(network.layers[k].outputs)
+            if k < deepest
+            else sorted(n.index for n in claims if n.layer == deepest)
+        )
+        for index in targets:
+            neuron = Neuron(k, index)
+            claimed = claims.get(neuron)
+            senses = (
+                [UPPER, LOWER]
+                if k < deepest
+                else [UPPER if claimed is Phase.INACTIVE else LOWER]
+            )
+            values: dict[int, Fraction] = {}
+            for sign in senses:
+                if time.monotonic() > deadline:
+                    break
+                if program is None:
+                    leaf = _first_layer_leaf(relaxation, neuron, sign)
+                    attempt = _LeafAttempt(leaf, leaf.bound, None, {})
+                else:
+                    attempt = _solve_leaf(relaxation, program, neuron, sign, max(0.1, deadline - time.monotonic()))
+                if attempt.leaf is None or attempt.bound is None:
+                    continue
+                leaves = [attempt.leaf]
+                proving = claimed is not None and sign == (UPPER if claimed is Phase.INACTIVE else LOWER)
+                if proving and attempt.bound > 0:
+                    if attempt.primal is not None and offer_witness is not None:
+                        offer_witness(attempt.primal[: network.input_size], box_index)
+                    if k > 0:
+                        split = _prove_with_splits(
+                            relaxation, neuron, sign, attempt, max_split_depth, deadline
+                        )
+                        if split is not None:
+                            leaves = split
+                bound = max(leaf.bound for leaf in leaves)
+                value = round_outward(sign * bound, sign)
+                lemma = BoundLemma(
+                    lemma_id(box_index, neuron, sign), box_index, neuron, sign, value,
+                    tuple(leaves), context,
+                )
+                lemmas[lemma.id] = lemma
+                layer_lemmas.append(lemma.id)
+                values[sign] = value
+            if k < deepest and UPPER in values and LOWER in values:
+                facts[neuron] = NeuronFact(values[LOWER], values[UPPER])
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        if k < deepest:
+            missing = [i for i in range(network.layers[k].outputs) if Neuron(k, i) not in facts]
+            if missing:
+                # Without bounds on every neuron of this layer, deeper relaxations cannot be
+                # built (time limit): deeper claims stay unproved.
+                break
+        previous_context = previous_context + layer_lemmas
+    return BoxProof(facts, lemmas, contexts)
