@@ -227,6 +227,10 @@ def test_a_bound_outside_float64_is_refused(tmp_path: Path) -> None:
             ":3: only bounds (op X_i constant) are supported",
         ),
         ("(declare-const Y_0 Real)\n", "declares no inputs"),
+        (
+            "(declare-const X_0 Real)\n(assert (<= X_0 1e99999))\n",
+            ":2: input X_0: constant '1e99999' has an exponent beyond 9999",
+        ),
     ],
 )
 def test_malformed_vnnlib_is_refused_with_its_line(

@@ -219,9 +219,12 @@ def _exact_floats_from_strings(values: Any, where: str) -> FloatArray:
 # Exact decimal constants and outward rounding
 
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?(\d+))?")
-# 10**1000 is far outside float64; larger exponents are refused before Fraction expands them.
+# Decimal exponents of 5+ digits are refused before Fraction expands 10**exponent: every
+# float64 bound is written with an exponent of at most 4 digits (|e| <= 1074).
 _MAX_EXPONENT_DIGITS = 4
-_NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+_NON_FINITE = frozenset(
+    {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+)
 
 
 def parse_decimal(text: str) -> Fraction:
@@ -234,7 +237,7 @@ def parse_decimal(text: str) -> Fraction:
         raise ValueError(f"{text!r} is not a decimal number")
     exponent = match.group(1)
     if exponent is not None and len(exponent.lstrip("0")) > _MAX_EXPONENT_DIGITS:
-        raise ValueError(f"constant {text!r} is far outside the float64 range")
+        raise ValueError(f"constant {text!r} has an exponent beyond 9999 in magnitude")
     return Fraction(text)
 
 
