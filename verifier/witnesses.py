@@ -449,7 +449,7 @@ def _ascend(
         live = np.flatnonzero(open_rows)
         pre_activations = _forward(network, points[live], int(layers[live].max()))
         objective = directions[live] * _row_values(pre_activations, layers[live], indices[live])
-        reached = live[objective >= 0.0]
+        reached = live[objective > 0.0]
         if reached.size and table.offer(points[reached], box_index, "gradient"):
             for row in live:
                 neuron, phase = rows[int(row)]
