@@ -1,0 +1,199 @@
+"""The HTML report: self-contained, well formed, escaped, and showing every count it promises."""
+
+from __future__ import annotations
+
+import copy
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+from verifier.report import DOMAIN_DETAIL_ROWS, render_report
+
+VOID_ELEMENTS = frozenset({"meta", "br", "hr", "img", "input", "link", "col", "area", "wbr"})
+
+
+def layer(index: int, neurons: int, active: int, inactive: int, unstable: int, unknown: int,
+          before: int, after: int) -> dict[str, int]:
+    return {
+        "layer": index, "neurons": neurons, "stably_active": active,
+        "stably_inactive": inactive, "unstable": unstable, "unknown": unknown,
+        "connections_before": before, "connections_after": after,
+    }
+
+
+def hand_made_certificate(inputs: int = 4) -> dict[str, Any]:
+    per_layer = [layer(0, 8, 2, 3, 2, 1, 32, 9), layer(1, 6, 1, 1, 4, 0, 48, 20)]
+    return {
+        "format": "verify-compress-certificate",
+        "format_version": 1,
+        "tool_version": "0.1.0",
+        "solvers": {"z3": "4.13.0"},
+        "network": {"path": "models/tiny <net>.onnx", "sha256": "ab" * 32},
+        "compressed": {"path": "proofs/tiny/compressed.onnx", "sha256": "cd" * 32},
+        "domain": {
+            "boxes": [
+                {"lower": ["0"] * inputs, "upper": ["1"] * inputs},
+                {"lower": ["-0.5"] * inputs, "upper": ["0.25"] * inputs},
+            ],
+            "source": "vnnlib:prop_<1>.vnnlib",
+        },
+        "neurons": [
+            {"layer": 0, "index": 7, "status": "unknown", "evidence": {}},
+            {"layer": 0, "index": 1, "status": "unstable", "evidence": {"witnesses": [0, 1]}},
+        ],
+        "summary": {
+            "per_layer": per_layer,
+            "totals": {
+                "neurons_before": 14, "neurons_after": 9, "layers_before": 3, "layers_after": 3,
+                "connections_before": 96, "connections_after": 45,
+                "percent_connections_removed": 53.125, "stably_active": 3,
+                "stably_inactive": 4, "unstable": 6, "unknown": 1,
+            },
+        },
+        "timings": {"witnesses": 0.5, "search": 1.25, "certification": 3.0},
+        "compression": {
+            "rounding_bound": "1/1048576",
+            "equivalence": {"proved": True, "obligations": 3},
+        },
+        "lemmas": {"L0": {}, "L1": {}, "L2": {}, "L3": {}, "L4": {}, "L5": {}, "L6": {}},
+        "witnesses": [[0.0] * inputs, [1.0] * inputs],
+    }
+
+
+class StrictStructure(HTMLParser):
+    """Records tags and checks that every non-void element is closed in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.problems: list[str] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag not in VOID_ELEMENTS:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.problems.append(f"unexpected </{tag}> with open {self.stack[-3:]}")
+        else:
+            self.stack.pop()
+
+
+def parse(text: str) -> StrictStructure:
+    parser = StrictStructure()
+    parser.feed(text)
+    parser.close()
+    return parser
+
+
+def visible_text(text: str) -> str:
+    return re.sub(r"<[^>]+>", " ", text)
+
+
+def test_the_report_is_well_formed_html_with_every_element_closed() -> None:
+    page = render_report(hand_made_certificate())
+    structure = parse(page)
+    assert page.startswith("<!DOCTYPE html>")
+    assert structure.problems == []
+    assert structure.stack == []
+    assert [tag for tag, _ in structure.tags].count("svg") == 1
+
+
+def test_the_report_fetches_nothing_and_runs_no_script() -> None:
+    page = render_report(hand_made_certificate())
+    structure = parse(page)
+    assert "http://" not in page and "https://" not in page
+    assert all(tag not in ("script", "link", "img", "iframe") for tag, _ in structure.tags)
+    assert all("src" not in attrs and "href" not in attrs for _, attrs in structure.tags)
+
+
+def test_the_report_names_each_status_with_its_total_count() -> None:
+    text = visible_text(render_report(hand_made_certificate()))
+    for label, count in (("stably active", 3), ("stably inactive", 4), ("unstable", 6),
+                         ("unknown", 1)):
+        assert f"{label}: {count}" in text
+
+
+def test_the_chart_draws_one_bar_segment_per_nonzero_status_of_each_layer() -> None:
+    page = render_report(hand_made_certificate())
+    rects = [attrs for tag, attrs in parse(page).tags if tag == "rect"]
+    # layer 0 has four nonzero statuses, layer 1 three
+    assert len(rects) == 7
+    assert "layer 0: 2 stably active" in page
+    assert "layer 1: 4 unstable" in page
+    widths = [float(attrs["width"] or 0) for attrs in rects]
+    # layer 0 (8 neurons) is the widest bar: its segments fill the whole bar length
+    assert abs(sum(widths[:4]) - 560) < 0.01
+    assert abs(sum(widths[4:]) - 560 * 6 / 8) < 0.01
+
+
+def test_the_counts_table_shows_every_layer_and_the_before_after_totals() -> None:
+    text = " ".join(visible_text(render_report(hand_made_certificate())).split())
+    assert "0 8 2 3 2 1 32 9" in text
+    assert "1 6 1 1 4 0 48 20" in text
+    assert "total 14 3 4 6 1 80 29" in text
+    assert "connections (nonzero weights) 96 45" in text
+    assert "53.12%" in text
+
+
+def test_the_report_shows_hashes_timings_equivalence_and_evidence_counts() -> None:
+    text = " ".join(visible_text(render_report(hand_made_certificate())).split())
+    assert "ab" * 32 in text and "cd" * 32 in text
+    assert "search 1.25" in text and "total 4.75" in text
+    assert "Equivalence proved" in text
+    assert "1/1048576 (about 9.54e-07)" in text
+    assert "stability lemmas (proofs) 7" in text
+    assert "witness inputs 2" in text
+    assert "equivalence obligations 3" in text
+    assert "1 unknown neurons (kept)" in text
+
+
+def test_the_report_says_how_to_recheck_the_certificate_beside_the_compressed_network() -> None:
+    page = render_report(hand_made_certificate())
+    assert "verify-compress check proofs/tiny/certificate.json" in page
+
+
+def test_an_unproved_equivalence_is_shown_as_a_warning() -> None:
+    certificate = hand_made_certificate()
+    certificate["compression"]["equivalence"]["proved"] = False
+    assert "Equivalence NOT proved" in render_report(certificate)
+
+
+def test_strings_from_the_certificate_are_escaped() -> None:
+    page = render_report(hand_made_certificate())
+    assert "tiny &lt;net&gt;.onnx" in page and "<net>" not in page
+    assert "prop_&lt;1&gt;.vnnlib" in page
+    hostile = hand_made_certificate()
+    hostile["timings"] = {"<script>alert(1)</script>": 1.0}
+    assert "<script>" not in render_report(hostile)
+
+
+def test_the_domain_summary_counts_boxes_and_groups_equal_inputs() -> None:
+    page = render_report(hand_made_certificate(inputs=784))
+    text = " ".join(visible_text(page).split())
+    assert "2 boxes over 784 inputs" in text
+    assert "0 0-783 0.0 1.0" in text
+    assert "1 0-783 -0.5 0.25" in text
+    assert "<details>" in page
+
+
+def test_a_long_domain_table_is_cut_short_with_a_note() -> None:
+    certificate = hand_made_certificate()
+    inputs = DOMAIN_DETAIL_ROWS + 10
+    lower = [str(i) for i in range(inputs)]  # all different: one row per input
+    certificate["domain"]["boxes"] = [{"lower": lower, "upper": lower}]
+    page = render_report(certificate)
+    assert f"Only the first {DOMAIN_DETAIL_ROWS} rows are shown" in page
+    assert parse(page).problems == []
+
+
+def test_a_partial_certificate_still_renders() -> None:
+    certificate = copy.deepcopy(hand_made_certificate())
+    for key in ("summary", "timings", "compression", "domain", "lemmas", "solvers"):
+        del certificate[key]
+    page = render_report(certificate)
+    assert parse(page).problems == []
+    assert "No equivalence result recorded" in page
+    assert render_report({}).startswith("<!DOCTYPE html>")

@@ -1,0 +1,516 @@
+"""The HTML report: a human view of a certificate, written next to it as `report.html`.
+
+Stage: ... -> equivalence -> certificate and **report**.
+
+`render_report(certificate)` is a pure function of the certificate JSON document. It returns
+one self-contained HTML file: inline CSS and inline SVG, no scripts, no external fetches, so
+it opens offline and can be archived with the certificate. The report proves nothing; the
+certificate and `verify-compress check` do. It shows: the network and its hashes, the domain,
+the per-layer stability chart, the counts before and after compression, the time per stage,
+the equivalence result and rounding bound, the amount of evidence, and how to re-check.
+
+Every string taken from the certificate is escaped with `html.escape`; the renderer tolerates
+missing optional fields (it shows "-"), so a report can be drawn for a partial document.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from pathlib import PurePath
+from typing import Any
+
+STATUSES: tuple[tuple[str, str, str], ...] = (
+    # (certificate key, label, colour)
+    ("stably_active", "stably active", "#2e7d32"),
+    ("stably_inactive", "stably inactive", "#78909c"),
+    ("unstable", "unstable", "#f9a825"),
+    ("unknown", "unknown", "#c62828"),
+)
+"""The four neuron statuses in chart order."""
+
+DOMAIN_DETAIL_ROWS = 5000
+"""Most rows of the collapsed per-input domain table (beyond this the table is cut short)."""
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0;
+       color: #1a1a1a; background: #fafafa; }
+main { max-width: 60rem; margin: 0 auto; padding: 1.5rem; }
+h1 { font-size: 1.5rem; margin-bottom: 0.2rem; }
+h2 { font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.5rem 0; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th, tfoot td { background: #f0f0f0; }
+code, .hash { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace;
+              font-size: 0.9em; word-break: break-all; }
+pre { background: #272822; color: #f8f8f2; padding: 0.75rem; overflow-x: auto; }
+.muted { color: #666; }
+.verdict-ok { color: #2e7d32; font-weight: bold; }
+.verdict-bad { color: #c62828; font-weight: bold; }
+details { margin: 0.5rem 0; }
+summary { cursor: pointer; }
+svg text { font-family: system-ui, sans-serif; font-size: 12px; }
+"""
+
+
+def render_report(certificate: Mapping[str, Any]) -> str:
+    """The report for `certificate` (a certificate JSON document) as one HTML page."""
+    network_name = _network_name(certificate)
+    sections = [
+        _header(certificate, network_name),
+        _files_section(certificate),
+        _domain_section(_mapping(certificate.get("domain"))),
+        _stability_section(_summary(certificate)),
+        _counts_section(_summary(certificate)),
+        _timings_section(_mapping(certificate.get("timings"))),
+        _equivalence_section(_mapping(certificate.get("compression"))),
+        _evidence_section(certificate),
+        _recheck_section(certificate),
+    ]
+    title = f"verify-compress report: {network_name}"
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_e(title)}</title>",
+            f"<style>{_CSS}</style>",
+            "</head>",
+            "<body>",
+            "<main>",
+            *sections,
+            "</main>",
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Field access (tolerant of missing parts)
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _sequence(value: object) -> Sequence[Any]:
+    return value if isinstance(value, Sequence) and not isinstance(value, str) else ()
+
+
+def _summary(certificate: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _mapping(certificate.get("summary"))
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _text(value: object) -> str:
+    """A scalar for display; "-" for a missing value."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _network_name(certificate: Mapping[str, Any]) -> str:
+    path = _mapping(certificate.get("network")).get("path")
+    return PurePath(path).name if isinstance(path, str) and path else "network"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def _header(certificate: Mapping[str, Any], network_name: str) -> str:
+    solvers = _mapping(certificate.get("solvers"))
+    solver_text = ", ".join(f"{name} {version}" for name, version in solvers.items()) or "-"
+    verdict = _equivalence_verdict(_mapping(certificate.get("compression")))
+    return "\n".join(
+        [
+            f"<h1>verify-compress report: {_e(network_name)}</h1>",
+            f'<p class="muted">certificate format {_e(_text(certificate.get("format")))} '
+            f"version {_e(_text(certificate.get('format_version')))}; "
+            f"written by verify-compress {_e(_text(certificate.get('tool_version')))}; "
+            f"solvers: {_e(solver_text)}</p>",
+            f"<p>{verdict}</p>",
+            "<p>This page summarises the certificate; it is not itself evidence. The "
+            "certificate is checked by <code>verify-compress check</code> (see the end of "
+            "this page).</p>",
+        ]
+    )
+
+
+def _files_section(certificate: Mapping[str, Any]) -> str:
+    rows = []
+    for role, key in (("original network", "network"), ("compressed network", "compressed")):
+        entry = _mapping(certificate.get(key))
+        rows.append(
+            f"<tr><td>{_e(role)}</td><td><code>{_e(_text(entry.get('path')))}</code></td>"
+            f'<td class="hash">{_e(_text(entry.get("sha256")))}</td></tr>'
+        )
+    return "\n".join(
+        [
+            "<h2>Files</h2>",
+            "<table><thead><tr><th>role</th><th>path</th><th>SHA-256</th></tr></thead>",
+            "<tbody>",
+            *rows,
+            "</tbody></table>",
+        ]
+    )
+
+
+def _domain_section(domain: Mapping[str, Any]) -> str:
+    boxes = [_mapping(box) for box in _sequence(domain.get("boxes"))]
+    inputs = len(_sequence(boxes[0].get("lower"))) if boxes else 0
+    parts = [
+        "<h2>Input domain</h2>",
+        f"<p>Source: <code>{_e(_text(domain.get('source')))}</code>; "
+        f"{len(boxes)} box{'es' if len(boxes) != 1 else ''} over {inputs} inputs. "
+        "A neuron counts as stable only if it is stable, in the same phase, on every box.</p>",
+    ]
+    if not boxes:
+        return "\n".join(parts)
+    parts.append(
+        "<table><thead><tr><th>box</th><th>lower (min)</th><th>lower (max)</th>"
+        "<th>upper (min)</th><th>upper (max)</th></tr></thead><tbody>"
+    )
+    for k, box in enumerate(boxes):
+        lower, upper = _bounds(box.get("lower")), _bounds(box.get("upper"))
+        parts.append(
+            f"<tr><td>{k}</td>{_range_cells(lower)}{_range_cells(upper)}</tr>"
+        )
+    parts.append("</tbody></table>")
+    parts.append(_domain_details(boxes))
+    return "\n".join(parts)
+
+
+def _bounds(values: object) -> list[tuple[float, str]]:
+    """Each bound as (float, shortest text identifying that float); NaN for unreadable ones.
+
+    The certificate stores each bound as the exact decimal of a float64; `repr` of that float
+    is the shortest decimal that reads back to the same float, so it names the same number.
+    """
+    result = []
+    for value in _sequence(values):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            result.append((math.nan, str(value)))
+            continue
+        result.append((number, repr(number)))
+    return result
+
+
+def _range_cells(bounds: Sequence[tuple[float, str]]) -> str:
+    readable = [b for b in bounds if not math.isnan(b[0])]
+    if not readable:
+        return "<td>-</td><td>-</td>"
+    low = min(readable, key=lambda b: b[0])[1]
+    high = max(readable, key=lambda b: b[0])[1]
+    return f"<td>{_e(low)}</td><td>{_e(high)}</td>"
+
+
+def _domain_details(boxes: Sequence[Mapping[str, Any]]) -> str:
+    """A collapsed per-input table; consecutive inputs with equal bounds share one row."""
+    rows: list[str] = []
+    truncated = False
+    for k, box in enumerate(boxes):
+        lower, upper = _bounds(box.get("lower")), _bounds(box.get("upper"))
+        for first, last, low, high in _runs(lower, upper):
+            if len(rows) >= DOMAIN_DETAIL_ROWS:
+                truncated = True
+                break
+            inputs = str(first) if first == last else f"{first}-{last}"
+            rows.append(
+                f"<tr><td>{k}</td><td>{_e(inputs)}</td><td>{_e(low)}</td><td>{_e(high)}</td></tr>"
+            )
+    note = (
+        f'<p class="muted">Only the first {DOMAIN_DETAIL_ROWS} rows are shown; the '
+        "certificate holds every bound.</p>"
+        if truncated
+        else ""
+    )
+    return "\n".join(
+        [
+            "<details><summary>Bounds of every input</summary>",
+            '<p class="muted">Bounds are shown as the shortest decimal that identifies each '
+            "float64; the certificate stores their exact decimal values.</p>",
+            "<table><thead><tr><th>box</th><th>inputs</th><th>lower</th><th>upper</th></tr>"
+            "</thead><tbody>",
+            *rows,
+            "</tbody></table>",
+            note,
+            "</details>",
+        ]
+    )
+
+
+def _runs(
+    lower: Sequence[tuple[float, str]], upper: Sequence[tuple[float, str]]
+) -> list[tuple[int, int, str, str]]:
+    """Maximal runs of consecutive inputs with the same (lower, upper) text."""
+    runs: list[tuple[int, int, str, str]] = []
+    for i, ((_, low), (_, high)) in enumerate(zip(lower, upper, strict=False)):
+        if runs and runs[-1][1] == i - 1 and runs[-1][2:] == (low, high):
+            runs[-1] = (runs[-1][0], i, low, high)
+        else:
+            runs.append((i, i, low, high))
+    return runs
+
+
+def _per_layer(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [_mapping(layer) for layer in _sequence(summary.get("per_layer"))]
+
+
+def _stability_section(summary: Mapping[str, Any]) -> str:
+    layers = _per_layer(summary)
+    totals = _mapping(summary.get("totals"))
+    legend = "".join(
+        f'<li><span style="color:{colour}">&#9632;</span> {_e(label)}: '
+        f"{_int(totals.get(key))}</li>"
+        for key, label, colour in STATUSES
+    )
+    return "\n".join(
+        [
+            "<h2>Neuron stability per layer</h2>",
+            _stability_chart(layers),
+            f'<ul style="list-style:none;padding:0">{legend}</ul>',
+            '<p class="muted">Stably inactive neurons are removed, stably active ones folded '
+            "into the next layer; unstable neurons (each with a witness input checked exactly) "
+            "and unknown neurons (no proof within the time limit) are kept as they are.</p>",
+        ]
+    )
+
+
+def _stability_chart(layers: Sequence[Mapping[str, Any]]) -> str:
+    """Stacked horizontal bars, one per hidden layer, lengths proportional to neuron counts."""
+    label_width, bar_width, row_height, gap = 110, 560, 24, 8
+    width = label_width + bar_width + 60
+    height = max(1, len(layers)) * (row_height + gap) + gap
+    widest = max((_int(layer.get("neurons")) for layer in layers), default=0) or 1
+    parts = [
+        # No xmlns: inline SVG in HTML5 needs none, and the page names no URL at all.
+        f'<svg width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" '
+        'aria-label="stacked bars of neuron statuses per layer">'
+    ]
+    for row, layer in enumerate(layers):
+        y = gap + row * (row_height + gap)
+        neurons = _int(layer.get("neurons"))
+        parts.append(
+            f'<text x="0" y="{y + row_height * 0.7:.1f}">layer {_e(_text(layer.get("layer")))}'
+            "</text>"
+        )
+        x = float(label_width)
+        for key, label, colour in STATUSES:
+            count = _int(layer.get(key))
+            if count <= 0:
+                continue
+            length = bar_width * count / widest
+            parts.append(
+                f'<rect x="{x:.2f}" y="{y}" width="{length:.2f}" height="{row_height}" '
+                f'fill="{colour}"><title>layer {_e(_text(layer.get("layer")))}: {count} '
+                f"{_e(label)}</title></rect>"
+            )
+            if length >= 8 * len(str(count)) + 6:
+                parts.append(
+                    f'<text x="{x + length / 2:.2f}" y="{y + row_height * 0.7:.1f}" '
+                    f'text-anchor="middle" fill="#fff">{count}</text>'
+                )
+            x += length
+        parts.append(
+            f'<text x="{x + 6:.2f}" y="{y + row_height * 0.7:.1f}">{neurons}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_LAYER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("neurons", "neurons"),
+    ("stably_active", "stably active"),
+    ("stably_inactive", "stably inactive"),
+    ("unstable", "unstable"),
+    ("unknown", "unknown"),
+    ("connections_before", "connections before"),
+    ("connections_after", "connections after"),
+)
+
+_TOTAL_ROWS: tuple[tuple[str, str, str], ...] = (
+    # (label, key before, key after)
+    ("neurons", "neurons_before", "neurons_after"),
+    ("layers", "layers_before", "layers_after"),
+    ("connections (nonzero weights)", "connections_before", "connections_after"),
+)
+
+
+def _counts_section(summary: Mapping[str, Any]) -> str:
+    layers = _per_layer(summary)
+    totals = _mapping(summary.get("totals"))
+    head = "".join(f"<th>{_e(label)}</th>" for _, label in _LAYER_COLUMNS)
+    body = [
+        f"<tr><td>{_e(_text(layer.get('layer')))}</td>"
+        + "".join(f"<td>{_e(_text(layer.get(key)))}</td>" for key, _ in _LAYER_COLUMNS)
+        + "</tr>"
+        for layer in layers
+    ]
+    foot = "".join(
+        f"<td>{sum(_int(layer.get(key)) for layer in layers)}</td>" for key, _ in _LAYER_COLUMNS
+    )
+    before_after = [
+        f"<tr><td>{_e(label)}</td><td>{_e(_text(totals.get(before)))}</td>"
+        f"<td>{_e(_text(totals.get(after)))}</td></tr>"
+        for label, before, after in _TOTAL_ROWS
+    ]
+    removed = totals.get("percent_connections_removed")
+    removed_text = f"{removed:.2f}%" if isinstance(removed, (int, float)) else "-"
+    return "\n".join(
+        [
+            "<h2>Counts</h2>",
+            f"<table><thead><tr><th>layer</th>{head}</tr></thead><tbody>",
+            *body,
+            f"</tbody><tfoot><tr><td>total</td>{foot}</tr></tfoot></table>",
+            "<table><thead><tr><th></th><th>before</th><th>after</th></tr></thead><tbody>",
+            *before_after,
+            "</tbody></table>",
+            f"<p>Connections removed: <strong>{_e(removed_text)}</strong></p>",
+        ]
+    )
+
+
+def _timings_section(timings: Mapping[str, Any]) -> str:
+    rows = []
+    total = 0.0
+    for stage, seconds in timings.items():
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+            total += float(seconds)
+            shown = f"{float(seconds):.2f}"
+        else:
+            shown = _text(seconds)
+        rows.append(f"<tr><td>{_e(stage)}</td><td>{_e(shown)}</td></tr>")
+    return "\n".join(
+        [
+            "<h2>Time per stage</h2>",
+            "<table><thead><tr><th>stage</th><th>seconds</th></tr></thead><tbody>",
+            *rows,
+            f"</tbody><tfoot><tr><td>total</td><td>{total:.2f}</td></tr></tfoot></table>",
+        ]
+    )
+
+
+def _equivalence_verdict(compression: Mapping[str, Any]) -> str:
+    proved = _mapping(compression.get("equivalence")).get("proved")
+    if proved is True:
+        return (
+            '<span class="verdict-ok">Equivalence proved:</span> the compressed network '
+            "computes exactly the original function on the domain (exact real arithmetic)."
+        )
+    if proved is False:
+        return (
+            '<span class="verdict-bad">Equivalence NOT proved.</span> Do not use the '
+            "compressed network as a replacement for the original."
+        )
+    return '<span class="muted">No equivalence result recorded.</span>'
+
+
+def _rounding_text(bound: object) -> str:
+    """The exact rounding bound, with a decimal approximation when it is a readable rational."""
+    if not isinstance(bound, str):
+        return _text(bound)
+    try:
+        value = Fraction(bound)
+    except (ValueError, ZeroDivisionError):
+        return bound
+    if value == 0:
+        return f"{bound} (the exported weights are exact)"
+    return f"{bound} (about {float(value):.3g})"
+
+
+def _equivalence_section(compression: Mapping[str, Any]) -> str:
+    equivalence = _mapping(compression.get("equivalence"))
+    rows = [
+        f"<tr><td>{_e(key)}</td><td>{_e(_text(value))}</td></tr>"
+        for key, value in equivalence.items()
+        if value is None or isinstance(value, (str, int, float, bool))
+    ]
+    return "\n".join(
+        [
+            "<h2>Equivalence</h2>",
+            f"<p>{_equivalence_verdict(compression)}</p>",
+            "<table><tbody>",
+            *rows,
+            "</tbody></table>",
+            "<p>Bound on the output deviation caused by storing the compressed weights as "
+            "floats (over the whole domain, any output):</p>",
+            f"<p><code>{_e(_rounding_text(compression.get('rounding_bound')))}</code></p>",
+        ]
+    )
+
+
+def _evidence_section(certificate: Mapping[str, Any]) -> str:
+    neurons = [_mapping(n) for n in _sequence(certificate.get("neurons"))]
+    unknown = [n for n in neurons if n.get("status") == "unknown"]
+    items = [
+        ("neuron records", len(neurons)),
+        ("stability lemmas (proofs)", len(_mapping(certificate.get("lemmas")))),
+        ("witness inputs", len(_sequence(certificate.get("witnesses")))),
+        (
+            "equivalence obligations",
+            _text(_mapping(_mapping(certificate.get("compression")).get("equivalence")).get(
+                "obligations"
+            )),
+        ),
+    ]
+    rows = [f"<tr><td>{_e(label)}</td><td>{_e(count)}</td></tr>" for label, count in items]
+    parts = [
+        "<h2>Evidence in the certificate</h2>",
+        "<table><tbody>",
+        *rows,
+        "</tbody></table>",
+    ]
+    if unknown:
+        names = ", ".join(
+            f"({_text(n.get('layer'))},{_text(n.get('index'))})" for n in unknown
+        )
+        parts.append(
+            f"<details><summary>{len(unknown)} unknown neurons (kept)</summary>"
+            f"<p><code>{_e(names)}</code></p></details>"
+        )
+    return "\n".join(parts)
+
+
+def _certificate_path(certificate: Mapping[str, Any]) -> str:
+    """Where the certificate lies: beside the compressed network (both are in the out dir)."""
+    compressed = _mapping(certificate.get("compressed")).get("path")
+    if isinstance(compressed, str) and compressed:
+        return str(PurePath(compressed).parent / "certificate.json")
+    return "certificate.json"
+
+
+def _recheck_section(certificate: Mapping[str, Any]) -> str:
+    command = f"verify-compress check {_certificate_path(certificate)}"
+    return "\n".join(
+        [
+            "<h2>How to re-check</h2>",
+            "<p>Re-verify everything from scratch (the hashes of both ONNX files, every "
+            "witness by exact evaluation, every proof obligation with a fresh SMT solver, the "
+            "equivalence obligations):</p>",
+            f"<pre><code>{_e(command)}</code></pre>",
+            "<p>The SMT-LIB2 files in <code>smt/</code> beside the certificate can also be "
+            "given to any other SMT solver; each block is expected to be unsat.</p>",
+        ]
+    )
