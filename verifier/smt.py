@@ -14,6 +14,8 @@ import dataclasses
 import enum
 import hashlib
 import time
+from collections.abc import Sequence
+from fractions import Fraction
 
 import z3
 
@@ -92,3 +94,47 @@ def _split_queries(script: str) -> list[str]:
             continue
         queries.append(block.replace("(check-sat)", "").replace("(exit)", ""))
     return queries
+
+
+def find_model(
+    smtlib: str, names: Sequence[str], timeout_seconds: float = 60.0
+) -> dict[str, Fraction] | None:
+    """Values of the named real constants in a model of the first satisfiable query of a
+    script, or None if every query is unsat or the solver gives up. A counterexample finder
+    only: callers must check what it returns (exactly) before reporting it."""
+    context = z3.Context()
+    solver = z3.Solver(ctx=context)
+    solver.set("timeout", max(1, int(timeout_seconds * 1000)))
+    try:
+        for query in _split_queries(smtlib):
+            solver.reset()
+            solver.from_string(query)
+            if solver.check() != z3.sat:
+                continue
+            model = solver.model()
+            values: dict[str, Fraction] = {}
+            for name in names:
+                value = model.eval(z3.Real(name, context), model_completion=True)
+                if not isinstance(value, z3.RatNumRef):
+                    return None
+                values[name] = Fraction(value.numerator_as_long(), value.denominator_as_long())
+            return values
+    except z3.Z3Exception:
+        return None
+    return None
+
+
+def check_many(
+    obligations: list[Obligation], timeout_seconds: float = 60.0, workers: int = 1
+) -> list[SmtResult]:
+    """`check` every obligation, in `workers` processes (each with its own fresh contexts)."""
+    if workers <= 1 or len(obligations) < 8:
+        return [check(o, timeout_seconds) for o in obligations]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_check_with_timeout, obligations, [timeout_seconds] * len(obligations), chunksize=4))
+
+
+def _check_with_timeout(obligation: Obligation, timeout_seconds: float) -> SmtResult:
+    return check(obligation, timeout_seconds)
