@@ -139,15 +139,14 @@ def per_layer_summary(
 
 
 def tool_versions() -> JsonDict:
-    import onnx
-    from ortools import __version__ as ortools_version
+    from importlib.metadata import version
 
     from verifier.smt import solver_versions
 
     return {
         "verify-compress": verifier.__version__,
         "python": platform.python_version(),
-        "onnx": onnx.__version__,
-        "ortools": ortools_version,
+        "onnx": version("onnx"),
+        "ortools": version("ortools"),
         **solver_versions(),
     }

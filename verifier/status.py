@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 class Neuron(NamedTuple):
     layer: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: the neuron's row
 
     def __str__(self) -> str:
         return f"({self.layer},{self.index})"
