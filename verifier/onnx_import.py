@@ -21,6 +21,11 @@ starts a new identity expression on its output; the graph output closes the last
 (without ReLU) unless the graph ends right after a ReLU. Every op is an entry of the explicit
 table `_OPS` (op type -> handler and allowed attributes); a handler only sees its node's inputs.
 
+Conv is turned into its dense matrix (output elements x input elements), since the IR is a
+chain of dense affine layers; memory grows accordingly (a 16-channel conv on a 32x32x3 image
+is a 4096 x 3072 layer). Selections, transposes and normalizations before the first product of
+a layer are kept as one-entry-per-row maps (`_RowMap`) so they never cost an n x n matrix.
+
 Batch dimension: a graph input of rank >= 2 whose leading dimension is 0, 1 or symbolic has a
 batch dimension; it is fixed to 1 (the IR is a function of ONE input) and dropped from
 `Network.input_shape`.
@@ -66,6 +71,37 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 @dataclasses.dataclass(frozen=True)
+class _RowMap:
+    """A matrix with one entry per row: M[r, columns[r]] = coefficients[r], `width` columns.
+
+    Selections, permutations (Transpose), broadcasts and diagonal scalings (normalization)
+    stay in this form, so composing them with a later product costs no dense n x n matrix.
+    """
+
+    columns: npt.NDArray[np.intp]
+    coefficients: FloatArray
+    width: int
+
+    def dense(self) -> FloatArray:
+        matrix = np.zeros((self.columns.size, self.width))
+        matrix[np.arange(self.columns.size), self.columns] = self.coefficients
+        return matrix
+
+    def left_multiplied(self, linear: FloatArray) -> FloatArray:
+        """linear @ self."""
+        contributions = linear * self.coefficients[None, :]
+        result = np.zeros((linear.shape[0], self.width))
+        if np.unique(self.columns).size == self.columns.size:
+            result[:, self.columns] = contributions
+        else:
+            np.add.at(result.T, self.columns, contributions.T)
+        return result
+
+
+_Matrix: TypeAlias = "FloatArray | _RowMap | None"
+
+
+@dataclasses.dataclass(frozen=True)
 class _Affine:
     """value = matrix @ h + offset (flattened, C order), reshaped to `shape`.
 
@@ -74,7 +110,7 @@ class _Affine:
     exactly zero. Keeping both symbolic avoids any arithmetic on plain layers.
     """
 
-    matrix: FloatArray | None
+    matrix: _Matrix
     offset: FloatArray | None
     shape: tuple[int, ...]
     base: int
@@ -87,11 +123,24 @@ class _Affine:
     def is_identity(self) -> bool:
         return self.matrix is None and self.offset is None
 
+    @property
+    def before_weights(self) -> bool:
+        """No weight matrix applied yet in this layer (only selections and scalings)."""
+        return not isinstance(self.matrix, np.ndarray)
+
     def dense_matrix(self) -> FloatArray:
-        return np.eye(self.size) if self.matrix is None else self.matrix
+        if self.matrix is None:
+            return np.eye(self.size)
+        return self.matrix.dense() if isinstance(self.matrix, _RowMap) else self.matrix
 
     def dense_offset(self) -> FloatArray:
         return np.zeros(self.size) if self.offset is None else self.offset
+
+    def _row_map(self) -> _RowMap:
+        """The identity or row-map matrix as a row map (only when `before_weights`)."""
+        if isinstance(self.matrix, _RowMap):
+            return self.matrix
+        return _RowMap(np.arange(self.size), np.ones(self.size), self.size)
 
     def reshaped(self, shape: tuple[int, ...]) -> _Affine:
         return dataclasses.replace(self, shape=shape)
@@ -99,7 +148,13 @@ class _Affine:
     def reindexed(self, index: npt.NDArray[np.intp], shape: tuple[int, ...]) -> _Affine:
         """Element k of the result is element index[k] of self (exact: a selection)."""
         offset = None if self.offset is None else self.offset[index]
-        return _Affine(self.dense_matrix()[index], offset, shape, self.base)
+        matrix: _Matrix
+        if self.before_weights:
+            rows = self._row_map()
+            matrix = _RowMap(rows.columns[index], rows.coefficients[index], rows.width)
+        else:
+            matrix = self.dense_matrix()[index]
+        return _Affine(matrix, offset, shape, self.base)
 
     def broadcast_to(self, shape: tuple[int, ...]) -> _Affine:
         if shape == self.shape:
@@ -109,19 +164,35 @@ class _Affine:
 
     def mapped(self, linear: FloatArray, shape: tuple[int, ...]) -> _Affine:
         """linear @ self: a linear map of the flattened value."""
-        matrix = linear if self.matrix is None else linear @ self.matrix
+        matrix: FloatArray
+        if self.matrix is None:
+            matrix = linear
+        elif isinstance(self.matrix, _RowMap):
+            matrix = self.matrix.left_multiplied(linear)
+        else:
+            matrix = linear @ self.matrix
         offset = None if self.offset is None else linear @ self.offset
         return _Affine(matrix, offset, shape, self.base)
 
     def scaled(self, factors: FloatArray) -> _Affine:
         """Elementwise product with flattened `factors`."""
-        matrix = np.diag(factors) if self.matrix is None else self.matrix * factors[:, None]
+        matrix: _Matrix
+        if self.before_weights:
+            rows = self._row_map()
+            matrix = _RowMap(rows.columns, rows.coefficients * factors, rows.width)
+        else:
+            matrix = self.dense_matrix() * factors[:, None]
         offset = None if self.offset is None else self.offset * factors
         return _Affine(matrix, offset, self.shape, self.base)
 
     def divided(self, divisors: FloatArray) -> _Affine:
         """Elementwise quotient by flattened nonzero `divisors`."""
-        matrix = np.diag(1.0 / divisors) if self.matrix is None else self.matrix / divisors[:, None]
+        matrix: _Matrix
+        if self.before_weights:
+            rows = self._row_map()
+            matrix = _RowMap(rows.columns, rows.coefficients / divisors, rows.width)
+        else:
+            matrix = self.dense_matrix() / divisors[:, None]
         offset = None if self.offset is None else self.offset / divisors
         return _Affine(matrix, offset, self.shape, self.base)
 
@@ -294,7 +365,7 @@ def _arithmetic(node: _Node, inputs: _Inputs, chain: _Chain) -> list[_Value]:
     shape = _broadcast_shape(node, variable.shape, tuple(constant.shape))
     operand = variable.broadcast_to(shape)
     values = np.broadcast_to(_as_float(constant), shape).reshape(-1)
-    on_layer_input = variable.matrix is None
+    on_layer_input = variable.before_weights
     if node.op != "Add" or on_layer_input:
         chain.note(f"{node.op} normalization" if on_layer_input else f"{node.op} folded")
     if node.op == "Add":
@@ -338,7 +409,7 @@ def _data_times(node: _Node, data: _Affine, weights: AnyArray, chain: _Chain) ->
         raise node.error(f"cannot multiply a tensor of shape {data.shape} by {weights.shape}")
     leading = data.shape[:-1]
     shape = leading + (tuple(weights.shape[1:]) if weights.ndim == 2 else ())
-    if data.matrix is not None:
+    if not data.before_weights:
         chain.note(f"{node.op} composition")
     return data.mapped(_kron_identity(math.prod(leading), block.T), shape)
 
@@ -347,7 +418,7 @@ def _times_data(node: _Node, weights: AnyArray, data: _Affine, chain: _Chain) ->
     """weights @ data, weights a constant of shape (m, k) or (k,)."""
     block = _weight_rows(node, weights)
     rows = tuple(weights.shape[:1]) if weights.ndim == 2 else ()
-    if data.matrix is not None:
+    if not data.before_weights:
         chain.note(f"{node.op} composition")
     if len(data.shape) == 1 and data.shape[0] == block.shape[1]:
         return data.mapped(block, rows)
@@ -757,12 +828,21 @@ def _reject_unsupported_ops(graph: onnx.GraphProto, source: str) -> None:
         )
 
 
+def _shown(value: Any) -> str:
+    """A one-line rendering of an attribute value for error messages."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, (int, float, str)) or (isinstance(value, list) and len(value) <= 8):
+        return repr(value)
+    return f"<{type(value).__name__}>"
+
+
 def _decoded_node(proto: onnx.NodeProto, index: int, source: str) -> _Node:
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in proto.attribute}
     node = _Node(proto, _node_label(proto, index), source, attributes)
     unknown = sorted(set(attributes) - _OPS[node.op].attributes)
     if unknown:
-        raise node.error(f"unsupported attribute {unknown[0]}={attributes[unknown[0]]!r}")
+        raise node.error(f"unsupported attribute {unknown[0]}={_shown(attributes[unknown[0]])}")
     return node
 
 
@@ -838,13 +918,16 @@ def _needed_nodes(
     defined = set(available)
     remaining = sorted(needed)
     while remaining:
-        ready = [i for i in remaining if all(not n or n in defined for n in graph.node[i].input)]
-        if not ready:
+        waiting = []
+        for index in remaining:  # one pass suffices for a graph stored in topological order
+            if all(not name or name in defined for name in graph.node[index].input):
+                order.append(index)
+                defined.update(graph.node[index].output)
+            else:
+                waiting.append(index)
+        if len(waiting) == len(remaining):
             raise ModelError(f"{source}: the graph has a cycle")
-        for index in ready:
-            defined.update(graph.node[index].output)
-        order.extend(ready)
-        remaining = [i for i in remaining if i not in set(ready)]
+        remaining = waiting
     return order
 
 
