@@ -6,10 +6,11 @@ Commands are typer functions registered on `app` below; each wraps its body in
 Routing: `verify-compress NET.onnx [options]` runs the main job, while
 `verify-compress inspect NET.onnx` and `verify-compress check CERT` run subcommands. `main`
 makes both work by inserting the default command name (`DEFAULT_COMMAND`, "run") in front of
-the arguments when they do not start with a registered command or a top-level option. Until a
-`run` command is registered nothing is inserted, so `verify-compress NET.onnx` reports an
-unknown command. To add a command, define it (in its own `cli/<name>.py` for anything
-substantial) and register it here with `app.command(name)(function)`.
+the arguments when they do not start with a registered command or a top-level option (the
+`run` and `check` commands live in `cli/run.py`). Options such as `--debug` belong to a
+command, so they follow its name (or the network, for the default command). To add a
+command, define it (in its own `cli/<name>.py` for anything substantial) and register it here
+with `app.command(name)(function)`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli import DebugOption, user_errors
+from cli.run import check, run
 from cli.train import train
 from verifier import __version__
 from verifier.summary import NetworkSummary, network_summary
@@ -111,6 +113,8 @@ def print_summary(summary: NetworkSummary, console: Console) -> None:
     console.print(f"ONNX ops folded into the affine layers: {folded}", highlight=False)
 
 
+app.command("run")(run)
+app.command("check")(check)
 app.command("train")(train)
 
 

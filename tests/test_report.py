@@ -29,7 +29,7 @@ def hand_made_certificate(inputs: int = 4) -> dict[str, Any]:
         "tool_version": "0.1.0",
         "solvers": {"z3": "4.13.0"},
         "network": {"path": "models/tiny <net>.onnx", "sha256": "ab" * 32},
-        "compressed": {"path": "proofs/tiny/compressed.onnx", "sha256": "cd" * 32},
+        "compressed": {"path": "compressed.onnx", "sha256": "cd" * 32},
         "domain": {
             "boxes": [
                 {"lower": ["0"] * inputs, "upper": ["1"] * inputs},
@@ -133,7 +133,8 @@ def test_the_counts_table_shows_every_layer_and_the_before_after_totals() -> Non
     text = " ".join(visible_text(render_report(hand_made_certificate())).split())
     assert "0 8 2 3 2 1 32 9" in text
     assert "1 6 1 1 4 0 48 20" in text
-    assert "total 14 3 4 6 1 80 29" in text
+    assert "output (no ReLU) - - - - - 16 16" in text
+    assert "total 14 3 4 6 1 96 45" in text
     assert "connections (nonzero weights) 96 45" in text
     assert "53.12%" in text
 
@@ -151,8 +152,17 @@ def test_the_report_shows_hashes_timings_equivalence_and_evidence_counts() -> No
 
 
 def test_the_report_says_how_to_recheck_the_certificate_beside_the_compressed_network() -> None:
-    page = render_report(hand_made_certificate())
-    assert "verify-compress check proofs/tiny/certificate.json" in page
+    assert "verify-compress check certificate.json" in render_report(hand_made_certificate())
+    elsewhere = hand_made_certificate()
+    elsewhere["compressed"]["path"] = "proofs/tiny/compressed.onnx"
+    assert "verify-compress check proofs/tiny/certificate.json" in render_report(elsewhere)
+
+
+def test_a_recorded_total_time_is_the_footer_not_a_stage() -> None:
+    certificate = hand_made_certificate()
+    certificate["timings"]["total"] = 5.5
+    text = " ".join(visible_text(render_report(certificate)).split())
+    assert "total 5.50" in text and "total 10.25" not in text
 
 
 def test_an_unproved_equivalence_is_shown_as_a_warning() -> None:

@@ -31,6 +31,9 @@ STATUSES: tuple[tuple[str, str, str], ...] = (
 )
 """The four neuron statuses in chart order."""
 
+TOTAL_TIMING = "total"
+"""The timings key holding the wall-clock time of the whole run (not a stage)."""
+
 DOMAIN_DETAIL_ROWS = 5000
 """Most rows of the collapsed per-input domain table (beyond this the table is cut short)."""
 
@@ -368,8 +371,22 @@ def _counts_section(summary: Mapping[str, Any]) -> str:
         + "</tr>"
         for layer in layers
     ]
+    # The per-layer rows are the ReLU layers; the totals' remaining connections are those of
+    # the final affine layer, shown as its own row so that the columns add up.
+    output = {
+        key: _int(totals.get(key)) - sum(_int(layer.get(key)) for layer in layers)
+        for key in ("connections_before", "connections_after")
+    }
+    if any(output.values()):
+        body.append(
+            "<tr><td>output (no ReLU)</td>"
+            + "<td>-</td>" * (len(_LAYER_COLUMNS) - 2)
+            + "".join(f"<td>{count}</td>" for count in output.values())
+            + "</tr>"
+        )
     foot = "".join(
-        f"<td>{sum(_int(layer.get(key)) for layer in layers)}</td>" for key, _ in _LAYER_COLUMNS
+        f"<td>{sum(_int(layer.get(key)) for layer in layers) + output.get(key, 0)}</td>"
+        for key, _ in _LAYER_COLUMNS
     )
     before_after = [
         f"<tr><td>{_e(label)}</td><td>{_e(_text(totals.get(before)))}</td>"
@@ -393,15 +410,21 @@ def _counts_section(summary: Mapping[str, Any]) -> str:
 
 
 def _timings_section(timings: Mapping[str, Any]) -> str:
+    """One row per stage; the footer is the recorded "total" (wall clock), else the sum."""
     rows = []
     total = 0.0
     for stage, seconds in timings.items():
+        if stage == TOTAL_TIMING:
+            continue
         if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
             total += float(seconds)
             shown = f"{float(seconds):.2f}"
         else:
             shown = _text(seconds)
         rows.append(f"<tr><td>{_e(stage)}</td><td>{_e(shown)}</td></tr>")
+    recorded = timings.get(TOTAL_TIMING)
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
+        total = float(recorded)
     return "\n".join(
         [
             "<h2>Time per stage</h2>",
@@ -494,7 +517,8 @@ def _evidence_section(certificate: Mapping[str, Any]) -> str:
 
 
 def _certificate_path(certificate: Mapping[str, Any]) -> str:
-    """Where the certificate lies: beside the compressed network (both are in the out dir)."""
+    """The certificate's path relative to this report: both lie in the output directory,
+    beside the compressed network (whose path the certificate records relative to it)."""
     compressed = _mapping(certificate.get("compressed")).get("path")
     if isinstance(compressed, str) and compressed:
         return str(PurePath(compressed).parent / "certificate.json")
@@ -508,7 +532,7 @@ def _recheck_section(certificate: Mapping[str, Any]) -> str:
             "<h2>How to re-check</h2>",
             "<p>Re-verify everything from scratch (the hashes of both ONNX files, every "
             "witness by exact evaluation, every proof obligation with a fresh SMT solver, the "
-            "equivalence obligations):</p>",
+            "equivalence obligations). Run it in the directory that holds this report:</p>",
             f"<pre><code>{_e(command)}</code></pre>",
             "<p>The SMT-LIB2 files in <code>smt/</code> beside the certificate can also be "
             "given to any other SMT solver; each block is expected to be unsat.</p>",

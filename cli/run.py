@@ -1,0 +1,525 @@
+"""`verify-compress NET.onnx` (the main job, command `run`) and `verify-compress check CERT`.
+
+Thin command layer: it parses options, builds the domain and the `Config`, shows progress and
+prints results; the work is `verifier.pipeline.run` and `verifier.check.check_certificate`.
+Registered by `cli.main` (`run` is the default command, so `verify-compress NET.onnx` runs it).
+
+Output policy: results go to stdout (a table for people, or with `--json` one JSON document and
+nothing else); the progress display goes to stderr and is shown only when stdout is a terminal
+and `--quiet` is not given. Errors follow `cli.user_errors` (exit 2, one line). Ctrl-C exits
+with 130 and one line; the pipeline writes its output directory atomically, so an interrupted
+run leaves no partial files.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from cli import DebugOption, one_line, user_errors
+from verifier.config import Config
+from verifier.domain import Domain, box_from_cli, load_bounds_file, parse_vnnlib
+from verifier.errors import DomainError, VerifyCompressError
+
+EXIT_CHECK_FAILED = 1
+EXIT_INTERRUPTED = 130
+DEFAULT_LOWER = 0.0
+DEFAULT_UPPER = 1.0
+PROOFS_DIR = Path("proofs")
+OUTPUT_FILES = ("certificate.json", "compressed.onnx", "report.html")
+MAX_LISTED_FAILURES = 20
+STATUS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("stably_active", "stably active"),
+    ("stably_inactive", "stably inactive"),
+    ("unstable", "unstable"),
+    ("unknown", "unknown"),
+)
+
+
+class Method(str, enum.Enum):
+    single = "single"
+    per_neuron = "per-neuron"
+
+
+class ExportDtype(str, enum.Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the result as one JSON document on stdout.")
+]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", help="No progress display and no tables; print the verdict only.")
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# The main job
+
+
+def run(
+    network: Annotated[Path, typer.Argument(help="The ONNX network to compress.")],
+    lower: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lower",
+            help="Lower bound of the input box: one value for every input, or one per input "
+            "(repeat the option or separate values by commas). Default: 0.",
+        ),
+    ] = None,
+    upper: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--upper",
+            help="Upper bound of the input box, like --lower. Default: 1.",
+        ),
+    ] = None,
+    vnnlib: Annotated[
+        Path | None,
+        typer.Option("--vnnlib", help="Take the domain from a VNN-LIB file's input constraints."),
+    ] = None,
+    bounds: Annotated[
+        Path | None,
+        typer.Option("--bounds", help="Take the domain from a bounds file (.npy or .json)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output directory. Default: proofs/<network name>/."),
+    ] = None,
+    time_limit: Annotated[
+        float,
+        typer.Option(
+            "--time-limit",
+            help="Wall-clock budget in seconds; neurons still undecided then are 'unknown' "
+            "and kept (never a wrong result).",
+        ),
+    ] = 300.0,
+    samples: Annotated[
+        int, typer.Option("--samples", help="Random domain points tried as witnesses.")
+    ] = 2000,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="A .npy array of inputs (one row per input) tried as witnesses first; rows "
+            "outside the domain are ignored.",
+        ),
+    ] = None,
+    method: Annotated[
+        Method,
+        typer.Option(
+            "--method",
+            help="'single': one CP-SAT search for all candidate neurons; 'per-neuron': one "
+            "search per neuron (for comparison).",
+        ),
+    ] = Method.single,
+    workers: Annotated[int, typer.Option("--workers", help="Worker threads/processes.")] = 2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice.")] = 0,
+    export_dtype: Annotated[
+        ExportDtype | None,
+        typer.Option(
+            "--export-dtype",
+            help="dtype of the compressed ONNX weights. Default: the original network's.",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Find the stable neurons of NETWORK on an input domain, compress it exactly, and write
+    the compressed ONNX, a certificate, SMT-LIB2 files and an HTML report.
+
+    The domain is a box (--lower/--upper), a VNN-LIB file (--vnnlib) or a bounds file
+    (--bounds): give at most one of these. With none, the domain is [0, 1] for every input.
+    """
+    stdout = Console(quiet=quiet and not json_output, highlight=False)
+    with interruptible(debug, "no files were written"), user_errors(debug):
+        config = make_config(time_limit, samples, method, workers, seed, export_dtype)
+        # Imported here: onnx and the solvers load slowly and are not needed for --help.
+        from verifier.onnx_import import load_network
+        from verifier.pipeline import run as run_pipeline
+        from verifier.report import render_report
+
+        net = load_network(network)
+        domain, description = build_domain(
+            lower, upper, vnnlib, bounds, net.input_size
+        )
+        rows = load_data(data, net.input_size) if data is not None else None
+        out_dir = out if out is not None else PROOFS_DIR / network.stem
+        if not json_output:
+            stdout.print(f"network: {escape(str(network))} ({net.input_size} inputs, "
+                         f"{len(net.layers)} affine layers)")
+            stdout.print(f"domain: {escape(description)}")
+        with progress_display(show=not quiet and stdout.is_terminal) as progress:
+            result = run_pipeline(
+                network, domain, out_dir, config, data=rows, progress=progress,
+                write_report=render_report,
+            )
+    if json_output:
+        typer.echo(json.dumps(run_json(result.certificate, result.out_dir), indent=2))
+    elif quiet:
+        typer.echo(f"certificate written: {result.out_dir / 'certificate.json'}")
+    else:
+        print_run(result.certificate, result.out_dir, stdout)
+
+
+def make_config(
+    time_limit: float,
+    samples: int,
+    method: Method,
+    workers: int,
+    seed: int,
+    export_dtype: ExportDtype | None,
+) -> Config:
+    """The run's `Config`; out-of-range numbers are user errors naming the option."""
+    if not (math.isfinite(time_limit) and time_limit > 0):
+        raise VerifyCompressError(f"--time-limit must be a positive number of seconds, "
+                                  f"got {time_limit}")
+    if samples < 0:
+        raise VerifyCompressError(f"--samples must be 0 or more, got {samples}")
+    if workers < 1:
+        raise VerifyCompressError(f"--workers must be 1 or more, got {workers}")
+    return Config(
+        time_limit=time_limit,
+        samples=samples,
+        method="per-neuron" if method is Method.per_neuron else "single",
+        workers=workers,
+        seed=seed,
+        export_dtype=None if export_dtype is None else (
+            "float32" if export_dtype is ExportDtype.float32 else "float64"
+        ),
+    )
+
+
+def parse_values(option: str, texts: Sequence[str]) -> list[float]:
+    """The numbers of a repeatable, comma-separated option (`--lower 0,0.5 --lower 1`)."""
+    values = []
+    for text in texts:
+        for part in text.split(","):
+            try:
+                values.append(float(part.strip()))
+            except ValueError:
+                raise DomainError(f"{option}: {part.strip()!r} is not a number") from None
+    if not values:
+        raise DomainError(f"{option}: no values given")
+    return values
+
+
+def build_domain(
+    lower: Sequence[str] | None,
+    upper: Sequence[str] | None,
+    vnnlib: Path | None,
+    bounds: Path | None,
+    input_size: int,
+) -> tuple[Domain, str]:
+    """The domain the options describe, and a one-line description of it for the output."""
+    box_given = bool(lower) or bool(upper)
+    given = [name for name, present in (("--lower/--upper", box_given),
+                                        ("--vnnlib", vnnlib is not None),
+                                        ("--bounds", bounds is not None)) if present]
+    if len(given) > 1:
+        raise DomainError(f"give only one domain, got {' and '.join(given)}")
+    if vnnlib is not None:
+        domain = parse_vnnlib(vnnlib, input_size)
+        return domain, describe_domain(domain, f"from {vnnlib}")
+    if bounds is not None:
+        domain = load_bounds_file(bounds, input_size)
+        return domain, describe_domain(domain, f"from {bounds}")
+    if not box_given:
+        domain = box_from_cli([DEFAULT_LOWER], [DEFAULT_UPPER], input_size)
+        return domain, f"{describe_domain(domain, '')} (default)"
+    if not lower or not upper:
+        missing = "--upper" if lower else "--lower"
+        raise DomainError(
+            f"{missing} is missing: give both --lower and --upper (or neither, for the "
+            "default domain [0, 1] per input)"
+        )
+    domain = box_from_cli(parse_values("--lower", lower), parse_values("--upper", upper),
+                          input_size)
+    return domain, describe_domain(domain, "")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def describe_domain(domain: Domain, origin: str) -> str:
+    """E.g. "[0, 1]^64", "box over 5 inputs, lower in [-0.3, 0.1], upper in [...]",
+    "3 boxes over 5 inputs from prop.vnnlib"."""
+    suffix = f" {origin}" if origin else ""
+    if len(domain.boxes) == 1:
+        box = domain.boxes[0]
+        low, high = float(box.lower.min()), float(box.upper.max())
+        if low == float(box.lower.max()) and high == float(box.upper.min()):
+            return f"[{_number(low)}, {_number(high)}]^{box.size}{suffix}"
+        return (f"box over {box.size} inputs, lower in [{_number(low)}, "
+                f"{_number(float(box.lower.max()))}], upper in "
+                f"[{_number(float(box.upper.min()))}, {_number(high)}]{suffix}")
+    return f"{len(domain.boxes)} boxes over {domain.size} inputs{suffix}"
+
+
+def load_data(path: Path, input_size: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """The `--data` rows: a numeric .npy array with `input_size` values per row."""
+    if path.suffix.lower() != ".npy":
+        raise DomainError(f"{path}: --data must be a .npy file")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DomainError(f"{path}: no such data file") from None
+    except (OSError, ValueError) as error:
+        raise DomainError(f"{path}: not a numeric .npy array ({one_line(str(error))})") from None
+    if array.dtype.kind not in "fiu" or array.ndim == 0:
+        raise DomainError(f"{path}: --data must be a numeric array of rows, "
+                          f"got dtype {array.dtype} shape {array.shape}")
+    rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(1, -1)
+    if rows.shape[1] != input_size:
+        raise DomainError(f"{path}: rows have {rows.shape[1]} values but the network has "
+                          f"{input_size} inputs")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def run_json(certificate: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
+    """The `--json` document: the certificate's summary plus timings and file locations."""
+    return {
+        **certificate["summary"],
+        "domain_boxes": len(certificate["domain"]["boxes"]),
+        "equivalence_proved": certificate["compression"]["equivalence"]["proved"],
+        "rounding_bound": certificate["compression"]["rounding_bound"],
+        "timings": certificate["timings"],
+        "files": {name: str(out_dir / name) for name in (*OUTPUT_FILES, "smt")},
+        "check_command": f"verify-compress check {out_dir / 'certificate.json'}",
+    }
+
+
+def print_run(certificate: Mapping[str, Any], out_dir: Path, console: Console) -> None:
+    """The human summary of a run: stability per layer, counts, time per stage, files."""
+    summary = certificate["summary"]
+    totals = summary["totals"]
+    console.print(layer_table(summary["per_layer"], totals))
+    console.print(counts_table(totals))
+    console.print(timings_table(certificate["timings"]))
+    equivalence = certificate["compression"]["equivalence"]
+    if equivalence["proved"]:
+        console.print("[green]equivalence proved[/green]: the compressed network equals the "
+                      "original on the domain (exact arithmetic)")
+    else:
+        console.print("[bold red]equivalence NOT proved[/bold red]: do not use the compressed "
+                      "network in place of the original")
+    console.print("bound on the output change from rounding the exported weights: "
+                  f"{escape(rounding_text(certificate['compression']['rounding_bound']))}")
+    smt_files = len(list((out_dir / "smt").glob("*.smt2")))
+    console.print(f"written to {escape(str(out_dir))}/: {', '.join(OUTPUT_FILES)}, "
+                  f"smt/ ({smt_files} SMT-LIB2 files)")
+    console.print(f"re-check: verify-compress check {escape(str(out_dir / 'certificate.json'))}")
+
+
+def rounding_text(bound: object) -> str:
+    """The exact bound "p/q" with its approximate value, or "0 (exact)"."""
+    try:
+        value = Fraction(str(bound))
+    except (ValueError, ZeroDivisionError):
+        return str(bound)
+    if value == 0:
+        return "0 (the exported weights are exact)"
+    return f"{float(value):.3g} (exactly {bound})"
+
+
+def layer_table(per_layer: Sequence[Mapping[str, Any]], totals: Mapping[str, Any]) -> Table:
+    """One row per hidden layer and a totals footer. Each column is as narrow as its longest
+    header word or value, so the table fits 80 columns (headers wrap between words)."""
+    headers = ["layer", "neurons", *(label for _, label in STATUS_COLUMNS),
+               "conn. before", "conn. after"]
+    keys = [key for key, _ in STATUS_COLUMNS] + ["connections_before", "connections_after"]
+    rows = [
+        [str(layer["layer"]), str(layer["neurons"]), *(str(layer[key]) for key in keys)]
+        for layer in per_layer
+    ]
+    # per_layer lists the ReLU layers; the rest of the totals' connections are the output's.
+    output = [int(totals[key]) - sum(int(layer[key]) for layer in per_layer)
+              for key in ("connections_before", "connections_after")]
+    if any(output):
+        rows.append(["output", "-", "-", "-", "-", "-", *(str(count) for count in output)])
+    footer = ["total", str(sum(int(layer["neurons"]) for layer in per_layer)),
+              *(str(totals[key]) for key in keys)]
+    table = Table(title="neuron stability per layer", show_footer=True,
+                  caption="conn. = connections (nonzero weights) into the layer; "
+                  "output = the final affine layer (no ReLU)")
+    for position, header in enumerate(headers):
+        cells = [row[position] for row in rows] + [footer[position]]
+        width = max(*(len(word) for word in header.split()), *(len(cell) for cell in cells))
+        table.add_column(header, footer=footer[position], width=width,
+                         justify="left" if position == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def counts_table(totals: Mapping[str, Any]) -> Table:
+    table = Table(title="compression")
+    table.add_column("")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for label, key in (("neurons", "neurons"), ("layers", "layers"),
+                       ("connections", "connections")):
+        table.add_row(label, str(totals[f"{key}_before"]), str(totals[f"{key}_after"]))
+    table.add_row("connections removed", "", f"{float(totals['percent_connections_removed']):.2f}%")
+    return table
+
+
+def timings_table(timings: Mapping[str, Any]) -> Table:
+    table = Table(title="time per stage")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for stage, seconds in timings.items():
+        table.add_row(escape(str(stage)), f"{float(seconds):.2f}")
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# check
+
+
+def check(
+    certificate: Annotated[Path, typer.Argument(help="The certificate.json to re-verify.")],
+    solver: Annotated[
+        str, typer.Option("--solver", help="SMT solver that re-runs every obligation.")
+    ] = "z3",
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 2,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Re-verify a certificate from scratch: both ONNX hashes, every witness by exact
+    evaluation, every proof obligation with a fresh solver, and the equivalence proof.
+
+    Exit status 0 if the certificate is valid, 1 if it is not (the first failing item is
+    named), 2 if it cannot be read.
+    """
+    stdout = Console(highlight=False)
+    with interruptible(debug, "the certificate was not fully checked"), user_errors(debug):
+        if workers < 1:
+            raise VerifyCompressError(f"--workers must be 1 or more, got {workers}")
+        from verifier.check import check_certificate
+
+        show = not quiet and not json_output and stdout.is_terminal
+        with progress_display(show) as progress:
+            report = check_certificate(certificate, progress=progress, solver=solver,
+                                       workers=workers)
+    if json_output:
+        typer.echo(json.dumps(dataclass_json(report), indent=2))
+    else:
+        if not quiet:
+            checked = ", ".join(
+                f"{count} {kind.replace('_', ' ')}" for kind, count in report.counts.items()
+            )
+            stdout.print(f"checked {escape(str(certificate))} in {report.seconds:.1f} s: "
+                         f"{escape(checked) or 'nothing'}")
+        if report.valid:
+            stdout.print("certificate valid")
+        else:
+            stdout.print(f"certificate INVALID: {escape(str(report.first_failure))}")
+            if not quiet and len(report.failures) > 1:
+                for failure in report.failures[1:MAX_LISTED_FAILURES]:
+                    stdout.print(f"  also: {escape(failure)}")
+    if not report.valid:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def dataclass_json(report: Any) -> dict[str, Any]:
+    return {
+        "valid": report.valid,
+        "first_failure": report.first_failure,
+        "failures": list(report.failures),
+        "counts": dict(report.counts),
+        "seconds": round(float(report.seconds), 4),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress and interruption
+
+
+class StageProgress:
+    """The pipeline's `progress(stage, done, total)` callback drawn as one rich task per stage.
+
+    A stage's task appears when the stage first reports; when a later stage reports, the
+    earlier ones are shown as finished (a stage with an unknown total, 0, shows a spinner).
+    """
+
+    def __init__(self, display: Progress) -> None:
+        self.display = display
+        self.tasks: dict[str, TaskID] = {}
+        self.latest: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.finish_latest()
+            self.tasks[stage] = self.display.add_task(stage, total=total or None)
+        self.display.update(self.tasks[stage], completed=done, total=total or None)
+        self.latest = stage
+
+    def finish_latest(self) -> None:
+        if self.latest is None:
+            return
+        task = self.tasks[self.latest]
+        current = self.display.tasks[task]
+        final = max(int(current.total or 0), int(current.completed), 1)
+        self.display.update(task, total=final, completed=final)
+
+
+@contextmanager
+def progress_display(show: bool) -> Iterator[StageProgress | None]:
+    """A `StageProgress` drawing on stderr while the block runs, or None when not `show`."""
+    if not show:
+        yield None
+        return
+    display = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    with display:
+        callback = StageProgress(display)
+        yield callback
+        callback.finish_latest()
+
+
+@contextmanager
+def interruptible(debug: bool, consequence: str) -> Iterator[None]:
+    """Ctrl-C ends the command with status 130 and one line (a traceback with --debug)."""
+    started = time.monotonic()
+    try:
+        yield
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        typer.echo(f"interrupted after {time.monotonic() - started:.0f} s; {consequence}",
+                   err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
