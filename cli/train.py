@@ -14,10 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from verifier.errors import VerifyCompressError
+from cli import DebugOption, user_errors
 from verifier.training import BUILTIN_DATASET, ExportSummary, parse_hidden, train_and_export
-
-EXIT_BAD_INPUT = 2
 
 
 def train(
@@ -44,14 +42,14 @@ def train(
         typer.Option(help="Set weights with |w| below this to 0 before export (0 = off)."),
     ] = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing on success.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Train a ReLU MLP with L1 regularization (deterministic with --seed) and export ONNX.
 
-    Needs the optional extra: pip install 'verify-compress[train]'.
+    Needs the optional `train` extra (torch and scikit-learn).
     """
     console = Console(quiet=quiet)
-    errors = Console(stderr=True)
-    try:
+    with user_errors(debug):
         widths = parse_hidden(hidden)
         with Progress(
             TextColumn("training"),
@@ -72,9 +70,6 @@ def train(
                 output, dataset, widths, l1, epochs, seed, lr, batch_size, prune_below,
                 on_epoch=show_epoch,
             )
-    except VerifyCompressError as error:
-        errors.print(f"error: {error}", markup=False, highlight=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
     console.print(summary_table(summary))
 
 
