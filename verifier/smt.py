@@ -60,7 +60,14 @@ def check(obligation: Obligation, timeout_seconds: float = 60.0) -> SmtResult:
     """Run one obligation in a fresh Z3 context; PROVED only if every check-sat is unsat."""
     started = time.perf_counter()
     context = z3.Context()
-    solver = z3.Solver(ctx=context)
+    # Interval propagation first: residual-bound queries (one long linear row over boxed
+    # variables) are decided by it in milliseconds, where plain simplex pivots on big rationals.
+    solver = z3.Then(
+        z3.Tactic("simplify", ctx=context),
+        z3.Tactic("propagate-ineqs", ctx=context),
+        z3.Tactic("smt", ctx=context),
+        ctx=context,
+    ).solver()
     solver.set("timeout", max(1, int(timeout_seconds * 1000)))
     answers: list[str] = []
     try:
@@ -103,7 +110,14 @@ def find_model(
     script, or None if every query is unsat or the solver gives up. A counterexample finder
     only: callers must check what it returns (exactly) before reporting it."""
     context = z3.Context()
-    solver = z3.Solver(ctx=context)
+    # Interval propagation first: residual-bound queries (one long linear row over boxed
+    # variables) are decided by it in milliseconds, where plain simplex pivots on big rationals.
+    solver = z3.Then(
+        z3.Tactic("simplify", ctx=context),
+        z3.Tactic("propagate-ineqs", ctx=context),
+        z3.Tactic("smt", ctx=context),
+        ctx=context,
+    ).solver()
     solver.set("timeout", max(1, int(timeout_seconds * 1000)))
     try:
         for query in _split_queries(smtlib):
