@@ -225,8 +225,8 @@ def _check_lemmas(
                     lemmas[lemma_id(lemma.box, neuron, LOWER)].value, lemmas[lemma_id(lemma.box, neuron, UPPER)].value
                 )
         _require(bool(lemma.leaves), f"{item}: has no leaves")
-        if len(lemma.leaves) > 1:
-            _require(covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves), f"{item}: case split does not cover all phases")
+        # Also for a single leaf: one that carries an assumption proves nothing on its own.
+        _require(covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves), f"{item}: case split does not cover all phases")
         recorded = document["lemmas"][lemma.id].get("obligations", [])
         _require(len(recorded) == len(lemma.leaves) + (1 if len(lemma.leaves) > 1 else 0),
                  f"{item}: obligation list does not match its leaves")

@@ -272,7 +272,8 @@ def lemma_is_established(proof: BoxProof, lemma: BoundLemma, checks: Mapping[str
     own = checks.get(lemma.id)
     if own is None or not own.proved:
         return False
-    if len(lemma.leaves) > 1 and not covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves):
+    # Also for a single leaf: one that carries an assumption proves nothing on its own.
+    if not covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves):
         return False
     return all(i in checks and checks[i].proved for i in proof.contexts[lemma.context])
 
