@@ -38,7 +38,7 @@ from verifier.domain import Box
 from verifier.exact import RationalArray
 from verifier.ir import Network
 from verifier.lp import LinearProgram, LpStatus
-from verifier.relaxation import NeuronFact, Relaxation, Treatment
+from verifier.relaxation import NeuronFact, Relaxation
 from verifier.smt import Obligation
 from verifier.status import Neuron, Phase
 
@@ -224,8 +224,48 @@ def _smt_affine(coefficients: Mapping[str, Fraction], constant: Fraction) -> str
     return _smt_sum(terms)
 
 
+class DefinitionRows:
+    """SMT text of the network's `def` rows, built once per network and shared by obligations."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self._terms: dict[tuple[int, int], dict[str, Fraction]] = {}
+        self._texts: dict[tuple[int, int], str] = {}
+        self._biases = [layer.exact_bias.to_fractions() for layer in network.layers]
+
+    def _inputs_of(self, k: int) -> list[str]:
+        if k == 0:
+            return [f"x_{j}" for j in range(self.network.input_size)]
+        return [f"a_{k - 1}_{j}" for j in range(self.network.layers[k].inputs)]
+
+    def terms(self, k: int, i: int) -> dict[str, Fraction]:
+        """W_k[i] . a_{k-1} as {variable name: exact weight}, zero weights omitted."""
+        if (k, i) not in self._terms:
+            weights = self.network.layers[k].exact_weights.row(i).to_fractions()
+            self._terms[k, i] = {
+                n: w for n, w in zip(self._inputs_of(k), weights, strict=True) if w != 0
+            }
+        return self._terms[k, i]
+
+    def bias(self, k: int, i: int) -> Fraction:
+        return self._biases[k][i]
+
+    def row_text(self, k: int, i: int) -> str:
+        """s = g_k_i - W_k[i] . a_{k-1} - b_k[i] (== 0 on the real network)."""
+        if (k, i) not in self._texts:
+            row_terms = {n: -w for n, w in self.terms(k, i).items()}
+            row_terms[f"g_{k}_{i}"] = Fraction(1)
+            self._texts[k, i] = _smt_affine(row_terms, -self.bias(k, i))
+        return self._texts[k, i]
+
+
 def leaf_obligation(
-    relaxation: Relaxation, target: Neuron, sign: int, leaf: Leaf, obligation_id: str
+    relaxation: Relaxation,
+    target: Neuron,
+    sign: int,
+    leaf: Leaf,
+    obligation_id: str,
+    rows: DefinitionRows | None = None,
 ) -> Obligation:
     """SMT-LIB2 script whose check-sats are all unsat iff the leaf certificate is valid.
 
@@ -239,20 +279,10 @@ def leaf_obligation(
     name = layout.name
     coefficients, constant = residual(relaxation, target, sign, leaf.multipliers)
     lower, upper = relaxation.variable_bounds()
+    rows = rows if rows is not None and rows.network is network else DefinitionRows(network)
 
-    layer = network.layers[target.layer]
-
-    def inputs_of(k: int) -> list[str]:
-        if k == 0:
-            return [f"x_{j}" for j in range(layout.input_size)]
-        return [f"a_{k - 1}_{j}" for j in range(network.layers[k].inputs)]
-
-    def definition(k: int, i: int) -> dict[str, Fraction]:
-        weights = network.layers[k].exact_weights.row(i).to_fractions()
-        return {n: w for n, w in zip(inputs_of(k), weights, strict=True) if w != 0}
-
-    target_terms = {n: sign * w for n, w in definition(target.layer, target.index).items()}
-    target_constant = sign * layer.exact_bias.to_fractions()[target.index]
+    target_terms = {n: sign * w for n, w in rows.terms(target.layer, target.index).items()}
+    target_constant = sign * rows.bias(target.layer, target.index)
     small = relaxation.small_rows()
     combination = [_smt_affine(target_terms, target_constant)]
     inequality_multipliers = []
@@ -262,15 +292,13 @@ def leaf_obligation(
         kind, k_text, i_text = key.split(":")
         k, i = int(k_text), int(i_text)
         if kind == "def":
-            row_terms = {n: -w for n, w in definition(k, i).items()}
-            row_terms[f"g_{k}_{i}"] = Fraction(1)
-            row_constant = -network.layers[k].exact_bias.to_fractions()[i]
+            row_text = rows.row_text(k, i)
         else:
             row, row_constant, equality = small[key]
-            row_terms = {name(index): c for index, c in row.items()}
+            row_text = _smt_affine({name(index): c for index, c in row.items()}, row_constant)
             if not equality:
                 inequality_multipliers.append(value)
-        combination.append(f"(* {smt_number(value)} {_smt_affine(row_terms, row_constant)})")
+        combination.append(f"(* {smt_number(value)} {row_text})")
     residual_terms = {name(index): c for index, c in enumerate(coefficients) if c != 0}
     residual_text = _smt_affine(residual_terms, constant)
 
@@ -279,7 +307,7 @@ def leaf_obligation(
         kind, k_text, i_text = key.split(":")
         k, i = int(k_text), int(i_text)
         if kind == "def":
-            mentioned |= set(definition(k, i)) | {f"g_{k}_{i}"}
+            mentioned |= set(rows.terms(k, i)) | {f"g_{k}_{i}"}
         else:
             mentioned |= {name(index) for index in small[key][0]}
     declarations = "\n".join(f"(declare-const {n} Real)" for n in sorted(mentioned))

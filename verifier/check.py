@@ -35,7 +35,16 @@ from verifier.certificate import (
     point_from_json,
     sha256_of,
 )
-from verifier.certify import LOWER, UPPER, BoundLemma, covers_all_phases, lemma_id, leaf_bound
+from verifier.certify import (
+    LOWER,
+    UPPER,
+    BoundLemma,
+    DefinitionRows,
+    covers_all_phases,
+    leaf_bound,
+    leaf_obligation,
+    lemma_id,
+)
 from verifier.compress import compress
 from verifier.domain import Domain
 from verifier.equivalence import prove_equivalence
@@ -47,7 +56,6 @@ from verifier.onnx_import import load_network
 from verifier.relaxation import NeuronFact, Relaxation
 from verifier.smt import SmtVerdict, check_many
 from verifier.stability import coverage_obligation
-from verifier.certify import leaf_obligation
 from verifier.status import Neuron, Phase, Status
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -198,6 +206,7 @@ def _check_lemmas(
     contexts = document["contexts"]
     obligations = []
     expected_hashes = []
+    rows = DefinitionRows(network)
     ordered = sorted(lemmas.values(), key=lambda lemma: (lemma.box, lemma.neuron.layer, lemma.id))
     for lemma in ordered:
         item = f"lemma {lemma.id}"
@@ -241,7 +250,9 @@ def _check_lemmas(
             _require(bound <= leaf.bound, f"{item} leaf {position}: residual bound {bound} exceeds the stated {leaf.bound}")
             allowed = lemma.value if lemma.sign == UPPER else -lemma.value
             _require(leaf.bound <= allowed, f"{item} leaf {position}: bound {leaf.bound} does not give value {lemma.value}")
-            obligations.append(leaf_obligation(relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}"))
+            obligations.append(
+                leaf_obligation(relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}", rows)
+            )
             expected_hashes.append((item, recorded[position]["sha256"]))
         if len(lemma.leaves) > 1:
             obligations.append(coverage_obligation(lemma))

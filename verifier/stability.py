@@ -28,6 +28,7 @@ from verifier.certify import (
     UPPER,
     BoundLemma,
     BoxProof,
+    DefinitionRows,
     covers_all_phases,
     leaf_obligation,
     lemma_id,
@@ -189,13 +190,15 @@ def proving_lemma(proof: BoxProof, box: int, neuron: Neuron, phase: Phase) -> Bo
     return lemma if holds else None
 
 
-def lemma_obligations(network: Network, domain: Domain, proof: BoxProof, lemma: BoundLemma) -> list[Obligation]:
+def lemma_obligations(
+    network: Network, domain: Domain, proof: BoxProof, lemma: BoundLemma, rows: DefinitionRows | None = None
+) -> list[Obligation]:
     """The SMT obligations of one lemma: one per leaf, plus the case-split coverage."""
     facts = facts_from_context(proof.lemmas, proof.contexts[lemma.context])
     obligations = []
     for position, leaf in enumerate(lemma.leaves):
         relaxation = Relaxation(network, domain.boxes[lemma.box], lemma.neuron.layer, facts, dict(leaf.assumptions))
-        obligations.append(leaf_obligation(relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}"))
+        obligations.append(leaf_obligation(relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}", rows))
     if len(lemma.leaves) > 1:
         obligations.append(coverage_obligation(lemma))
     return obligations
@@ -254,10 +257,11 @@ def check_lemmas(
                 wanted.update(proof.contexts[lemma.context])
         needed.extend((proof, proof.lemmas[i]) for i in sorted(wanted, key=lambda i: (proof.lemmas[i].neuron, i)))
     checks: dict[str, LemmaCheck] = {}
+    rows = DefinitionRows(network)
     batch = 64
     for start in range(0, len(needed), batch):
         chunk = needed[start : start + batch]
-        per_lemma = [lemma_obligations(network, domain, proof, lemma) for proof, lemma in chunk]
+        per_lemma = [lemma_obligations(network, domain, proof, lemma, rows) for proof, lemma in chunk]
         flat = [o for obligations in per_lemma for o in obligations]
         results = iter(check_many(flat, timeout, workers))
         for (_, lemma), obligations in zip(chunk, per_lemma, strict=True):
