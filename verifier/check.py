@@ -157,6 +157,7 @@ def _check_neurons(
     statuses: dict[Neuron, Status] = {}
     for entry in entries:
         neuron = Neuron(int(entry["layer"]), int(entry["index"]))
+        _require(neuron not in statuses, f"neuron {neuron}: listed more than once")
         try:
             statuses[neuron] = Status(entry["status"])
         except ValueError:
