@@ -1,0 +1,448 @@
+"""Tests for certification: Farkas bounds are sound, false claims are never proved, obligations.
+
+The reference is exact evaluation (`Network.evaluate_exact`) and the brute-force activation
+pattern oracle of `tests/oracle.py`; nothing here trusts the floating-point LP.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import random_network
+from tests.oracle import stability_oracle
+from verifier.certify import (
+    LOWER,
+    UPPER,
+    BoundLemma,
+    BoxProof,
+    Leaf,
+    context_id,
+    covers_all_phases,
+    leaf_bound,
+    leaf_obligation,
+    lemma_id,
+    maximum_over_bounds,
+    prove_box,
+    residual,
+    round_outward,
+)
+from verifier.domain import Box, Domain
+from verifier.ir import AffineLayer, Network
+from verifier.relaxation import Relaxation
+from verifier.smt import SmtVerdict, check
+from verifier.stability import check_lemmas, decide_statuses, facts_from_context
+from verifier.status import Neuron, Phase, Status
+from verifier.witnesses import WitnessTable
+
+
+def _case(seed: int) -> tuple[Network, Box, np.random.Generator]:
+    """A random 3-h1-h2-2 net (h1, h2 <= 6: small enough for the oracle) and a random box."""
+    rng = np.random.default_rng(seed)
+    sizes = [3, int(rng.integers(2, 7)), int(rng.integers(2, 7)), 2]
+    network = random_network(rng, sizes, dtype=np.float32 if rng.random() < 0.7 else np.float64)
+    if rng.random() < 0.3:
+        return network, Box(np.zeros(3), np.ones(3)), rng
+    center = rng.normal(size=3)
+    radius = rng.uniform(0.05, 1.0, size=3)
+    return network, Box(center - radius, center + radius), rng
+
+
+def _box_points(box: Box, rng: np.random.Generator, count: int) -> np.ndarray:
+    """Uniform points plus random corners of the box."""
+    corners = np.where(rng.random((count, box.size)) < 0.5, box.lower, box.upper)
+    return np.concatenate([box.sample(count, rng), corners, box.center()[None, :]])
+
+
+def _far_future() -> float:
+    return time.monotonic() + 60.0
+
+
+def _proves(lemma: BoundLemma | None, phase: Phase) -> bool:
+    """Whether a lemma's value shows the neuron in `phase` (the decision `analyse` makes)."""
+    if lemma is None:
+        return False
+    return lemma.value <= 0 if phase is Phase.INACTIVE else lemma.value >= 0
+
+
+def _sign_of(phase: Phase) -> int:
+    return UPPER if phase is Phase.INACTIVE else LOWER
+
+
+def _relaxation_of(
+    network: Network, box: Box, proof: BoxProof, lemma: BoundLemma, leaf: Leaf
+) -> Relaxation:
+    facts = facts_from_context(proof.lemmas, proof.contexts[lemma.context])
+    return Relaxation(network, box, lemma.neuron.layer, facts, dict(leaf.assumptions))
+
+
+# ---------------------------------------------------------------------------------------------
+# Farkas soundness
+
+
+@settings(deadline=None, max_examples=25)
+@given(st.integers(0, 2**32 - 1))
+def test_every_proved_lemma_bounds_every_exact_forward_pass_in_the_box(seed: int) -> None:
+    network, box, rng = _case(seed)
+    outputs = network.layers[-1].outputs
+    claims = {Neuron(2, i): Phase(rng.choice(["active", "inactive"])) for i in range(outputs)}
+    proof = prove_box(network, box, 0, claims, _far_future())
+    expected = 2 * (network.layers[0].outputs + network.layers[1].outputs) + outputs
+    assert len(proof.lemmas) == expected
+    evaluations = [network.evaluate_exact(point) for point in _box_points(box, rng, 40)]
+    for lemma in proof.lemmas.values():
+        for exact in evaluations:
+            g = exact.value(lemma.neuron)
+            holds = g <= lemma.value if lemma.sign == UPPER else g >= lemma.value
+            assert holds, f"{lemma.id} = {lemma.value} but g = {g}"
+        allowed = lemma.value if lemma.sign == UPPER else -lemma.value
+        for leaf in lemma.leaves:
+            assert leaf.bound <= allowed
+            relaxation = _relaxation_of(network, box, proof, lemma, leaf)
+            assert leaf_bound(relaxation, lemma.neuron, lemma.sign, leaf.multipliers) == leaf.bound
+
+
+@settings(deadline=None, max_examples=25)
+@given(st.integers(0, 2**32 - 1))
+def test_any_nonnegative_multipliers_give_a_residual_above_the_target_at_real_points(
+    seed: int,
+) -> None:
+    """The Farkas argument itself, with arbitrary (not LP-chosen) multipliers."""
+    network, box, rng = _case(seed)
+    proof = prove_box(network, box, 0, {Neuron(2, 0): Phase.ACTIVE}, _far_future())
+    facts = facts_from_context(proof.lemmas, proof.contexts[context_id(0, 2)])
+    relaxation = Relaxation(network, box, 2, facts, {})
+    keys = [f"def:{k}:{i}" for k in range(2) for i in range(network.layers[k].outputs)]
+    keys += list(relaxation.small_rows())
+    chosen = [key for key in keys if rng.random() < 0.6]
+    multipliers = {
+        key: Fraction(
+            int(rng.integers(0 if key.startswith(("above", "triangle")) else -40, 40)), 16
+        )
+        for key in chosen
+    }
+    target = Neuron(2, 1)
+    lower, upper = relaxation.variable_bounds()
+    layout = relaxation.variables
+    for sign in (UPPER, LOWER):
+        coefficients, constant = residual(relaxation, target, sign, multipliers)
+        maximum = maximum_over_bounds(coefficients, constant, lower, upper)
+        for point in _box_points(box, rng, 10):
+            exact = network.evaluate_exact(point)
+            values = [Fraction(0)] * layout.count
+            for j, x in enumerate(point.tolist()):
+                values[layout.x(j)] = Fraction(x)
+            for k in range(2):
+                for i, g in enumerate(exact.pre_activations[k].to_fractions()):
+                    values[layout.g(k, i)], values[layout.a(k, i)] = g, max(g, Fraction(0))
+            at_point = constant + sum(
+                (c * v for c, v in zip(coefficients, values, strict=True)), Fraction(0)
+            )
+            assert sign * exact.value(target) <= at_point <= maximum
+
+
+# ---------------------------------------------------------------------------------------------
+# No false claim is ever certified
+
+
+def _false_claims(
+    network: Network, box: Box, rng: np.random.Generator
+) -> tuple[dict[Neuron, Phase], set[Neuron]]:
+    """A claim per hidden neuron, deliberately false for a random half; returns (claims, false)."""
+    oracle = stability_oracle(network, box)
+    claims: dict[Neuron, Phase] = {}
+    false: set[Neuron] = set()
+    for neuron in network.hidden_neurons():
+        stable = oracle.stable_phases(neuron)
+        if len(stable) == 2:
+            continue  # g == 0 on the whole box: no phase claim is false
+        if stable and rng.random() < 0.5:
+            claims[neuron] = next(iter(stable))
+            continue
+        claims[neuron] = (
+            next(iter(stable)).opposite if stable else Phase(rng.choice(["active", "inactive"]))
+        )
+        false.add(neuron)
+    return claims, false
+
+
+@settings(deadline=None, max_examples=12)
+@given(st.integers(0, 2**32 - 1))
+def test_a_claim_the_oracle_refutes_never_gets_a_lemma_that_proves_it(seed: int) -> None:
+    network, box, rng = _case(seed)
+    claims, false = _false_claims(network, box, rng)
+    offered: list[np.ndarray] = []
+    proof = prove_box(
+        network,
+        box,
+        0,
+        claims,
+        _far_future(),
+        offer_witness=lambda point, _box: offered.append(point),
+    )
+    for neuron in false:
+        lemma = proof.lemmas.get(lemma_id(0, neuron, _sign_of(claims[neuron])))
+        assert not _proves(lemma, claims[neuron]), f"false claim {neuron} {claims[neuron]} proved"
+    for point in offered:
+        assert np.all(point >= box.lower - 1e-6) and np.all(point <= box.upper + 1e-6)
+
+    domain = Domain((box,))
+    table = WitnessTable(network, domain)  # no witnesses: only proofs can decide
+    checks = check_lemmas(network, domain, [proof], claims, table, 30.0, None)
+    statuses = decide_statuses(network.hidden_neurons(), table, [proof], checks, claims)
+    for neuron, status in statuses.items():
+        if neuron in false:
+            assert status is Status.UNKNOWN, (
+                f"false claim {neuron} {claims[neuron]} became {status}"
+            )
+        else:
+            assert status in (Status.UNKNOWN, Status.stable(claims.get(neuron, Phase.ACTIVE)))
+
+
+def test_a_false_claim_of_the_wrong_phase_on_a_stable_neuron_is_not_proved() -> None:
+    # g(0,0) = x + 1 >= 1 on [0, 1]: stably active; claiming it inactive is false.
+    network = Network(
+        (
+            AffineLayer(np.array([[1.0]]), np.array([1.0]), relu=True),
+            AffineLayer(np.eye(1), np.zeros(1), relu=False),
+        )
+    )
+    box = Box(np.zeros(1), np.ones(1))
+    proof = prove_box(network, box, 0, {Neuron(0, 0): Phase.INACTIVE}, _far_future())
+    lemma = proof.lemmas[lemma_id(0, Neuron(0, 0), UPPER)]
+    assert lemma.value == 2 and not _proves(lemma, Phase.INACTIVE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Case splits
+
+
+def _split_network() -> tuple[Network, Box]:
+    """g(1,0) = -relu(x) + relu(-x) + relu(x + 2) - 2.25 = -0.25 on [-1, 1].
+
+    relu(x + 2) = x + 2 is stably active, relu(x) and relu(-x) are unstable; the triangle
+    relaxation of both at once bounds g(1,0) only by 0.75, so the claim needs a split.
+    """
+    layers = (
+        AffineLayer(
+            np.array([[1.0], [-1.0], [1.0]], dtype=np.float32),
+            np.array([0, 0, 2], dtype=np.float32),
+            relu=True,
+        ),
+        AffineLayer(
+            np.array([[-1.0, 1.0, 1.0]], dtype=np.float32),
+            np.array([-2.25], dtype=np.float32),
+            relu=True,
+        ),
+        AffineLayer(np.ones((1, 1), dtype=np.float32), np.zeros(1, dtype=np.float32), relu=False),
+    )
+    return Network(layers), Box(np.array([-1.0]), np.array([1.0]))
+
+
+def test_a_claim_one_relaxation_cannot_prove_is_proved_by_a_case_split_z3_confirms() -> None:
+    network, box = _split_network()
+    claim = {Neuron(1, 0): Phase.INACTIVE}
+    unsplit = prove_box(network, box, 0, claim, _far_future(), max_split_depth=0)
+    assert unsplit.lemmas["b0.L1.n0.upper"].value > 0
+
+    proof = prove_box(network, box, 0, claim, _far_future())
+    lemma = proof.lemmas["b0.L1.n0.upper"]
+    assert lemma.value == Fraction(-1, 4)
+    assert len(lemma.leaves) >= 2
+    assert covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves)
+    for position, leaf in enumerate(lemma.leaves):
+        assert leaf.bound <= 0
+        relaxation = _relaxation_of(network, box, proof, lemma, leaf)
+        obligation = leaf_obligation(
+            relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}"
+        )
+        assert check(obligation, 30.0).verdict is SmtVerdict.PROVED
+    # Dropping a branch leaves a case uncovered.
+    assert not covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Leaf obligations and residuals
+
+
+def _layer_one_lemma(seed: int = 3) -> tuple[Network, Box, BoxProof, BoundLemma, Relaxation]:
+    """A proved layer-1 lemma whose leaf has multipliers, with its relaxation."""
+    rng = np.random.default_rng(seed)
+    network = random_network(rng, [3, 6, 6, 2])
+    box = Box(np.zeros(3), np.ones(3))
+    proof = prove_box(network, box, 0, {Neuron(2, 0): Phase.ACTIVE}, _far_future())
+    lemma = next(
+        lemma
+        for lemma in proof.lemmas.values()
+        if lemma.neuron.layer == 1
+        and len(lemma.leaves) == 1
+        and lemma.leaves[0].multipliers
+        and any(key.startswith("def:") for key in lemma.leaves[0].multipliers)
+    )
+    return network, box, proof, lemma, _relaxation_of(network, box, proof, lemma, lemma.leaves[0])
+
+
+@pytest.fixture(scope="module")
+def layer_one() -> tuple[Network, Box, BoxProof, BoundLemma, Relaxation]:
+    return _layer_one_lemma()
+
+
+def test_z3_proves_the_obligation_of_a_real_leaf(
+    layer_one: tuple[Network, Box, BoxProof, BoundLemma, Relaxation],
+) -> None:
+    network, box, proof, lemma, relaxation = layer_one
+    obligation = leaf_obligation(relaxation, lemma.neuron, lemma.sign, lemma.leaves[0], "real")
+    result = check(obligation, 30.0)
+    assert result.verdict is SmtVerdict.PROVED, result.detail
+    first = proof.lemmas[lemma_id(0, Neuron(0, 0), UPPER)]
+    first_relaxation = _relaxation_of(network, box, proof, first, first.leaves[0])
+    assert first.leaves[0].multipliers == {}
+    assert (
+        check(
+            leaf_obligation(first_relaxation, first.neuron, UPPER, first.leaves[0], "first")
+        ).verdict
+        is SmtVerdict.PROVED
+    )
+
+
+def test_z3_refutes_an_obligation_whose_stated_bound_was_lowered(
+    layer_one: tuple[Network, Box, BoxProof, BoundLemma, Relaxation],
+) -> None:
+    _, _, _, lemma, relaxation = layer_one
+    leaf = lemma.leaves[0]
+    lowered = Leaf(leaf.assumptions, leaf.multipliers, leaf.bound - Fraction(1, 1000))
+    result = check(leaf_obligation(relaxation, lemma.neuron, lemma.sign, lowered, "lowered"), 30.0)
+    assert result.verdict is SmtVerdict.REFUTED
+
+
+def test_z3_refutes_an_obligation_whose_multiplier_was_changed_so_the_bound_fails(
+    layer_one: tuple[Network, Box, BoxProof, BoundLemma, Relaxation],
+) -> None:
+    _, _, _, lemma, relaxation = layer_one
+    leaf = lemma.leaves[0]
+    for key in sorted(key for key in leaf.multipliers if key.startswith("def:")):
+        changed = {**leaf.multipliers, key: leaf.multipliers[key] + 5}
+        if leaf_bound(relaxation, lemma.neuron, lemma.sign, changed) > leaf.bound:
+            break
+    else:
+        pytest.fail("no multiplier change breaks the residual bound")
+    tampered = Leaf(leaf.assumptions, changed, leaf.bound)
+    result = check(leaf_obligation(relaxation, lemma.neuron, lemma.sign, tampered, "changed"), 30.0)
+    assert result.verdict is SmtVerdict.REFUTED
+
+
+def test_residual_rejects_negative_inequality_multipliers_and_unknown_rows(
+    layer_one: tuple[Network, Box, BoxProof, BoundLemma, Relaxation],
+) -> None:
+    _, _, _, lemma, relaxation = layer_one
+    rows = relaxation.small_rows()
+    inequality = [key for key in rows if key.startswith(("above:", "triangle:"))]
+    assert inequality, "the fixture needs an unstable layer-0 neuron"
+    for key in inequality:
+        with pytest.raises(ValueError, match="negative multiplier"):
+            residual(relaxation, lemma.neuron, lemma.sign, {key: Fraction(-1, 3)})
+    layer_zero = relaxation.network.layers[0].outputs
+    stable_rows = [f"above:0:{i}" for i in range(layer_zero) if f"above:0:{i}" not in rows]
+    unknown = ["bogus:0:0", "def:1:0", "def:0:99", "above:0:99", "identity:5:0", *stable_rows]
+    for key in unknown:
+        with pytest.raises(ValueError, match="unknown row"):
+            residual(relaxation, lemma.neuron, lemma.sign, {key: Fraction(1)})
+    # Equality rows take multipliers of either sign.
+    equality = next(key for key in lemma.leaves[0].multipliers if key.startswith("def:"))
+    residual(relaxation, lemma.neuron, lemma.sign, {equality: Fraction(-7, 2)})
+
+
+def test_a_multiplier_change_that_keeps_the_bound_is_still_a_valid_certificate(
+    layer_one: tuple[Network, Box, BoxProof, BoundLemma, Relaxation],
+) -> None:
+    """Farkas: any nonnegative multipliers prove the bound they give; Z3 agrees."""
+    _, _, _, lemma, relaxation = layer_one
+    changed = {key: value * 2 for key, value in lemma.leaves[0].multipliers.items()}
+    bound = leaf_bound(relaxation, lemma.neuron, lemma.sign, changed)
+    leaf = Leaf((), changed, bound)
+    assert (
+        check(leaf_obligation(relaxation, lemma.neuron, lemma.sign, leaf, "doubled")).verdict
+        is SmtVerdict.PROVED
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Case-split coverage
+
+
+N1, N2, N3 = Neuron(0, 1), Neuron(0, 2), Neuron(1, 0)
+ACT, INA = Phase.ACTIVE, Phase.INACTIVE
+
+
+def test_a_complete_split_tree_covers_all_phases() -> None:
+    assert covers_all_phases([{}])
+    assert covers_all_phases([{N1: ACT}, {N1: INA}])
+    assert covers_all_phases(
+        [{N1: ACT, N2: ACT}, {N1: ACT, N2: INA}, {N1: INA, N2: ACT}, {N1: INA, N2: INA}]
+    )
+    # Unbalanced: only the inactive branch of N1 is split further, on a different neuron.
+    assert covers_all_phases([{N1: ACT}, {N1: INA, N3: ACT}, {N1: INA, N3: INA}])
+    # Leaves from different trees that still cover together.
+    assert covers_all_phases([{N1: ACT}, {N2: ACT}, {N1: INA, N2: INA}])
+
+
+def test_a_split_tree_with_a_branch_missing_does_not_cover() -> None:
+    assert not covers_all_phases([])
+    assert not covers_all_phases([{N1: ACT}])
+    assert not covers_all_phases([{N1: ACT, N2: ACT}, {N1: ACT, N2: INA}, {N1: INA, N2: ACT}])
+    assert not covers_all_phases([{N1: ACT}, {N1: INA, N3: ACT}])
+    assert not covers_all_phases([{N1: ACT}, {N2: ACT}, {N1: INA, N2: INA, N3: ACT}])
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from([N1, N2, N3, Neuron(1, 1)]), st.sampled_from(list(Phase)), max_size=4
+        ),
+        max_size=8,
+    )
+)
+def test_coverage_agrees_with_enumerating_every_phase_assignment(
+    leaves: list[dict[Neuron, Phase]],
+) -> None:
+    neurons = [N1, N2, N3, Neuron(1, 1)]
+    expected = all(
+        any(all(assignment[n] == p for n, p in leaf.items()) for leaf in leaves)
+        for assignment in (
+            dict(zip(neurons, phases, strict=True)) for phases in itertools.product(Phase, repeat=4)
+        )
+    )
+    assert covers_all_phases(leaves) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pieces
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.fractions(), st.sampled_from([UPPER, LOWER]))
+def test_outward_rounding_gives_a_float_on_the_safe_side(value: Fraction, sign: int) -> None:
+    rounded = round_outward(value, sign)
+    assert Fraction(float(rounded)) == rounded
+    assert sign * value <= sign * rounded
+
+
+def test_a_passed_deadline_leaves_every_claim_unproved() -> None:
+    network, box, _ = _case(7)
+    claims = {n: Phase.ACTIVE for n in network.hidden_neurons()}
+    proof = prove_box(network, box, 0, claims, time.monotonic() - 1.0)
+    assert proof.lemmas == {} and proof.facts == {}
+    assert prove_box(network, box, 0, {}, _far_future()).lemmas == {}
+
+
+def test_lemma_and_context_ids_name_box_layer_neuron_and_sense() -> None:
+    assert lemma_id(2, Neuron(1, 7), UPPER) == "b2.L1.n7.upper"
+    assert lemma_id(0, Neuron(0, 0), LOWER) == "b0.L0.n0.lower"
+    assert context_id(1, 3) == "b1.ctx3"

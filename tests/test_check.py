@@ -1,0 +1,449 @@
+"""Tests for the certificate checker: a real certificate passes, every tampered copy fails.
+
+One pipeline run per module (a tiny ONNX net with stably active, stably inactive and unstable
+neurons on [0, 1]^3, one of them needing a case split); every test tampers with a copy of its
+certificate written next to the original (the checker resolves files relative to it).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from verifier.check import CheckReport, check_certificate
+from verifier.config import Config
+from verifier.domain import Domain
+from verifier.errors import CertificateError
+from verifier.ir import AffineLayer, Network
+from verifier.onnx_export import save_onnx
+from verifier.pipeline import run
+from verifier.smt import Obligation, SmtVerdict, check
+
+Document = dict[str, Any]
+
+
+def _network() -> Network:
+    """3 -> 9 -> 5 -> 2 on [0, 1]^3.
+
+    Layer 0: biases make neurons 0, 4 and 8 stably active and 3 stably inactive; 1, 2, 5, 6, 7
+    are unstable. Neurons 6-8 are relu(x0 - 0.5), relu(0.5 - x0), relu(x0 + 1.5), so layer-1
+    neuron 4 = -relu(x0 - 0.5) + relu(0.5 - x0) + relu(x0 + 1.5) - 2.125 = -0.125: stably
+    inactive, but only a case split proves it (the triangle relaxation gives 0.125).
+    """
+    w0 = np.array(
+        [
+            [1, 1, 1],
+            [1, -1, 0.5],
+            [-1, 0.5, 1],
+            [0.5, 0.5, -1],
+            [1, 2, -1],
+            [-1, -1, -1],
+            [1, 0, 0],
+            [-1, 0, 0],
+            [1, 0, 0],
+        ],
+        dtype=np.float32,
+    )
+    b0 = np.array([0.5, -0.2, 0.1, -2.0, 3.0, 0.2, -0.5, 0.5, 1.5], dtype=np.float32)
+    w1 = np.array(
+        [
+            [0.5, -1.0, 0.25, 0.75, 1.0, -0.5, 0, 0, 0],
+            [-0.5, 1.0, -1.0, 0.5, -1.0, 0.25, 0, 0, 0],
+            [1.0, 0.5, -0.5, -1.0, 0.5, 1.0, 0, 0, 0],
+            [-1.0, 0.25, 0.5, 1.0, 0.25, -0.75, 0, 0, 0],
+            [0, 0, 0, 0, 0, 0, -1, 1, 1],
+        ],
+        dtype=np.float32,
+    )
+    b1 = np.array([0.5, -4.0, 0.1, 0.2, -2.125], dtype=np.float32)
+    w2 = np.array([[1, -1, 0.5, 0.25, 1], [0.5, 0.5, -1, 1, -1]], dtype=np.float32)
+    return Network(
+        (
+            AffineLayer(w0, b0, relu=True),
+            AffineLayer(w1, b1, relu=True),
+            AffineLayer(w2, np.zeros(2, dtype=np.float32), relu=False),
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def certified(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Document]:
+    """(certificate path, certificate document) of one pipeline run."""
+    root = tmp_path_factory.mktemp("check")
+    save_onnx(_network(), root / "net.onnx", "float32")
+    result = run(
+        root / "net.onnx",
+        Domain.box(np.zeros(3), np.ones(3)),
+        root / "out",
+        Config(time_limit=20, samples=200),
+    )
+    path = result.out_dir / "certificate.json"
+    return path, json.loads(path.read_text())
+
+
+def _tampered(
+    certified: tuple[Path, Document], name: str, change: Callable[[Document], None]
+) -> CheckReport:
+    path, document = certified
+    copied = copy.deepcopy(document)
+    change(copied)
+    target = path.parent / f"tampered-{name}.json"
+    target.write_text(json.dumps(copied))
+    return check_certificate(target, workers=1)
+
+
+def _assert_rejected(report: CheckReport, *fragments: str) -> None:
+    assert not report.valid
+    assert report.first_failure is not None
+    for fragment in fragments:
+        assert fragment in report.first_failure, report.first_failure
+
+
+def _entry(document: Document, status: str) -> Document:
+    return next(entry for entry in document["neurons"] if entry["status"] == status)
+
+
+def _single_leaf_lemma(document: Document) -> str:
+    """A layer-1 lemma with one leaf that has def multipliers."""
+    return next(
+        str(identifier)
+        for identifier, lemma in sorted(document["lemmas"].items())
+        if lemma["neuron"][0] == 1
+        and len(lemma["leaves"]) == 1
+        and any(key.startswith("def:") for key in lemma["leaves"][0]["multipliers"])
+    )
+
+
+def _split_lemma(document: Document) -> str:
+    return next(
+        str(identifier)
+        for identifier, lemma in document["lemmas"].items()
+        if len(lemma["leaves"]) > 1
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The real certificate
+
+
+def test_the_pipeline_certificate_of_a_tiny_net_is_valid(certified: tuple[Path, Document]) -> None:
+    path, document = certified
+    statuses = {entry["status"] for entry in document["neurons"]}
+    assert statuses == {"stably_active", "stably_inactive", "unstable"}
+    assert any(len(lemma["leaves"]) > 1 for lemma in document["lemmas"].values()), (
+        "no case split exercised"
+    )
+    report = check_certificate(path)
+    assert report.valid, report.first_failure
+    assert report.counts["stable_neurons"] == sum(
+        1 for e in document["neurons"] if e["status"].startswith("stably")
+    )
+    assert report.counts["lemmas"] == len(document["lemmas"])
+
+
+def test_every_recorded_smt_file_exists_matches_its_sha256_and_z3_proves_it(
+    certified: tuple[Path, Document],
+) -> None:
+    path, document = certified
+    records = [record for lemma in document["lemmas"].values() for record in lemma["obligations"]]
+    assert records
+    for record in records:
+        file = path.parent / record["file"]
+        assert file.is_file() and file.parent.name == "smt", record["file"]
+        assert hashlib.sha256(file.read_bytes()).hexdigest() == record["sha256"]
+        assert record["result"] == "proved"
+    split = document["lemmas"][_split_lemma(document)]["obligations"]
+    for record in split:
+        obligation = Obligation(record["file"], (path.parent / record["file"]).read_text())
+        assert check(obligation, 30.0).verdict is SmtVerdict.PROVED
+
+
+# ---------------------------------------------------------------------------------------------
+# Lemmas: multipliers, values, bounds, contexts, obligations, case splits
+
+
+def test_a_changed_lemma_multiplier_is_rejected_naming_the_lemma(
+    certified: tuple[Path, Document],
+) -> None:
+    identifier = _single_leaf_lemma(certified[1])
+
+    def change(document: Document) -> None:
+        multipliers = document["lemmas"][identifier]["leaves"][0]["multipliers"]
+        key = next(k for k in sorted(multipliers) if k.startswith("def:"))
+        multipliers[key] = str(Fraction(multipliers[key]) + 5)
+
+    _assert_rejected(
+        _tampered(certified, "multiplier", change), f"lemma {identifier}", "residual bound"
+    )
+
+
+def test_a_negative_multiplier_on_an_inequality_row_is_rejected(
+    certified: tuple[Path, Document],
+) -> None:
+    identifier = _single_leaf_lemma(certified[1])
+
+    def change(document: Document) -> None:
+        multipliers = document["lemmas"][identifier]["leaves"][0]["multipliers"]
+        key = next((k for k in sorted(multipliers) if k.startswith(("above:", "triangle:"))), None)
+        assert key is not None, "the lemma uses no inequality row"
+        multipliers[key] = "-1/8"
+
+    _assert_rejected(
+        _tampered(certified, "negative", change), f"lemma {identifier}", "negative multiplier"
+    )
+
+
+def test_a_multiplier_on_a_row_that_does_not_exist_is_rejected(
+    certified: tuple[Path, Document],
+) -> None:
+    identifier = _single_leaf_lemma(certified[1])
+
+    def change(document: Document) -> None:
+        document["lemmas"][identifier]["leaves"][0]["multipliers"]["triangle:0:0"] = (
+            "1"  # (0,0) is stable
+        )
+
+    _assert_rejected(
+        _tampered(certified, "unknown-row", change), f"lemma {identifier}", "unknown row"
+    )
+
+
+def test_a_strengthened_lemma_value_is_rejected(certified: tuple[Path, Document]) -> None:
+    document = certified[1]
+    entry = _entry(document, "stably_inactive")
+    identifier = entry["evidence"]["lemmas"][0]
+
+    def change(changed: Document) -> None:
+        lemma = changed["lemmas"][identifier]
+        lemma["value"] = str(Fraction(lemma["value"]) - 1)
+
+    _assert_rejected(
+        _tampered(certified, "value", change), f"lemma {identifier}", "does not give value"
+    )
+
+
+def test_a_lowered_leaf_bound_is_rejected(certified: tuple[Path, Document]) -> None:
+    identifier = _single_leaf_lemma(certified[1])
+
+    def change(document: Document) -> None:
+        leaf = document["lemmas"][identifier]["leaves"][0]
+        leaf["bound"] = str(Fraction(leaf["bound"]) - Fraction(1, 1000))
+
+    _assert_rejected(_tampered(certified, "bound", change), f"lemma {identifier}", "residual bound")
+
+
+def test_a_lemma_pointed_at_another_context_is_rejected(certified: tuple[Path, Document]) -> None:
+    identifier = _single_leaf_lemma(certified[1])
+    assert certified[1]["lemmas"][identifier]["uses"] == ["b0.ctx1"]
+
+    def change(document: Document) -> None:
+        document["lemmas"][identifier]["uses"] = ["b0.ctx0"]
+
+    _assert_rejected(_tampered(certified, "uses", change), f"lemma {identifier}", "context b0.ctx0")
+
+
+def test_a_context_missing_one_of_its_lemmas_is_rejected(certified: tuple[Path, Document]) -> None:
+    def change(document: Document) -> None:
+        document["contexts"]["b0.ctx1"] = document["contexts"]["b0.ctx1"][1:]
+
+    _assert_rejected(_tampered(certified, "context", change), "lemma b0.L1.", "context b0.ctx1")
+
+
+def test_a_missing_context_lemma_is_rejected(certified: tuple[Path, Document]) -> None:
+    def change(document: Document) -> None:
+        del document["lemmas"]["b0.L0.n1.upper"]
+
+    _assert_rejected(
+        _tampered(certified, "missing-lemma", change), "uses missing lemma b0.L0.n1.upper"
+    )
+
+
+def test_a_changed_recorded_obligation_hash_is_rejected(certified: tuple[Path, Document]) -> None:
+    identifier = _single_leaf_lemma(certified[1])
+
+    def change(document: Document) -> None:
+        document["lemmas"][identifier]["obligations"][0]["sha256"] = "0" * 64
+
+    _assert_rejected(
+        _tampered(certified, "obligation", change),
+        f"lemma {identifier}",
+        "differs from the re-derived",
+    )
+
+
+def test_a_case_split_with_a_branch_dropped_is_rejected(certified: tuple[Path, Document]) -> None:
+    identifier = _split_lemma(certified[1])
+
+    def change(document: Document) -> None:
+        lemma = document["lemmas"][identifier]
+        lemma["leaves"] = lemma["leaves"][1:]
+        lemma["obligations"] = lemma["obligations"][1:]
+
+    _assert_rejected(_tampered(certified, "split", change), f"lemma {identifier}", "does not cover")
+
+
+def test_a_single_leaf_proved_under_an_assumption_is_rejected(
+    certified: tuple[Path, Document],
+) -> None:
+    """One branch of a split, alone, proves the bound only under its assumption."""
+    identifier = _split_lemma(certified[1])
+
+    def change(document: Document) -> None:
+        lemma = document["lemmas"][identifier]
+        assert lemma["leaves"][0]["assumptions"]
+        lemma["leaves"] = lemma["leaves"][:1]
+        lemma["obligations"] = lemma["obligations"][:1]
+
+    _assert_rejected(
+        _tampered(certified, "one-branch", change), f"lemma {identifier}", "does not cover"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Witnesses and statuses
+
+
+def test_a_witness_moved_outside_the_box_is_rejected(certified: tuple[Path, Document]) -> None:
+    def change(document: Document) -> None:
+        document["witnesses"][0]["point"][0] = "1.5"
+
+    _assert_rejected(_tampered(certified, "outside", change), "witness 0", "outside box 0")
+
+
+def test_a_witness_moved_to_a_point_of_the_opposite_phase_is_rejected(
+    certified: tuple[Path, Document],
+) -> None:
+    document = certified[1]
+    entry = _entry(document, "unstable")
+    active, inactive = entry["evidence"]["active"], entry["evidence"]["inactive"]
+
+    def change(changed: Document) -> None:
+        changed["witnesses"][active]["point"] = list(changed["witnesses"][inactive]["point"])
+
+    _assert_rejected(_tampered(certified, "flipped", change), "neuron (", f"witness {active}")
+
+
+def test_witnesses_moved_to_the_opposite_corner_are_rejected(
+    certified: tuple[Path, Document],
+) -> None:
+    def change(document: Document) -> None:
+        for witness in document["witnesses"]:
+            point = [Fraction(v) for v in witness["point"]]
+            witness["point"] = ["0" if v >= Fraction(1, 2) else "1" for v in point]
+
+    _assert_rejected(_tampered(certified, "corner", change), "neuron (", "witness")
+
+
+def test_a_status_changed_from_unstable_to_stably_inactive_is_rejected(
+    certified: tuple[Path, Document],
+) -> None:
+    entry = _entry(certified[1], "unstable")
+    neuron = f"neuron ({entry['layer']},{entry['index']})"
+
+    def change(document: Document) -> None:
+        target = next(
+            e
+            for e in document["neurons"]
+            if (e["layer"], e["index"]) == (entry["layer"], entry["index"])
+        )
+        target["status"] = "stably_inactive"
+
+    _assert_rejected(_tampered(certified, "unstable-status", change), neuron, "stably_inactive")
+
+
+def test_a_status_changed_from_stably_active_to_stably_inactive_is_rejected(
+    certified: tuple[Path, Document],
+) -> None:
+    entry = _entry(certified[1], "stably_active")
+    neuron = f"neuron ({entry['layer']},{entry['index']})"
+
+    def change(document: Document) -> None:
+        target = next(
+            e
+            for e in document["neurons"]
+            if (e["layer"], e["index"]) == (entry["layer"], entry["index"])
+        )
+        target["status"] = "stably_inactive"
+
+    _assert_rejected(_tampered(certified, "active-status", change), neuron, "stably_inactive")
+
+
+def test_a_status_changed_from_stably_active_to_unstable_needs_witnesses(
+    certified: tuple[Path, Document],
+) -> None:
+    entry = _entry(certified[1], "stably_active")
+
+    def change(document: Document) -> None:
+        target = next(
+            e
+            for e in document["neurons"]
+            if (e["layer"], e["index"]) == (entry["layer"], entry["index"])
+        )
+        target["status"] = "unstable"
+
+    _assert_rejected(
+        _tampered(certified, "to-unstable", change),
+        f"neuron ({entry['layer']},{entry['index']})",
+        "witness",
+    )
+
+
+def test_a_neuron_listed_twice_is_rejected(certified: tuple[Path, Document]) -> None:
+    """A second, contradicting entry for a neuron must not pass unnoticed."""
+    stable = _entry(certified[1], "stably_active")
+
+    def change(document: Document) -> None:
+        duplicate = {
+            **copy.deepcopy(stable),
+            "status": "unstable",
+            "evidence": {"active": 0, "inactive": 1},
+        }
+        document["neurons"].insert(0, duplicate)
+
+    _assert_rejected(_tampered(certified, "duplicate", change), "neuron")
+
+
+def test_a_summary_count_that_does_not_match_the_neurons_is_rejected(
+    certified: tuple[Path, Document],
+) -> None:
+    def change(document: Document) -> None:
+        document["summary"]["per_layer"][0]["unstable"] += 1
+
+    _assert_rejected(_tampered(certified, "summary", change), "summary.per_layer layer 0")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def test_a_changed_network_sha256_is_rejected(certified: tuple[Path, Document]) -> None:
+    def change(document: Document) -> None:
+        document["network"]["sha256"] = "f" * 64
+
+    _assert_rejected(_tampered(certified, "network", change), "network", "sha256")
+
+
+def test_a_changed_compressed_sha256_is_rejected(certified: tuple[Path, Document]) -> None:
+    def change(document: Document) -> None:
+        document["compressed"]["sha256"] = "f" * 64
+
+    _assert_rejected(_tampered(certified, "compressed", change), "compressed", "sha256")
+
+
+def test_a_file_that_is_not_a_certificate_is_a_certificate_error(tmp_path: Path) -> None:
+    with pytest.raises(CertificateError, match="no such certificate"):
+        check_certificate(tmp_path / "absent.json")
+    (tmp_path / "other.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(CertificateError, match="format"):
+        check_certificate(tmp_path / "other.json")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(CertificateError, match="not a JSON certificate"):
+        check_certificate(tmp_path / "broken.json")

@@ -1,0 +1,332 @@
+"""Tests for the stability analysis: every status it reports agrees with the exact oracle.
+
+`analyse` runs bounds, witnesses, the CP-SAT search, certification and Z3; the reference is the
+brute-force activation-pattern oracle of `tests/oracle.py` (exact, via Z3 on each pattern).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from fractions import Fraction
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import random_network
+from tests.oracle import OracleVerdict, stability_oracle
+from verifier import stability
+from verifier.certify import UPPER, BoxProof, lemma_id, prove_box
+from verifier.config import Config
+from verifier.domain import Box, Domain
+from verifier.ir import AffineLayer, Network
+from verifier.smt import SmtResult, SmtVerdict, check
+from verifier.stability import (
+    InconsistentEvidenceError,
+    LemmaCheck,
+    StabilityAnalysis,
+    analyse,
+    check_lemmas,
+    coverage_obligation,
+    decide_statuses,
+    lemma_obligations,
+)
+from verifier.status import Neuron, Phase, Status
+from verifier.witnesses import WitnessTable
+
+CONFIG = Config(time_limit=20, samples=200, gradient_steps=10)
+
+
+def _case(seed: int) -> tuple[Network, Domain]:
+    """A random 3-h1-h2-2 net (h1, h2 <= 6, small enough for the oracle) on a random box."""
+    rng = np.random.default_rng(seed)
+    sizes = [3, int(rng.integers(2, 7)), int(rng.integers(2, 7)), 2]
+    network = random_network(rng, sizes)
+    if rng.random() < 0.4:
+        return network, Domain.box(np.zeros(3), np.ones(3))
+    center = rng.normal(size=3)
+    radius = rng.uniform(0.05, 1.0, size=3)
+    return network, Domain.box(center - radius, center + radius)
+
+
+def _assert_agrees_with_oracle(analysis: StabilityAnalysis, verdicts: list[OracleVerdict]) -> None:
+    """Stable statuses hold on every box; unstable neurons are unstable on the domain."""
+    for neuron, status in analysis.statuses.items():
+        if status.is_stable:
+            phase = Phase.ACTIVE if status is Status.STABLY_ACTIVE else Phase.INACTIVE
+            for box, verdict in enumerate(verdicts):
+                assert phase in verdict.stable_phases(neuron), (
+                    f"{neuron} {status} is false on box {box}"
+                )
+        elif status is Status.UNSTABLE:
+            shown = set().union(*(verdict.shown[neuron] for verdict in verdicts))
+            assert shown == set(Phase), f"{neuron} reported unstable but the oracle shows {shown}"
+
+
+def _assert_evidence_is_in_place(network: Network, analysis: StabilityAnalysis) -> None:
+    """Unstable: exact witnesses of both strict signs. Stable: Z3-proved lemmas on every box."""
+    for neuron, status in analysis.statuses.items():
+        if status is Status.UNSTABLE:
+            for phase, sign in ((Phase.ACTIVE, 1), (Phase.INACTIVE, -1)):
+                witness = analysis.table.witness_for(neuron, phase)
+                assert witness is not None
+                assert network.evaluate_exact(witness.point).sign(neuron) == sign
+        elif status.is_stable:
+            identifiers = analysis.stability_lemmas(neuron)
+            assert len(identifiers) == len(analysis.proofs)
+            for box, identifier in enumerate(identifiers):
+                lemma = analysis.proofs[box].lemmas[identifier]
+                assert analysis.lemma_checks[identifier].proved
+                shows = lemma.value <= 0 if status is Status.STABLY_INACTIVE else lemma.value >= 0
+                assert shows, f"{identifier} = {lemma.value} does not show {status}"
+        else:
+            assert analysis.stability_lemmas(neuron) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement with the oracle
+
+
+@settings(deadline=None, max_examples=12)
+@given(st.integers(0, 2**32 - 1))
+def test_every_status_of_a_random_net_agrees_with_the_pattern_oracle(seed: int) -> None:
+    network, domain = _case(seed)
+    analysis = analyse(network, domain, CONFIG, CONFIG.rng(), smt_timeout=20.0)
+    verdict = stability_oracle(network, domain.boxes[0])
+    _assert_agrees_with_oracle(analysis, [verdict])
+    _assert_evidence_is_in_place(network, analysis)
+    # Small nets within a generous limit: nothing is left unknown.
+    assert Status.UNKNOWN not in analysis.statuses.values()
+
+
+@settings(deadline=None, max_examples=5)
+@given(st.integers(0, 2**32 - 1))
+def test_on_two_boxes_a_neuron_is_stable_only_if_stable_on_both(seed: int) -> None:
+    network, first = _case(seed)
+    second = Box(first.boxes[0].lower + 0.5, first.boxes[0].upper + 0.5)
+    domain = Domain((first.boxes[0], second))
+    analysis = analyse(network, domain, CONFIG, CONFIG.rng(), smt_timeout=20.0)
+    verdicts = [stability_oracle(network, box) for box in domain.boxes]
+    _assert_agrees_with_oracle(analysis, verdicts)
+    _assert_evidence_is_in_place(network, analysis)
+
+
+def test_a_claim_that_needs_a_case_split_is_certified_with_its_coverage() -> None:
+    # g(1,0) = -relu(x) + relu(-x) + relu(x + 2) - 2.25 = -0.25 on [-1, 1].
+    layers = (
+        AffineLayer(
+            np.array([[1.0], [-1.0], [1.0]], dtype=np.float32),
+            np.array([0, 0, 2], dtype=np.float32),
+            relu=True,
+        ),
+        AffineLayer(
+            np.array([[-1.0, 1.0, 1.0]], dtype=np.float32),
+            np.array([-2.25], dtype=np.float32),
+            relu=True,
+        ),
+        AffineLayer(np.ones((1, 1), dtype=np.float32), np.zeros(1, dtype=np.float32), relu=False),
+    )
+    network = Network(layers)
+    domain = Domain.box([-1.0], [1.0])
+    analysis = analyse(network, domain, CONFIG, CONFIG.rng())
+    target = Neuron(1, 0)
+    assert analysis.statuses[target] is Status.STABLY_INACTIVE
+    assert analysis.statuses[Neuron(0, 2)] is Status.STABLY_ACTIVE
+    assert analysis.statuses[Neuron(0, 0)] is analysis.statuses[Neuron(0, 1)] is Status.UNSTABLE
+    identifier = lemma_id(0, target, UPPER)
+    lemma = analysis.proofs[0].lemmas[identifier]
+    assert len(lemma.leaves) > 1
+    obligations = analysis.lemma_checks[identifier].obligations
+    assert [o.id for o in obligations][-1] == f"{identifier}.cover"
+    assert len(obligations) == len(lemma.leaves) + 1
+    _assert_agrees_with_oracle(analysis, [stability_oracle(network, domain.boxes[0])])
+
+
+# ---------------------------------------------------------------------------------------------
+# False claims are refuted or left unknown, never certified
+
+
+@settings(deadline=None, max_examples=8)
+@given(st.integers(0, 2**32 - 1))
+def test_claims_deliberately_made_false_are_never_reported_stable(seed: int) -> None:
+    network, domain = _case(seed)
+    verdict = stability_oracle(network, domain.boxes[0])
+
+    def wrong_phase(neuron: Neuron, *_: object) -> Phase:
+        stable = verdict.stable_phases(neuron)
+        return next(iter(stable)).opposite if len(stable) == 1 else Phase.INACTIVE
+
+    with mock.patch.object(stability, "_claimed_phase", wrong_phase):
+        analysis = analyse(network, domain, CONFIG, CONFIG.rng(), smt_timeout=20.0)
+    for neuron, status in analysis.statuses.items():
+        if status.is_stable:
+            # Only a neuron that is stable in both phases (g == 0 on the box) could be.
+            assert verdict.stable_phases(neuron) == set(Phase), (
+                f"false claim {neuron} became {status}"
+            )
+    _assert_agrees_with_oracle(analysis, [verdict])
+
+
+# ---------------------------------------------------------------------------------------------
+# Time limit
+
+
+def test_with_a_tiny_time_limit_every_stable_status_is_confirmed_by_the_oracle() -> None:
+    for seed in range(6):
+        network, domain = _case(seed)
+        for limit in (0.001, 0.01, 0.05):
+            config = Config(time_limit=limit, samples=200)
+            analysis = analyse(network, domain, config, config.rng(), smt_timeout=20.0)
+            _assert_agrees_with_oracle(analysis, [stability_oracle(network, domain.boxes[0])])
+            _assert_evidence_is_in_place(network, analysis)
+
+
+def test_with_a_tiny_time_limit_most_claims_of_a_larger_net_stay_unknown() -> None:
+    rng = np.random.default_rng(5)
+    stable = unknown = 0
+    for _ in range(3):
+        network = random_network(rng, [5, 30, 30, 2])
+        domain = Domain.box(np.zeros(5), np.ones(5))
+        config = Config(time_limit=0.01, samples=200)
+        analysis = analyse(network, domain, config, config.rng())
+        _assert_evidence_is_in_place(network, analysis)
+        stable += sum(1 for s in analysis.statuses.values() if s.is_stable)
+        unknown += sum(1 for s in analysis.statuses.values() if s is Status.UNKNOWN)
+    assert unknown > stable
+
+
+def test_with_no_time_at_all_no_neuron_is_called_stable() -> None:
+    network, domain = _case(1)
+    config = Config(time_limit=0.0, samples=200)
+    analysis = analyse(network, domain, config, config.rng())
+    assert not any(status.is_stable for status in analysis.statuses.values())
+    assert analysis.lemma_checks == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# decide_statuses: what makes a status
+
+
+Proved = tuple[Network, Domain, BoxProof, dict[Neuron, Phase], dict[str, LemmaCheck]]
+
+
+@pytest.fixture(scope="module")
+def proved() -> Proved:
+    """A net whose neuron (1, 0) is proved stably inactive (g = -0.25), with its Z3 checks."""
+    layers = (
+        AffineLayer(np.array([[1.0], [-1.0], [1.0]]), np.array([0.0, 0.0, 2.0]), relu=True),
+        AffineLayer(np.array([[-1.0, 1.0, 1.0]]), np.array([-2.25]), relu=True),
+        AffineLayer(np.ones((1, 1)), np.zeros(1), relu=False),
+    )
+    network = Network(layers)
+    domain = Domain.box([-1.0], [1.0])
+    claims = {Neuron(1, 0): Phase.INACTIVE, Neuron(0, 2): Phase.ACTIVE}
+    proof = prove_box(network, domain.boxes[0], 0, claims, time.monotonic() + 60)
+    table = WitnessTable(network, domain)
+    checks = check_lemmas(network, domain, [proof], claims, table, 30.0, None)
+    return network, domain, proof, claims, checks
+
+
+def test_a_proved_claim_with_its_checks_is_stable(proved: Proved) -> None:
+    network, domain, proof, claims, checks = proved
+    statuses = decide_statuses(
+        network.hidden_neurons(), WitnessTable(network, domain), [proof], checks, claims
+    )
+    assert statuses[Neuron(1, 0)] is Status.STABLY_INACTIVE
+    assert statuses[Neuron(0, 2)] is Status.STABLY_ACTIVE
+    assert (
+        statuses[Neuron(0, 0)] is statuses[Neuron(0, 1)] is Status.UNKNOWN
+    )  # no claim, no witness
+
+
+def test_a_claim_whose_own_or_context_check_failed_or_is_missing_is_unknown(proved: Proved) -> None:
+    network, domain, proof, claims, checks = proved
+    target = lemma_id(0, Neuron(1, 0), UPPER)
+    context_lemma = lemma_id(0, Neuron(0, 0), UPPER)
+    refuted = SmtResult(SmtVerdict.REFUTED, 0.0, "tampered")
+    variants = {
+        "missing own": {k: v for k, v in checks.items() if k != target},
+        "missing context": {k: v for k, v in checks.items() if k != context_lemma},
+        "refuted own": {
+            **checks,
+            target: LemmaCheck(
+                checks[target].obligations, [refuted] * len(checks[target].obligations)
+            ),
+        },
+        "refuted context": {
+            **checks,
+            context_lemma: LemmaCheck(checks[context_lemma].obligations, [refuted]),
+        },
+        "no results": {**checks, target: LemmaCheck([], [])},
+    }
+    for name, variant in variants.items():
+        statuses = decide_statuses(
+            network.hidden_neurons(), WitnessTable(network, domain), [proof], variant, claims
+        )
+        assert statuses[Neuron(1, 0)] is Status.UNKNOWN, name
+
+
+def test_a_split_lemma_whose_leaves_do_not_cover_is_not_established(proved: Proved) -> None:
+    network, domain, proof, claims, checks = proved
+    target = lemma_id(0, Neuron(1, 0), UPPER)
+    lemma = proof.lemmas[target]
+    assert len(lemma.leaves) > 1
+    # Every proper subset of the leaves, down to a single leaf that still carries its
+    # assumption: a proof under an assumption is no proof of the lemma.
+    for size in range(1, len(lemma.leaves)):
+        partial = dataclasses.replace(lemma, leaves=lemma.leaves[-size:])
+        broken = BoxProof(proof.facts, {**proof.lemmas, target: partial}, proof.contexts)
+        statuses = decide_statuses(
+            network.hidden_neurons(), WitnessTable(network, domain), [broken], checks, claims
+        )
+        assert statuses[Neuron(1, 0)] is Status.UNKNOWN, f"{size} of {len(lemma.leaves)} leaves"
+    # Z3 agrees: the coverage obligation of the partial split is refuted, the full one proved.
+    assert check(coverage_obligation(lemma)).verdict is SmtVerdict.PROVED
+    assert check(coverage_obligation(partial)).verdict is SmtVerdict.REFUTED
+    assert [o.id for o in lemma_obligations(network, domain, proof, lemma)][-1] == f"{target}.cover"
+
+
+def test_a_wrong_phase_claim_on_a_proved_neuron_is_not_stable(proved: Proved) -> None:
+    network, domain, proof, claims, checks = proved
+    flipped = {neuron: phase.opposite for neuron, phase in claims.items()}
+    statuses = decide_statuses(
+        network.hidden_neurons(), WitnessTable(network, domain), [proof], checks, flipped
+    )
+    assert not any(status.is_stable for status in statuses.values())
+
+
+def test_witnesses_of_both_signs_make_a_neuron_unstable_and_contradict_a_proof(
+    proved: Proved,
+) -> None:
+    network, domain, proof, claims, checks = proved
+    table = WitnessTable(network, domain)
+    table.offer(np.array([[-0.5], [0.5]]), 0, "test")
+    statuses = decide_statuses(network.hidden_neurons(), table, [proof], checks, claims)
+    assert statuses[Neuron(0, 0)] is statuses[Neuron(0, 1)] is Status.UNSTABLE
+    # A (fake) witness table that shows the proved-inactive neuron active too is a bug: raise.
+
+    class Contradicting(WitnessTable):
+        def seen(self, neuron: Neuron) -> set[Phase]:
+            return set(Phase) if neuron == Neuron(1, 0) else super().seen(neuron)
+
+    with pytest.raises(InconsistentEvidenceError, match=r"\(1,0\)"):
+        decide_statuses(
+            network.hidden_neurons(), Contradicting(network, domain), [proof], checks, claims
+        )
+
+
+def test_stability_lemmas_name_one_lemma_per_box_of_the_right_sense(proved: Proved) -> None:
+    network, domain, proof, claims, checks = proved
+    statuses = decide_statuses(
+        network.hidden_neurons(), WitnessTable(network, domain), [proof], checks, claims
+    )
+    analysis = StabilityAnalysis(
+        statuses, WitnessTable(network, domain), [proof], checks, [], claims
+    )
+    assert analysis.stability_lemmas(Neuron(1, 0)) == ["b0.L1.n0.upper"]
+    assert analysis.stability_lemmas(Neuron(0, 2)) == ["b0.L0.n2.lower"]
+    assert analysis.stability_lemmas(Neuron(0, 0)) == []
+    assert proof.lemmas["b0.L1.n0.upper"].value == Fraction(-1, 4)
