@@ -1,0 +1,1086 @@
+"""The stability search on CP-SAT: one scaled-integer model of the network per box.
+
+Stage: ONNX -> IR -> domain and bounds -> witnesses -> **stability search** -> certification
+-> compression -> equivalence -> certificate and report. This is the only module that imports
+OR-Tools' CP-SAT.
+
+Input: the hidden neurons that still have a phase nobody has seen (the *candidates*), the
+per-box pre-activation bounds, and the witness table. Output: for every candidate either a
+CLAIM (stably active / stably inactive), or `undecided`; as a side effect every input the
+solver finds is offered to the witness table, which may show candidates unstable.
+
+What is trusted, and what is not
+--------------------------------
+CP-SAT works on integers, so the model is the network in a *scaled integer semantics*
+(`ScaledNetwork`): inputs restricted to a grid, weights rounded, and every layer's value
+floor-divided back to a fixed scale. That semantics is an approximation of the real network:
+- a CP-SAT solution may not be a real witness: its input is therefore mapped back to the real
+  domain (exactly: grid steps are powers of two, so the point is a float inside the box) and
+  `WitnessTable.offer` re-evaluates it in exact rational arithmetic. Only that exact evaluation
+  marks a phase as seen.
+- CP-SAT's "optimum 0" (no grid point shows the phase in the scaled model) is a CLAIM, never a
+  proof: the scaled model only sees grid points, and rounding may hide a real point where the
+  pre-activation is slightly positive (resp. negative). Claims go to certification, which turns
+  them into exact proofs or refutes them.
+- Bounds are float hints too. They give the variable domains (widened by the documented
+  rounding error, `ScaledLayer.error`) and fix the phase of neurons they decide; if they were
+  wrong, the model could miss solutions (again: only a claim is lost or wrongly made, and
+  certification catches wrong claims).
+
+The scaled integer semantics
+----------------------------
+Input j varies on the grid x_j = k_j * step_j with integer k_j, where step_j is a power of two
+at most width_j / scale and k_j ranges over [ceil(lower_j / step_j), floor(upper_j / step_j)],
+so every grid point lies in the box and maps back to an exactly representable float. Inputs
+with lower == upper are constants folded exactly into the first layer's bias.
+
+Every layer l has a divisor D_l (a power of two chosen so the largest integer weight is about
+`scale`) and computes, from the previous integer values v (v = k for layer 0, v = H_{l-1}
+otherwise, each worth `unit_j` real units: step_j, resp. 1/scale):
+
+    acc_i = sum_j A_ij v_j + B_i,    A_ij = round(W_ij * unit_j * scale * D_l),
+                                     B_i  = round(b_i * scale * D_l)
+    G_i   = floor(acc_i / D_l)       (a linear constraint: 0 <= acc_i - D_l * G_i <= D_l - 1)
+    H_i   = max(G_i, 0) for a ReLU,  G_i for a neuron the bounds fix active,
+            0 for a neuron the bounds fix inactive, G_i for a layer without ReLU.
+
+So G_i / scale approximates the real pre-activation g_i at the grid input; the scale does not
+grow with depth. With bounds that hold, |G_i / scale - g_i| <= error_i where
+
+    error_i = 1/scale + (sum_j max|v_j| + 1) / (2 * scale * D_l) + sum_j |W_ij| * error_{l-1,j}
+
+(floor division, rounding of weights and bias, propagated error; ReLU is 1-Lipschitz). The
+domain of G_i is the scaled bound interval widened by this error, so (with sound bounds) the
+model contains every grid point with exactly the values `ScaledNetwork.forward` computes.
+
+The search
+----------
+For each box: one model of the network up to the deepest candidate's layer; a phase Boolean z
+per neuron the bounds leave free; for each candidate and unseen phase an indicator literal,
+p => G >= margin ("seen active") or q => G <= -margin ("seen inactive"); maximize their sum.
+Every improving solution is collected by a callback and offered to the witness table; seen
+indicators are dropped and the model re-solved, until CP-SAT proves the optimum is 0 (the
+remaining phases are CLAIMED absent on the box) or the deadline passes (undecided). A solution
+the exact evaluation does not confirm (a scaling artefact) raises that indicator's margin, up to
+the margin at which the error bound guarantees confirmation; a phase that is only absent at a
+raised margin is never claimed (it is reported undecided, and `suspected`).
+
+`per_neuron_search` solves one feasibility problem per candidate and unseen phase on the same
+model instead (the pre-2021 approach), to measure the single model's speed-up.
+
+Determinism: the solver gets `random_seed = config.seed` and `num_workers = config.workers`.
+CP-SAT with one worker and no time limit reached is deterministic; with several workers its
+portfolio (and any wall-clock limit, including the early stop after an improving solution) may
+make runs differ in which witnesses are found first. The final claims can then differ only
+where a time limit decided the outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from fractions import Fraction
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+from ortools.sat.python import cp_model
+
+from verifier.config import Config
+from verifier.domain import Box, Domain
+from verifier.exact import RationalArray
+from verifier.ir import Network
+from verifier.status import Neuron, Phase
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+ObjArray = npt.NDArray[np.object_]
+Indicator = tuple[Neuron, Phase]
+Progress = Callable[[str, int, int], None]
+"""`progress(stage, decided, total)`, as in the witness search."""
+
+FIXED_ACTIVE = 1
+FREE = 0
+FIXED_INACTIVE = -1
+
+FIRST_ITERATION_SECONDS = 10.0
+"""Initial per-iteration CP-SAT time cap; doubled whenever an iteration ends without progress."""
+STOP_AFTER_IMPROVEMENT_FACTOR = 1.0
+"""After the first solution that shows a new phase, let the solver run this many times as long
+again (plus `STOP_AFTER_IMPROVEMENT_SECONDS`) before stopping it to drop the seen indicators."""
+STOP_AFTER_IMPROVEMENT_SECONDS = 1.0
+HINT_WITNESSES = False
+"""Whether to give CP-SAT a complete hint built from the best recorded witness. Measured on
+mnist-net_256x2 prop_0_0.03 (9 candidates): optimum found in 0.3-1 s without a hint, 6-11 s
+with a complete or inputs-only hint (the LP worker then searches around the hint), so off."""
+WEIGHT_QUANTILE = 0.5
+MAX_INTEGER_WEIGHT = 2.0**24
+"""Integer weights: a typical (median) weight of a layer gets about `scale` steps, no weight
+more than this many (keeps CP-SAT's sums far from 64-bit overflow)."""
+DOMAIN_SLACK = 0.25
+"""The domain of G is the bound interval widened by the error bound, but by at most this
+fraction of its width (plus 2/scale): the worst-case bound grows exponentially with depth
+(ACAS Xu 1_1 on prop_3: 2e4 at layer 5, where the observed error is 0.2) and would make
+the domains, hence CP-SAT's relaxations, useless. Grid points whose scaled values fall outside
+are missed by the model (it is an approximation either way)."""
+MARGIN_GROWTH = 8
+"""Factor by which an indicator's margin grows after an unconfirmed solution."""
+SOURCE_SINGLE = "search"
+SOURCE_PER_NEURON = "search-per-neuron"
+_MAX_GRID_INDEX = 2**50
+_MAX_COEFFICIENT = 2**62
+
+
+class PreActivationBounds(Protocol):
+    """Float pre-activation bounds of every affine layer on one box (`bounds.LayerBounds`)."""
+
+    @property
+    def lower(self) -> Sequence[FloatArray]: ...
+
+    @property
+    def upper(self) -> Sequence[FloatArray]: ...
+
+
+class RecordedWitness(Protocol):
+    """A witness point of one box (`witnesses.Witness`)."""
+
+    @property
+    def point(self) -> FloatArray: ...
+
+    @property
+    def box(self) -> int: ...
+
+
+class WitnessRecorder(Protocol):
+    """The part of `witnesses.WitnessTable` the search uses."""
+
+    def offer(self, points: FloatArray, box: int, source: str) -> int: ...
+
+    def witnesses(self) -> Sequence[RecordedWitness]: ...
+
+    def unseen_phases(self, neurons: Iterable[Neuron]) -> Mapping[Neuron, set[Phase]]: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Scaled integer semantics
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScaledLayer:
+    """One affine layer in the scaled integer semantics (see the module docstring)."""
+
+    weights: IntArray
+    """A, shape (outputs, inputs of this layer's integer input vector)."""
+    bias: ObjArray
+    """B, Python ints."""
+    divisor: int
+    """D: G = floor((A v + B) / D)."""
+    lower: ObjArray
+    upper: ObjArray
+    """Domain of G per neuron (Python ints)."""
+    fixed: npt.NDArray[np.int8]
+    """FIXED_ACTIVE / FIXED_INACTIVE where the bounds decide the phase, FREE otherwise."""
+    relu: bool
+    error: FloatArray
+    """Bound on |G / scale - g| for the exact g at the grid input, given sound bounds."""
+
+    @property
+    def outputs(self) -> int:
+        return int(self.weights.shape[0])
+
+    def post_activation_range(self, row: int) -> tuple[int, int]:
+        """Range of H for one neuron."""
+        low, high = int(self.lower[row]), int(self.upper[row])
+        if not self.relu or self.fixed[row] == FIXED_ACTIVE:
+            return low, high
+        if self.fixed[row] == FIXED_INACTIVE:
+            return 0, 0
+        return 0, max(0, high)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScaledNetwork:
+    """The first `len(layers)` affine layers of a network on one box, in scaled integers.
+
+    Variable input j is x_j = (origin_index_j + k_j) * step_j with integer k_j in
+    [input_lower_j, input_upper_j] (a grid centred on the box, so |k_j| stays small); the
+    constant part `origin` is folded exactly into the first layer's bias.
+    """
+
+    scale: int
+    steps: FloatArray
+    """Grid step per input (a power of two); 0 for constant inputs."""
+    origin: FloatArray
+    """The grid centre of each variable input, the value of each constant input."""
+    origin_index: IntArray
+    """origin / step per variable input."""
+    input_lower: IntArray
+    input_upper: IntArray
+    """Range of the integer grid offset k per variable input."""
+    variable: npt.NDArray[np.intp]
+    """Indices of the inputs that vary (step > 0), in the order of the layer-0 weight columns."""
+    layers: tuple[ScaledLayer, ...]
+
+    def to_real(self, grid: npt.ArrayLike) -> FloatArray:
+        """The real inputs of grid offsets (shape (..., variables)): exact floats in the box."""
+        offsets = np.asarray(grid, dtype=np.int64).reshape(-1, self.variable.size)
+        points = np.tile(self.origin, (offsets.shape[0], 1))
+        indices = self.origin_index + offsets
+        # |indices| < 2**50 and steps are powers of two: the products are exact.
+        points[:, self.variable] = indices.astype(np.float64) * self.steps[self.variable]
+        return points
+
+    def nearest_grid(self, point: npt.ArrayLike) -> IntArray:
+        """The grid offsets nearest to a real input, clipped into the box's grid."""
+        x = np.asarray(point, dtype=np.float64).reshape(-1)[self.variable]
+        k = np.rint(x / self.steps[self.variable]).astype(np.int64) - self.origin_index
+        return np.asarray(np.clip(k, self.input_lower, self.input_upper), dtype=np.int64)
+
+    def forward(self, grid: npt.ArrayLike) -> list[list[int]]:
+        """G of every layer at one grid input: the reference the CP-SAT model must equal."""
+        values = np.array([int(v) for v in np.asarray(grid).reshape(-1)], dtype=object)
+        result: list[list[int]] = []
+        for layer in self.layers:
+            acc = layer.weights.astype(object).dot(values) + layer.bias
+            g = [int(a) // layer.divisor for a in acc]
+            result.append(g)
+            values = np.array(
+                [_post_activation(layer, row, value) for row, value in enumerate(g)], dtype=object
+            )
+        return result
+
+
+def _post_activation(layer: ScaledLayer, row: int, value: int) -> int:
+    if not layer.relu or layer.fixed[row] == FIXED_ACTIVE:
+        return value
+    if layer.fixed[row] == FIXED_INACTIVE:
+        return 0
+    return max(value, 0)
+
+
+def _power_of_two_at_most(value: float) -> float:
+    return math.ldexp(1.0, math.floor(math.log2(value)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _InputGrid:
+    steps: FloatArray
+    origin: FloatArray
+    origin_index: IntArray
+    lower: IntArray
+    upper: IntArray
+    variable: npt.NDArray[np.intp]
+
+
+def _input_grid(box: Box, scale: int) -> _InputGrid:
+    """A power-of-two grid with about `scale` steps per varying input, centred in the box.
+
+    Grid indices run over [ceil(lower/step), floor(upper/step)], so every grid point is in the
+    box. Inputs with lower == upper (or a box too narrow for float grids) stay constant.
+    """
+    widths = box.upper - box.lower
+    steps = np.zeros(box.size)
+    origin = np.array(box.lower, dtype=np.float64)
+    origin_index: list[int] = []
+    lower: list[int] = []
+    upper: list[int] = []
+    for j in np.flatnonzero(widths > 0).tolist():
+        step = _power_of_two_at_most(float(widths[j]) / scale)
+        low, high = math.ceil(box.lower[j] / step), math.floor(box.upper[j] / step)
+        if max(abs(low), abs(high)) >= _MAX_GRID_INDEX or low > high:
+            continue
+        middle = (low + high) // 2
+        steps[j] = step
+        origin[j] = middle * step
+        origin_index.append(middle)
+        lower.append(low - middle)
+        upper.append(high - middle)
+    return _InputGrid(
+        steps=steps,
+        origin=origin,
+        origin_index=np.array(origin_index, dtype=np.int64),
+        lower=np.array(lower, dtype=np.int64),
+        upper=np.array(upper, dtype=np.int64),
+        variable=np.flatnonzero(steps > 0),
+    )
+
+
+def _divisor(unit_weights: FloatArray, scale: int) -> int:
+    """The power of two D that makes a typical weight |W_ij * unit_j| * scale * D about `scale`.
+
+    Typical is the `WEIGHT_QUANTILE` quantile of the nonzero magnitudes (the largest weights
+    then get more than `scale` steps, never fewer), capped so no integer weight exceeds
+    `MAX_INTEGER_WEIGHT`.
+    """
+    magnitudes = np.abs(unit_weights[unit_weights != 0])
+    if magnitudes.size == 0:
+        return 1
+    typical = float(np.quantile(magnitudes, WEIGHT_QUANTILE))
+    largest = float(np.max(magnitudes))
+    exponent = round(math.log2(1.0 / typical))
+    while exponent > 0 and largest * scale * 2.0**exponent > MAX_INTEGER_WEIGHT:
+        exponent -= 1
+    return int(2 ** max(0, exponent))
+
+
+def _exact_biases(network: Network, layer_index: int, origin: FloatArray) -> list[Fraction]:
+    """The layer's exact bias; for layer 0 plus W @ origin (constant part of the input)."""
+    layer = network.layers[layer_index]
+    if layer_index != 0:
+        return [Fraction(v) for v in layer.exact_bias.to_fractions()]
+    folded = layer.exact_weights.matmul(RationalArray.from_array(origin)).add(layer.exact_bias)
+    return folded.to_fractions()
+
+
+def _fixed_phases(relu: bool, lower: FloatArray, upper: FloatArray) -> npt.NDArray[np.int8]:
+    fixed = np.zeros(lower.shape, dtype=np.int8)
+    if relu:
+        fixed[lower >= 0] = FIXED_ACTIVE
+        fixed[upper <= 0] = FIXED_INACTIVE
+    return fixed
+
+
+def scale_network(
+    network: Network, box: Box, bounds: PreActivationBounds, scale: int, depth: int
+) -> ScaledNetwork:
+    """The scaled integer semantics of the first `depth` affine layers on `box`."""
+    if scale < 2:
+        raise ValueError(f"search scale must be at least 2, got {scale}")
+    grid = _input_grid(box, scale)
+    magnitudes = np.maximum(np.abs(grid.lower), np.abs(grid.upper)).astype(np.float64)
+    units = grid.steps[grid.variable]
+    previous_error = np.zeros(grid.variable.size)
+    layers: list[ScaledLayer] = []
+    for index in range(depth):
+        layer = network.layers[index]
+        weights = layer.float_weights[:, grid.variable] if index == 0 else layer.float_weights
+        unit_weights = weights * units
+        divisor = _divisor(unit_weights, scale)
+        integer_weights = np.rint(unit_weights * (scale * divisor)).astype(np.int64)
+        # B includes D // 2 so that the floor division rounds to nearest (ties up).
+        bias = np.array(
+            [
+                round(b * scale * divisor) + divisor // 2
+                for b in _exact_biases(network, index, grid.origin)
+            ],
+            dtype=object,
+        )
+        error = (
+            0.5 / scale
+            # weights are rounded in float64: allow 2**-20 above the exact half unit
+            + (0.5 + 2.0**-20) * (float(np.sum(magnitudes)) + 1.0) / (scale * divisor)
+            + np.abs(weights) @ previous_error
+        )
+        lower_bound = np.asarray(bounds.lower[index], dtype=np.float64)
+        upper_bound = np.asarray(bounds.upper[index], dtype=np.float64)
+        slack = np.minimum(error, DOMAIN_SLACK * (upper_bound - lower_bound) + 2.0 / scale)
+        slack += 1e-9 * (1.0 + np.maximum(np.abs(lower_bound), np.abs(upper_bound)))
+        scaled = ScaledLayer(
+            weights=integer_weights,
+            bias=bias,
+            divisor=divisor,
+            lower=np.array([math.floor(v) - 1 for v in (lower_bound - slack) * scale], object),
+            upper=np.array([math.ceil(v) + 1 for v in (upper_bound + slack) * scale], object),
+            fixed=_fixed_phases(layer.relu, lower_bound, upper_bound),
+            relu=layer.relu,
+            error=np.asarray(error, dtype=np.float64),
+        )
+        _check_magnitudes(index, scaled, magnitudes)
+        layers.append(scaled)
+        post = [scaled.post_activation_range(row) for row in range(scaled.outputs)]
+        magnitudes = np.array([max(abs(a), abs(b)) for a, b in post], dtype=np.float64)
+        units = np.full(scaled.outputs, 1.0 / scale)
+        previous_error = scaled.error
+    return ScaledNetwork(
+        scale=scale,
+        steps=grid.steps,
+        origin=grid.origin,
+        origin_index=grid.origin_index,
+        input_lower=grid.lower,
+        input_upper=grid.upper,
+        variable=grid.variable,
+        layers=tuple(layers),
+    )
+
+
+def _check_magnitudes(
+    index: int,
+    layer: ScaledLayer,
+    input_magnitudes: FloatArray,
+) -> None:
+    """Refuse layers whose integer sums could overflow CP-SAT's 64-bit arithmetic."""
+    sums = np.abs(layer.weights).astype(np.float64) @ input_magnitudes
+    largest = max(
+        float(np.max(sums)) if sums.size else 0.0,
+        *(float(abs(int(v))) for v in layer.bias.tolist()),
+        *(float(abs(int(v))) * layer.divisor for v in (*layer.lower, *layer.upper)),
+    )
+    if largest >= _MAX_COEFFICIENT:
+        raise ValueError(
+            f"layer {index}: scaled values reach {largest:.3g}, too large for CP-SAT; "
+            "the bounds or the search scale are too large"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The CP-SAT encoding
+
+
+@dataclasses.dataclass(eq=False)
+class StabilityModel:
+    """A CP-SAT model of a `ScaledNetwork`, with handles to its variables.
+
+    `inputs[c]` is the grid index of variable input column c; `pre[l][i]` is G of neuron (l, i)
+    (absent for neurons fixed inactive that are not needed); `phase[n]` is the Boolean z of a
+    free neuron (z => G >= 0 and H = G; not z => G <= 0 and H = 0).
+    """
+
+    model: cp_model.CpModel
+    scaled: ScaledNetwork
+    inputs: list[cp_model.IntVar]
+    pre: list[dict[int, cp_model.IntVar]]
+    post: list[dict[int, cp_model.IntVar]]
+    phase: dict[Neuron, cp_model.IntVar]
+    indicators: dict[tuple[Neuron, Phase, int], cp_model.IntVar] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def indicator(self, neuron: Neuron, phase: Phase, margin: int) -> cp_model.IntVar:
+        """The literal "neuron shows `phase` with G beyond +-margin" (created on first use)."""
+        key = (neuron, phase, margin)
+        if key not in self.indicators:
+            g = self.pre[neuron.layer][neuron.index]
+            literal = self.model.new_bool_var(f"seen_{phase.value}_{neuron.layer}_{neuron.index}")
+            layer = self.scaled.layers[neuron.layer]
+            low, high = int(layer.lower[neuron.index]), int(layer.upper[neuron.index])
+            # The enforced form drives propagation; the big-M form links the literal to G in
+            # CP-SAT's LP relaxation, which otherwise cannot bound the objective.
+            if phase is Phase.ACTIVE:
+                self.model.add(g >= margin).only_enforce_if(literal)
+                self.model.add(g - (margin - low) * literal >= low)
+            else:
+                self.model.add(g <= -margin).only_enforce_if(literal)
+                self.model.add(g + (high + margin) * literal <= high)
+            self.indicators[key] = literal
+        return self.indicators[key]
+
+    def set_literal_domain(self, literal: cp_model.IntVar, low: int, high: int) -> None:
+        """Fix (or free) a Boolean in place; used to retire indicators and pose sub-problems."""
+        literal.with_domain(cp_model.Domain(low, high))
+
+    def hint(self, grid: IntArray) -> None:
+        """A complete hint: the scaled forward pass at a grid point (a feasible assignment)."""
+        self.model.clear_hints()  # type: ignore[no-untyped-call]
+        values = self.scaled.forward(grid)
+        for variable, value in zip(self.inputs, grid.tolist(), strict=True):
+            self.model.add_hint(variable, int(value))
+        for layer_index, layer_values in enumerate(values):
+            layer = self.scaled.layers[layer_index]
+            for row, variable in self.pre[layer_index].items():
+                self.model.add_hint(variable, layer_values[row])
+            for row, variable in self.post[layer_index].items():
+                if variable is not self.pre[layer_index].get(row):
+                    self.model.add_hint(variable, _post_activation(layer, row, layer_values[row]))
+        for neuron, variable in self.phase.items():
+            self.model.add_hint(variable, int(values[neuron.layer][neuron.index] > 0))
+        for (neuron, phase, margin), literal in self.indicators.items():
+            value = values[neuron.layer][neuron.index]
+            shown = value >= margin if phase is Phase.ACTIVE else value <= -margin
+            low, high = self.model.proto.variables[literal.index].domain
+            self.model.add_hint(literal, min(high, max(low, int(shown))))
+
+
+def build_model(
+    scaled: ScaledNetwork, last_layer_rows: Collection[int] | None = None
+) -> StabilityModel:
+    """Encode `scaled` in CP-SAT; in its last layer only `last_layer_rows` (default: all).
+
+    Neurons fixed inactive contribute nothing downstream and get no variable unless they are in
+    the last layer's requested rows.
+    """
+    model = cp_model.CpModel()
+    inputs = [
+        model.new_int_var(int(low), int(high), f"k_{int(j)}")
+        for low, high, j in zip(
+            scaled.input_lower.tolist(), scaled.input_upper.tolist(), scaled.variable, strict=True
+        )
+    ]
+    sources: dict[int, cp_model.IntVar] = dict(enumerate(inputs))
+    pre: list[dict[int, cp_model.IntVar]] = []
+    post: list[dict[int, cp_model.IntVar]] = []
+    phase: dict[Neuron, cp_model.IntVar] = {}
+    depth = len(scaled.layers)
+    for layer_index, layer in enumerate(scaled.layers):
+        last = layer_index == depth - 1
+        if last and last_layer_rows is not None:
+            rows = sorted(set(last_layer_rows))
+        else:
+            rows = [r for r in range(layer.outputs) if last or not _is_zero(layer, r)]
+        layer_pre: dict[int, cp_model.IntVar] = {}
+        layer_post: dict[int, cp_model.IntVar] = {}
+        columns = sorted(sources)
+        source_list = [sources[c] for c in columns]
+        for row in rows:
+            low, high = int(layer.lower[row]), int(layer.upper[row])
+            g = model.new_int_var(low, high, f"g_{layer_index}_{row}")
+            coefficients = layer.weights[row, columns].tolist()
+            terms = [(v, c) for v, c in zip(source_list, coefficients, strict=True) if c != 0]
+            acc = cp_model.LinearExpr.weighted_sum([v for v, _ in terms], [c for _, c in terms])
+            bias = int(layer.bias[row])
+            # 0 <= acc + B - D * G <= D - 1, i.e. G = floor((acc + B) / D).
+            model.add_linear_constraint(acc - layer.divisor * g, -bias, layer.divisor - 1 - bias)
+            layer_pre[row] = g
+            layer_post[row] = _encode_activation(model, layer, layer_index, row, g, phase)
+        pre.append(layer_pre)
+        post.append(layer_post)
+        sources = {row: h for row, h in layer_post.items() if not _is_zero(layer, row)}
+    return StabilityModel(model, scaled, inputs, pre, post, phase)
+
+
+def _is_zero(layer: ScaledLayer, row: int) -> bool:
+    return layer.relu and layer.fixed[row] == FIXED_INACTIVE
+
+
+def _encode_activation(
+    model: cp_model.CpModel,
+    layer: ScaledLayer,
+    layer_index: int,
+    row: int,
+    g: cp_model.IntVar,
+    phase: dict[Neuron, cp_model.IntVar],
+) -> cp_model.IntVar:
+    if not layer.relu or layer.fixed[row] == FIXED_ACTIVE:
+        return g
+    if layer.fixed[row] == FIXED_INACTIVE:
+        return model.new_constant(0)
+    low, high = int(layer.lower[row]), int(layer.upper[row])
+    if high <= 0:
+        return model.new_constant(0)
+    h = model.new_int_var(0, high, f"h_{layer_index}_{row}")
+    if low >= 0:
+        model.add(h == g)
+        return h
+    z = model.new_bool_var(f"z_{layer_index}_{row}")
+    model.add(h == g).only_enforce_if(z)
+    model.add(g >= 0).only_enforce_if(z)
+    model.add(h == 0).only_enforce_if(~z)
+    model.add(g <= 0).only_enforce_if(~z)
+    # The same in big-M form for CP-SAT's LP relaxation (redundant for the search).
+    model.add(h >= g)
+    model.add(h - g - low * z <= -low)
+    model.add(h - high * z <= 0)
+    phase[Neuron(layer_index, row)] = z
+    return h
+
+
+# ---------------------------------------------------------------------------------------------
+# Solving
+
+
+@dataclasses.dataclass(frozen=True)
+class SolveOutcome:
+    status: str
+    """CP-SAT status name: OPTIMAL, FEASIBLE, INFEASIBLE, UNKNOWN, MODEL_INVALID."""
+    objective: float
+    bound: float
+    grids: list[IntArray]
+    """Input grid indices of every collected solution."""
+    shown: list[frozenset[tuple[Neuron, Phase, int]]]
+    """Indicators true in each collected solution."""
+    seconds: float
+
+
+class _Collector(cp_model.CpSolverSolutionCallback):
+    """Collects every (improving) solution; stops the solve a while after the first positive one."""
+
+    def __init__(
+        self,
+        solver: cp_model.CpSolver,
+        model: StabilityModel,
+        watched: Sequence[tuple[tuple[Neuron, Phase, int], cp_model.IntVar]],
+        early_stop: bool,
+    ) -> None:
+        super().__init__()
+        self._solver = solver
+        self._model = model
+        self._watched = watched
+        self._early_stop = early_stop
+        self._timer: threading.Timer | None = None
+        self.grids: list[IntArray] = []
+        self.shown: list[frozenset[tuple[Neuron, Phase, int]]] = []
+
+    def on_solution_callback(self) -> None:
+        grid = np.array([self.value(v) for v in self._model.inputs], dtype=np.int64)
+        shown = frozenset(key for key, literal in self._watched if self.boolean_value(literal))
+        self.grids.append(grid)
+        self.shown.append(shown)
+        if shown and self._early_stop and self._timer is None:
+            delay = STOP_AFTER_IMPROVEMENT_FACTOR * self.wall_time + STOP_AFTER_IMPROVEMENT_SECONDS
+            self._timer = threading.Timer(delay, self._solver.stop_search)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _solve(
+    model: StabilityModel,
+    watched: Sequence[tuple[tuple[Neuron, Phase, int], cp_model.IntVar]],
+    config: Config,
+    time_limit: float,
+    early_stop: bool,
+    first_solution_only: bool = False,
+) -> SolveOutcome:
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = max(1, config.workers)
+    solver.parameters.random_seed = config.seed
+    solver.parameters.max_time_in_seconds = max(0.01, time_limit)
+    solver.parameters.stop_after_first_solution = first_solution_only
+    solver.parameters.log_search_progress = bool(__import__("os").environ.get("CPLOG"))
+    collector = _Collector(solver, model, watched, early_stop)
+    start = time.monotonic()
+    try:
+        status = solver.solve(model.model, collector)
+    finally:
+        collector.cancel()
+    has_objective = model.model.has_objective()
+    return SolveOutcome(
+        status=solver.status_name(status),
+        objective=solver.objective_value if has_objective else 0.0,
+        bound=solver.best_objective_bound if has_objective else 0.0,
+        grids=collector.grids,
+        shown=collector.shown,
+        seconds=time.monotonic() - start,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxReport:
+    """What happened on one box (diagnostics for the report and the benchmark)."""
+
+    box: int
+    indicators: int
+    """Candidate phases searched on this box (after bound-decided ones were removed)."""
+    iterations: int
+    solutions: int
+    confirmed: int
+    """Indicators whose phase the exact evaluation confirmed (seen) after a solve."""
+    unconfirmed: int
+    """Solutions' indicators the exact evaluation did not confirm (scaling artefacts)."""
+    absent: int
+    """Indicators CP-SAT proved absent at margin 1 (the claims of this box)."""
+    statuses: tuple[str, ...]
+    seconds: float
+    build_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """Outcome of a stability search.
+
+    `claims` are CLAIMS, not proofs: the neuron's other phase was never seen, and on every box
+    either the bounds decided it or CP-SAT proved (in the scaled model) that no grid point shows
+    the other phase. Certification must prove or refute each. `undecided` neurons are unknown:
+    the deadline passed, or CP-SAT's answers could not be confirmed; `suspected` gives, for those
+    undecided neurons where only scaling artefacts stood between them and a claim, the phase
+    the scaled model suggests (certification may still be worth trying there).
+    """
+
+    claims: dict[Neuron, Phase]
+    undecided: set[Neuron]
+    iterations: int
+    solutions: int
+    seconds: float
+    per_box: list[BoxReport]
+    suspected: dict[Neuron, Phase] = dataclasses.field(default_factory=dict)
+    method: str = "single"
+
+
+@dataclasses.dataclass
+class _BoxState:
+    """Per-indicator outcome on one box."""
+
+    absent: set[Indicator] = dataclasses.field(default_factory=set)
+    raised: set[Indicator] = dataclasses.field(default_factory=set)
+    """Absent only at a raised margin, or unconfirmed at the guaranteed margin: not claimed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The searches
+
+
+BoxSearch = Callable[
+    [StabilityModel, set[Indicator], IntArray, WitnessRecorder, int, Config, float,
+     "Progress | None"],
+    tuple[_BoxState, BoxReport],
+]
+
+
+def stability_search(
+    network: Network,
+    domain: Domain,
+    bounds_per_box: Sequence[PreActivationBounds],
+    table: WitnessRecorder,
+    candidates: Collection[Neuron],
+    config: Config,
+    deadline: float,
+    progress: Progress | None = None,
+) -> SearchResult:
+    """The single CP-SAT stability search (the paper's method) over all candidates.
+
+    `deadline` is an absolute `time.monotonic()` instant. Candidates whose phases are all seen
+    already are ignored; those left without a claim at the deadline are `undecided`.
+    """
+    return _search(
+        network, domain, bounds_per_box, table, candidates, config, deadline, progress,
+        _single_box_search, "single",
+    )
+
+
+def per_neuron_search(
+    network: Network,
+    domain: Domain,
+    bounds_per_box: Sequence[PreActivationBounds],
+    table: WitnessRecorder,
+    candidates: Collection[Neuron],
+    config: Config,
+    deadline: float,
+    progress: Progress | None = None,
+) -> SearchResult:
+    """One CP-SAT feasibility problem per candidate and unseen phase (the pre-2021 approach)."""
+    return _search(
+        network, domain, bounds_per_box, table, candidates, config, deadline, progress,
+        _per_neuron_box_search, "per-neuron",
+    )
+
+
+def _search(
+    network: Network,
+    domain: Domain,
+    bounds_per_box: Sequence[PreActivationBounds],
+    table: WitnessRecorder,
+    candidates: Collection[Neuron],
+    config: Config,
+    deadline: float,
+    progress: Progress | None,
+    box_search: BoxSearch,
+    method: str,
+) -> SearchResult:
+    start = time.monotonic()
+    if len(bounds_per_box) != len(domain.boxes):
+        raise ValueError(
+            f"{len(bounds_per_box)} bound sets for a domain of {len(domain.boxes)} boxes"
+        )
+    hidden = set(network.hidden_neurons())
+    outside = sorted(set(candidates) - hidden)
+    if outside:
+        raise ValueError(f"candidate {outside[0]} is not a hidden ReLU neuron of the network")
+    unseen = _unseen(table, candidates)
+    states: list[_BoxState | None] = []
+    reports: list[BoxReport] = []
+    for box_index, (box, bounds) in enumerate(zip(domain.boxes, bounds_per_box, strict=True)):
+        unseen = _unseen(table, unseen)
+        needed = {
+            (neuron, phase)
+            for neuron, phases in unseen.items()
+            for phase in phases
+            if _possible(bounds, neuron, phase)
+        }
+        if not needed:
+            states.append(_BoxState())
+            continue
+        if time.monotonic() >= deadline:
+            states.append(None)
+            continue
+        build_start = time.monotonic()
+        deepest = max(neuron.layer for neuron, _ in needed)
+        scaled = scale_network(network, box, bounds, config.search_scale, deepest + 1)
+        rows = {neuron.index for neuron, _ in needed if neuron.layer == deepest}
+        model = build_model(scaled, rows)
+        hint = _hint_point(network, scaled, bounds, table, box_index, needed)
+        build_seconds = time.monotonic() - build_start
+        state, report = box_search(
+            model, needed, hint, table, box_index, config, deadline, progress
+        )
+        states.append(state)
+        reports.append(dataclasses.replace(report, build_seconds=build_seconds))
+    claims, undecided, suspected = _aggregate(_unseen(table, unseen), bounds_per_box, states)
+    return SearchResult(
+        claims=claims,
+        undecided=undecided,
+        iterations=sum(r.iterations for r in reports),
+        solutions=sum(r.solutions for r in reports),
+        seconds=time.monotonic() - start,
+        per_box=reports,
+        suspected=suspected,
+        method=method,
+    )
+
+
+def _unseen(table: WitnessRecorder, neurons: Iterable[Neuron]) -> dict[Neuron, set[Phase]]:
+    return {n: set(p) for n, p in table.unseen_phases(list(neurons)).items() if p}
+
+
+def _possible(bounds: PreActivationBounds, neuron: Neuron, phase: Phase) -> bool:
+    """Whether the bounds leave room for a strict witness of `phase` (g > 0 resp. g < 0)."""
+    if phase is Phase.ACTIVE:
+        return bool(bounds.upper[neuron.layer][neuron.index] > 0)
+    return bool(bounds.lower[neuron.layer][neuron.index] < 0)
+
+
+def _aggregate(
+    unseen: Mapping[Neuron, set[Phase]],
+    bounds_per_box: Sequence[PreActivationBounds],
+    states: Sequence[_BoxState | None],
+) -> tuple[dict[Neuron, Phase], set[Neuron], dict[Neuron, Phase]]:
+    """Claim P for a neuron iff the opposite phase is unseen and absent on every box.
+
+    Absent on a box: bound-decided there, or proved absent by CP-SAT at margin 1. A neuron with
+    both phases absent everywhere (g == 0 in the scaled model) is claimed inactive.
+    """
+    claims: dict[Neuron, Phase] = {}
+    suspected: dict[Neuron, Phase] = {}
+    undecided: set[Neuron] = set()
+    for neuron, phases in unseen.items():
+        for shown in sorted(phases, key=lambda p: p is not Phase.ACTIVE):
+            verdicts = [
+                _box_verdict(bounds, state, (neuron, shown))
+                for bounds, state in zip(bounds_per_box, states, strict=True)
+            ]
+            if all(v == "absent" for v in verdicts):
+                claims[neuron] = shown.opposite
+                break
+            if neuron not in suspected and all(v in ("absent", "raised") for v in verdicts):
+                suspected[neuron] = shown.opposite
+        if neuron not in claims:
+            undecided.add(neuron)
+    return claims, undecided, {n: p for n, p in suspected.items() if n in undecided}
+
+
+def _box_verdict(
+    bounds: PreActivationBounds, state: _BoxState | None, indicator: Indicator
+) -> str:
+    neuron, phase = indicator
+    if not _possible(bounds, neuron, phase):
+        return "absent"
+    if state is None:
+        return "unsearched"
+    if indicator in state.absent:
+        return "absent"
+    if indicator in state.raised:
+        return "raised"
+    return "open"
+
+
+def _margin_limit(model: StabilityModel, neuron: Neuron) -> int:
+    """The margin at which the error bound guarantees a solution is a real witness."""
+    error = float(model.scaled.layers[neuron.layer].error[neuron.index])
+    return math.floor(error * model.scaled.scale) + 1
+
+
+def _hint_point(
+    network: Network,
+    scaled: ScaledNetwork,
+    bounds: PreActivationBounds,
+    table: WitnessRecorder,
+    box_index: int,
+    needed: Collection[Indicator],
+) -> IntArray:
+    """The grid point nearest to the recorded witness (or the box center) that comes closest,
+    by float evaluation, to showing the needed phases; used as the solver's starting solution."""
+    box_points = [w.point for w in table.witnesses() if w.box == box_index]
+    center = scaled.to_real(np.zeros(scaled.variable.size, dtype=np.int64))
+    points = np.vstack([center, *box_points]) if box_points else center
+    values = network.forward(points).pre_activations
+    score = np.zeros(points.shape[0])
+    for neuron, phase in needed:
+        width = float(bounds.upper[neuron.layer][neuron.index]) - float(
+            bounds.lower[neuron.layer][neuron.index]
+        )
+        sign = 1.0 if phase is Phase.ACTIVE else -1.0
+        g = values[neuron.layer][:, neuron.index]
+        score += np.clip(sign * g / max(width, 1e-12), -1.0, 1.0)
+    return scaled.nearest_grid(points[int(np.argmax(score))])
+
+
+def _offer(
+    model: StabilityModel, table: WitnessRecorder, grids: Sequence[IntArray], box: int, source: str
+) -> None:
+    if grids:
+        table.offer(model.scaled.to_real(np.stack(grids)), box, source)
+
+
+def _single_box_search(
+    model: StabilityModel,
+    needed: set[Indicator],
+    hint: IntArray,
+    table: WitnessRecorder,
+    box_index: int,
+    config: Config,
+    deadline: float,
+    progress: Progress | None,
+) -> tuple[_BoxState, BoxReport]:
+    start = time.monotonic()
+    state = _BoxState()
+    margins = dict.fromkeys(needed, 1)
+    open_set = set(needed)
+    cap = FIRST_ITERATION_SECONDS
+    iterations = solutions = confirmed = unconfirmed = 0
+    statuses: list[str] = []
+    while open_set:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.0:
+            break
+        watched = [
+            ((n, p, margins[(n, p)]), model.indicator(n, p, margins[(n, p)]))
+            for n, p in sorted(open_set, key=_indicator_order)
+        ]
+        _retire_unwatched(model, watched)
+        model.model.clear_objective()  # type: ignore[no-untyped-call]
+        model.model.maximize(cp_model.LinearExpr.sum([literal for _, literal in watched]))
+        if HINT_WITNESSES:
+            model.hint(hint)
+        outcome = _solve(model, watched, config, min(remaining, cap), early_stop=True)
+        iterations += 1
+        solutions += len(outcome.grids)
+        statuses.append(outcome.status)
+        _offer(model, table, outcome.grids, box_index, SOURCE_SINGLE)
+        still = _unseen(table, {n for n, _ in open_set})
+        seen_now = {i for i in open_set if i[1] not in still.get(i[0], set())}
+        confirmed += len(seen_now)
+        open_set -= seen_now
+        shown = {(n, p) for keys in outcome.shown for n, p, _ in keys} & open_set
+        unconfirmed += len(shown)
+        for indicator in shown:
+            limit = _margin_limit(model, indicator[0])
+            if margins[indicator] >= limit:
+                open_set.discard(indicator)
+                state.raised.add(indicator)
+            else:
+                margins[indicator] = min(limit, margins[indicator] * MARGIN_GROWTH)
+        if outcome.grids:
+            hint = outcome.grids[-1]
+        proved_zero = outcome.status == "OPTIMAL" and outcome.objective == 0
+        if proved_zero:
+            for indicator in open_set:
+                (state.absent if margins[indicator] == 1 else state.raised).add(indicator)
+            open_set.clear()
+        elif outcome.status == "MODEL_INVALID":
+            raise RuntimeError("CP-SAT rejected the stability model (a bug in the encoding)")
+        elif outcome.status == "INFEASIBLE":
+            # The base model has no grid point at all: the bounds were wrong. Claim nothing.
+            break
+        elif not seen_now and not shown:
+            cap *= 2
+        if progress is not None:
+            progress(f"search box {box_index}", len(needed) - len(open_set), len(needed))
+    report = BoxReport(
+        box=box_index,
+        indicators=len(needed),
+        iterations=iterations,
+        solutions=solutions,
+        confirmed=confirmed,
+        unconfirmed=unconfirmed,
+        absent=len(state.absent),
+        statuses=tuple(statuses),
+        seconds=time.monotonic() - start,
+        build_seconds=0.0,
+    )
+    return state, report
+
+
+def _indicator_order(indicator: Indicator) -> tuple[int, int, str]:
+    neuron, phase = indicator
+    return neuron.layer, neuron.index, phase.value
+
+
+def _retire_unwatched(
+    model: StabilityModel, watched: Sequence[tuple[tuple[Neuron, Phase, int], cp_model.IntVar]]
+) -> None:
+    """Fix every indicator not watched in this iteration to false."""
+    keep = {key for key, _ in watched}
+    for key, literal in model.indicators.items():
+        if key in keep:
+            model.set_literal_domain(literal, 0, 1)
+        else:
+            model.set_literal_domain(literal, 0, 0)
+
+
+def _per_neuron_box_search(
+    model: StabilityModel,
+    needed: set[Indicator],
+    hint: IntArray,
+    table: WitnessRecorder,
+    box_index: int,
+    config: Config,
+    deadline: float,
+    progress: Progress | None,
+) -> tuple[_BoxState, BoxReport]:
+    start = time.monotonic()
+    state = _BoxState()
+    iterations = solutions = confirmed = unconfirmed = done = 0
+    statuses: list[str] = []
+    model.model.clear_objective()  # type: ignore[no-untyped-call]
+    for neuron, phase in sorted(needed, key=_indicator_order):
+        margin, cap = 1, FIRST_ITERATION_SECONDS
+        limit = _margin_limit(model, neuron)
+        while phase in _unseen(table, [neuron]).get(neuron, set()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.0:
+                break
+            literal = model.indicator(neuron, phase, margin)
+            watched = [((neuron, phase, margin), literal)]
+            _retire_unwatched(model, watched)
+            model.set_literal_domain(literal, 1, 1)
+            if HINT_WITNESSES:
+                model.hint(hint)
+            outcome = _solve(
+                model, watched, config, min(remaining, cap), early_stop=False,
+                first_solution_only=True,
+            )
+            iterations += 1
+            solutions += len(outcome.grids)
+            statuses.append(outcome.status)
+            _offer(model, table, outcome.grids, box_index, SOURCE_PER_NEURON)
+            if outcome.status == "MODEL_INVALID":
+                raise RuntimeError("CP-SAT rejected the stability model (a bug in the encoding)")
+            if outcome.status == "INFEASIBLE":
+                (state.absent if margin == 1 else state.raised).add((neuron, phase))
+                break
+            if not outcome.grids:
+                cap *= 2
+                continue
+            if phase not in _unseen(table, [neuron]).get(neuron, set()):
+                confirmed += 1
+                break
+            unconfirmed += 1
+            if margin >= limit:
+                state.raised.add((neuron, phase))
+                break
+            margin = min(limit, margin * MARGIN_GROWTH)
+        done += 1
+        if progress is not None:
+            progress(f"per-neuron search box {box_index}", done, len(needed))
+    model.model.clear_hints()  # type: ignore[no-untyped-call]
+    report = BoxReport(
+        box=box_index,
+        indicators=len(needed),
+        iterations=iterations,
+        solutions=solutions,
+        confirmed=confirmed,
+        unconfirmed=unconfirmed,
+        absent=len(state.absent),
+        statuses=tuple(statuses),
+        seconds=time.monotonic() - start,
+        build_seconds=0.0,
+    )
+    return state, report
