@@ -61,7 +61,12 @@ def search_comparison(name: str, network_path: Path, domain: Domain, config: Con
     network = load_network(network_path)
     bounds = [symbolic_bounds(network, box) for box in domain.boxes]
     hidden = network.hidden_neurons()
-    undecided = [n for n in hidden if len({b.phase_of(n) for b in bounds} - {None}) != 1 or any(b.phase_of(n) is None for b in bounds)]
+    undecided = [
+        n
+        for n in hidden
+        if len({b.phase_of(n) for b in bounds} - {None}) != 1
+        or any(b.phase_of(n) is None for b in bounds)
+    ]
     table = WitnessTable(network, domain)
     find_witnesses(network, domain, table, undecided, config, config.rng())
     candidates = [n for n in undecided if len(table.seen(n)) < 2]
@@ -69,7 +74,9 @@ def search_comparison(name: str, network_path: Path, domain: Domain, config: Con
     for method in (stability_search, per_neuron_search):
         fresh = copy.deepcopy(table)
         started = time.perf_counter()
-        result = method(network, domain, bounds, fresh, candidates, config, time.monotonic() + config.time_limit)
+        result = method(
+            network, domain, bounds, fresh, candidates, config, time.monotonic() + config.time_limit
+        )
         seconds = time.perf_counter() - started
         row += [f"{seconds:.1f}", f"{len(result.claims)}/{len(result.undecided)}"]
     single, per = float(row[2]), float(row[4])
@@ -90,7 +97,9 @@ def main() -> None:
     config = Config(time_limit=arguments.time_limit)
 
     print("## Stages (undecided neurons after each stage, stage time in s)\n")
-    print("| case | hidden | bounds | witnesses | search | certify | smt | stably active | stably inactive | unstable | unknown | total s |")
+    print(
+        "| case | hidden | bounds | witnesses | search | certify | smt | stably active | stably inactive | unstable | unknown | total s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, (path, vnnlib) in selected.items():
         network = load_network(path)
@@ -106,18 +115,26 @@ def main() -> None:
             cells.append(f"{record.undecided} ({record.seconds:.1f})")
         cells.append(f"{stages['certify'].seconds:.1f}")
         cells.append(f"{stages['smt'].seconds:.1f}")
-        cells += [str(counts[k]) for k in ("stably_active", "stably_inactive", "unstable", "unknown")]
+        cells += [
+            str(counts[k]) for k in ("stably_active", "stably_inactive", "unstable", "unknown")
+        ]
         cells.append(f"{total:.1f}")
         print("| " + " | ".join(cells) + " |", flush=True)
 
     if not arguments.skip_search_comparison:
         print("\n## Single CP-SAT search vs one CP-SAT problem per neuron (same undecided set)\n")
-        print(f"Time limit per method: {arguments.search_limit:.0f} s. claims/undecided after each.\n")
-        print("| case | candidates | single s | single claims/undecided | per-neuron s | per-neuron claims/undecided | per-neuron / single |")
+        print(
+            f"Time limit per method: {arguments.search_limit:.0f} s. claims/undecided after each.\n"
+        )
+        print(
+            "| case | candidates | single s | single claims/undecided | per-neuron s | per-neuron claims/undecided | per-neuron / single |"
+        )
         print("|---|---|---|---|---|---|---|")
         search_config = Config(time_limit=arguments.search_limit)
         for name, (path, vnnlib) in selected.items():
-            print(search_comparison(name, path, domain_for(path, vnnlib), search_config), flush=True)
+            print(
+                search_comparison(name, path, domain_for(path, vnnlib), search_config), flush=True
+            )
 
     print("\n## Main job vs checker\n")
     print("| case | run s | check s | run / check | valid | lemmas | obligations |")

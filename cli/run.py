@@ -149,13 +149,15 @@ def run(
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Find the stable neurons of NETWORK on an input domain, compress it exactly, and write
-    the compressed ONNX, a certificate, SMT-LIB2 files and an HTML report.
+    """Compress NETWORK exactly on an input domain; write the compressed ONNX and a certificate.
 
-    The domain is a box (--lower/--upper), a VNN-LIB file (--vnnlib) or a bounds file
-    (--bounds): give at most one of these. With none, the domain is [0, 1] for every input.
+    Domain: a box (--lower/--upper), a VNN-LIB file (--vnnlib) or a bounds file (--bounds).
+
+    Give at most one of them. Without any, the domain is [0, 1] for every input (the default).
+
+    Writes to --out: certificate.json, compressed.onnx, report.html and smt/*.smt2.
     """
-    stdout = Console(quiet=quiet and not json_output, highlight=False)
+    stdout = Console(quiet=quiet and not json_output, highlight=False, soft_wrap=True)
     with interruptible(debug, "no files were written"), user_errors(debug):
         config = make_config(time_limit, samples, method, workers, seed, export_dtype)
         # Imported here: onnx and the solvers load slowly and are not needed for --help.
@@ -412,13 +414,13 @@ def check(
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Re-verify a certificate from scratch: both ONNX hashes, every witness by exact
-    evaluation, every proof obligation with a fresh solver, and the equivalence proof.
+    """Re-verify a certificate from scratch, trusting only its domain and the ONNX file it names.
 
-    Exit status 0 if the certificate is valid, 1 if it is not (the first failing item is
-    named), 2 if it cannot be read.
+    Checks both ONNX hashes, every witness (exact evaluation), every proof (fresh solver).
+
+    Exit status: 0 valid, 1 invalid (the first failing item is named), 2 unreadable certificate.
     """
-    stdout = Console(highlight=False)
+    stdout = Console(highlight=False, soft_wrap=True)
     with interruptible(debug, "the certificate was not fully checked"), user_errors(debug):
         if workers < 1:
             raise VerifyCompressError(f"--workers must be 1 or more, got {workers}")
@@ -435,8 +437,8 @@ def check(
             checked = ", ".join(
                 f"{count} {kind.replace('_', ' ')}" for kind, count in report.counts.items()
             )
-            stdout.print(f"checked {escape(str(certificate))} in {report.seconds:.1f} s: "
-                         f"{escape(checked) or 'nothing'}")
+            stdout.print(f"checked {escape(str(certificate))} in {report.seconds:.1f} s"
+                         + (f": {escape(checked)}" if checked else ""))
         if report.valid:
             stdout.print("certificate valid")
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def random_network(
 ) -> Network:
     """A dense ReLU network with the given layer sizes (inputs first) and random weights."""
     layers = []
-    for position, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+    for position, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         last = position == len(sizes) - 2
         weights = rng.normal(size=(n_out, n_in)).astype(dtype)
         bias = rng.normal(scale=0.5, size=n_out).astype(dtype)

@@ -71,7 +71,8 @@ def leaf_to_json(leaf: Leaf) -> JsonDict:
 def leaf_from_json(data: Mapping[str, Any], item: str) -> Leaf:
     try:
         assumptions = tuple(
-            (Neuron(int(layer), int(index)), Phase(phase)) for layer, index, phase in data["assumptions"]
+            (Neuron(int(layer), int(index)), Phase(phase))
+            for layer, index, phase in data["assumptions"]
         )
         multipliers = {
             str(key): rational_from_json(value, f"{item} multiplier {key}")
@@ -89,7 +90,7 @@ def lemma_to_json(lemma: BoundLemma, obligations: Sequence[JsonDict]) -> JsonDic
     return {
         "kind": "bound",
         "statement": (
-            f"g{lemma.neuron} {'<=' if lemma.sense == 'upper' else '>='} {float(lemma.value)!r} on box {lemma.box}"
+            f"g{lemma.neuron} {'<=' if lemma.sense == 'upper' else '>='} {float(lemma.value)!r} on box {lemma.box}"  # noqa: E501
         ),
         "box": lemma.box,
         "neuron": [lemma.neuron.layer, lemma.neuron.index],
@@ -109,10 +110,17 @@ def lemma_from_json(identifier: str, data: Mapping[str, Any]) -> BoundLemma:
         uses = list(data["uses"])
         if len(uses) != 1:
             raise CertificateError(f"{item}: must use exactly one context")
-        leaves = tuple(leaf_from_json(leaf, f"{item} leaf {k}") for k, leaf in enumerate(data["leaves"]))
+        leaves = tuple(
+            leaf_from_json(leaf, f"{item} leaf {k}") for k, leaf in enumerate(data["leaves"])
+        )
         return BoundLemma(
-            identifier, int(data["box"]), neuron, sign,
-            rational_from_json(data["value"], f"{item} value"), leaves, str(uses[0]),
+            identifier,
+            int(data["box"]),
+            neuron,
+            sign,
+            rational_from_json(data["value"], f"{item} value"),
+            leaves,
+            str(uses[0]),
         )
     except (KeyError, TypeError, ValueError, IndexError) as error:
         if isinstance(error, CertificateError):
@@ -121,7 +129,9 @@ def lemma_from_json(identifier: str, data: Mapping[str, Any]) -> BoundLemma:
 
 
 def per_layer_summary(
-    network: Network, statuses: Mapping[Neuron, Status], connections_after: Mapping[int, int] | None = None
+    network: Network,
+    statuses: Mapping[Neuron, Status],
+    connections_after: Mapping[int, int] | None = None,
 ) -> list[JsonDict]:
     rows = []
     for layer_index, layer in enumerate(network.layers):

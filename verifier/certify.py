@@ -147,7 +147,10 @@ def residual(
 
 
 def maximum_over_bounds(
-    coefficients: Sequence[Fraction], constant: Fraction, lower: Sequence[Fraction], upper: Sequence[Fraction]
+    coefficients: Sequence[Fraction],
+    constant: Fraction,
+    lower: Sequence[Fraction],
+    upper: Sequence[Fraction],
 ) -> Fraction:
     """Exact max of an affine function over a box of variable bounds."""
     total = constant
@@ -425,7 +428,9 @@ def _prove_with_splits(
 ) -> list[Leaf] | None:
     """Leaves proving sign*g <= 0 under all phase combinations of split neurons, or None."""
 
-    def attempt(assumptions: dict[Neuron, Phase], depth: int, known: _LeafAttempt | None) -> list[Leaf] | None:
+    def attempt(
+        assumptions: dict[Neuron, Phase], depth: int, known: _LeafAttempt | None
+    ) -> list[Leaf] | None:
         if time.monotonic() > deadline:
             return None
         branch = dataclasses.replace(relaxation, assumptions=assumptions)
@@ -436,7 +441,9 @@ def _prove_with_splits(
             return [result.leaf]
         if result.leaf is None or depth >= max_depth:
             return None
-        candidates = [n for n in _split_candidates(branch, result.multipliers) if n not in assumptions]
+        candidates = [
+            n for n in _split_candidates(branch, result.multipliers) if n not in assumptions
+        ]
         if not candidates:
             return None
         neuron = candidates[0]
@@ -496,9 +503,7 @@ def prove_box(
             neuron = Neuron(k, index)
             claimed = claims.get(neuron)
             senses = (
-                [UPPER, LOWER]
-                if k < deepest
-                else [UPPER if claimed is Phase.INACTIVE else LOWER]
+                [UPPER, LOWER] if k < deepest else [UPPER if claimed is Phase.INACTIVE else LOWER]
             )
             values: dict[int, Fraction] = {}
             for sign in senses:
@@ -508,11 +513,15 @@ def prove_box(
                     leaf = _first_layer_leaf(relaxation, neuron, sign)
                     attempt = _LeafAttempt(leaf, leaf.bound, None, {})
                 else:
-                    attempt = _solve_leaf(relaxation, program, neuron, sign, max(0.1, deadline - time.monotonic()))
+                    attempt = _solve_leaf(
+                        relaxation, program, neuron, sign, max(0.1, deadline - time.monotonic())
+                    )
                 if attempt.leaf is None or attempt.bound is None:
                     continue
                 leaves = [attempt.leaf]
-                proving = claimed is not None and sign == (UPPER if claimed is Phase.INACTIVE else LOWER)
+                proving = claimed is not None and sign == (
+                    UPPER if claimed is Phase.INACTIVE else LOWER
+                )
                 if proving and attempt.bound > 0:
                     if attempt.primal is not None and offer_witness is not None:
                         offer_witness(attempt.primal[: network.input_size], box_index)
@@ -525,8 +534,13 @@ def prove_box(
                 bound = max(leaf.bound for leaf in leaves)
                 value = round_outward(sign * bound, sign)
                 lemma = BoundLemma(
-                    lemma_id(box_index, neuron, sign), box_index, neuron, sign, value,
-                    tuple(leaves), context,
+                    lemma_id(box_index, neuron, sign),
+                    box_index,
+                    neuron,
+                    sign,
+                    value,
+                    tuple(leaves),
+                    context,
                 )
                 lemmas[lemma.id] = lemma
                 layer_lemmas.append(lemma.id)

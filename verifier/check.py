@@ -100,13 +100,15 @@ def check_certificate(
         raise CertificateError(f"{path}: not a verify-compress certificate (format field)")
     if document.get("format_version") != FORMAT_VERSION:
         raise CertificateError(
-            f"{path}: format_version {document.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
+            f"{path}: format_version {document.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"  # noqa: E501
         )
     counts: dict[str, int] = {}
     try:
         _check(document, path.parent, counts, progress, workers)
     except _Failed as failure:
-        return CheckReport(False, str(failure), [str(failure)], counts, time.perf_counter() - started)
+        return CheckReport(
+            False, str(failure), [str(failure)], counts, time.perf_counter() - started
+        )
     except (KeyError, TypeError, ValueError, IndexError) as error:
         message = f"malformed certificate: {error!r}"
         return CheckReport(False, message, [message], counts, time.perf_counter() - started)
@@ -116,17 +118,27 @@ def check_certificate(
 
 
 def _check(
-    document: dict[str, Any], base: Path, counts: dict[str, int], progress: ProgressCallback | None, workers: int
+    document: dict[str, Any],
+    base: Path,
+    counts: dict[str, int],
+    progress: ProgressCallback | None,
+    workers: int,
 ) -> None:
     network_path = base / document["network"]["path"]
     _require(network_path.is_file(), f"network: file {network_path} not found")
-    _require(sha256_of(network_path) == document["network"]["sha256"], "network: sha256 does not match the file")
+    _require(
+        sha256_of(network_path) == document["network"]["sha256"],
+        "network: sha256 does not match the file",
+    )
     network = load_network(network_path)
     domain = Domain.from_json(document["domain"])
     _require(domain.size == network.input_size, "domain: dimension does not match the network")
 
     statuses = _check_neurons(document, network, domain, counts)
-    lemmas = {identifier: lemma_from_json(identifier, data) for identifier, data in document["lemmas"].items()}
+    lemmas = {
+        identifier: lemma_from_json(identifier, data)
+        for identifier, data in document["lemmas"].items()
+    }
     verified = _check_lemmas(document, network, domain, lemmas, counts, progress, workers)
     for neuron, status in statuses.items():
         if not status.is_stable:
@@ -135,16 +147,25 @@ def _check(
         sign = LOWER if phase is Phase.ACTIVE else UPPER
         for box in range(len(domain.boxes)):
             identifier = lemma_id(box, neuron, sign)
-            _require(identifier in verified, f"neuron {neuron}: status {status.value} lacks verified lemma {identifier}")
+            _require(
+                identifier in verified,
+                f"neuron {neuron}: status {status.value} lacks verified lemma {identifier}",
+            )
             value = lemmas[identifier].value
             holds = value <= 0 if sign == UPPER else value >= 0
-            _require(holds, f"neuron {neuron}: lemma {identifier} (value {value}) does not show {status.value}")
+            _require(
+                holds,
+                f"neuron {neuron}: lemma {identifier} (value {value}) does not show {status.value}",
+            )
     counts["stable_neurons"] = sum(1 for s in statuses.values() if s.is_stable)
 
     per_layer = per_layer_summary(network, statuses)
     for recorded, derived in zip(document["summary"]["per_layer"], per_layer, strict=True):
         for key in ("layer", "neurons", *(s.value for s in Status)):
-            _require(recorded[key] == derived[key], f"summary.per_layer layer {derived['layer']}: {key} does not match the neurons")
+            _require(
+                recorded[key] == derived[key],
+                f"summary.per_layer layer {derived['layer']}: {key} does not match the neurons",
+            )
 
     _check_compression(document, base, network, domain, statuses, counts, progress)
 
@@ -162,7 +183,9 @@ def _check_neurons(
             statuses[neuron] = Status(entry["status"])
         except ValueError:
             raise _Failed(f"neuron {neuron}: unknown status {entry['status']!r}") from None
-    _require(set(statuses) == set(hidden), "neurons: the list does not cover exactly the hidden neurons")
+    _require(
+        set(statuses) == set(hidden), "neurons: the list does not cover exactly the hidden neurons"
+    )
     witnesses = document["witnesses"]
     evaluated: dict[int, Any] = {}
     for entry in entries:
@@ -170,15 +193,23 @@ def _check_neurons(
         if statuses[neuron] is not Status.UNSTABLE:
             continue
         for phase in Phase:
-            _require(phase.value in entry["evidence"], f"neuron {neuron}: unstable without a {phase.value} witness")
+            _require(
+                phase.value in entry["evidence"],
+                f"neuron {neuron}: unstable without a {phase.value} witness",
+            )
             index = int(entry["evidence"][phase.value])
-            _require(0 <= index < len(witnesses), f"neuron {neuron}: witness {index} does not exist")
+            _require(
+                0 <= index < len(witnesses), f"neuron {neuron}: witness {index} does not exist"
+            )
             if index not in evaluated:
                 witness = witnesses[index]
                 item = f"witness {index}"
                 point = point_from_json(witness["point"], item)
                 box = domain.boxes[int(witness["box"])]
-                _require(len(point) == box.size, f"{item}: has {len(point)} coordinates, expected {box.size}")
+                _require(
+                    len(point) == box.size,
+                    f"{item}: has {len(point)} coordinates, expected {box.size}",
+                )
                 for j, value in enumerate(point):
                     inside = Fraction(float(box.lower[j])) <= value <= Fraction(float(box.upper[j]))
                     _require(inside, f"{item}: coordinate {j} lies outside box {witness['box']}")
@@ -211,11 +242,17 @@ def _check_lemmas(
     ordered = sorted(lemmas.values(), key=lambda lemma: (lemma.box, lemma.neuron.layer, lemma.id))
     for lemma in ordered:
         item = f"lemma {lemma.id}"
-        _require(lemma.id == lemma_id(lemma.box, lemma.neuron, lemma.sign), f"{item}: id does not match its statement")
+        _require(
+            lemma.id == lemma_id(lemma.box, lemma.neuron, lemma.sign),
+            f"{item}: id does not match its statement",
+        )
         _require(0 <= lemma.box < len(domain.boxes), f"{item}: box {lemma.box} does not exist")
         layer = lemma.neuron.layer
-        _require(0 <= layer < len(network.layers) and 0 <= lemma.neuron.index < network.layers[layer].outputs,
-                 f"{item}: neuron {lemma.neuron} does not exist")
+        _require(
+            0 <= layer < len(network.layers)
+            and 0 <= lemma.neuron.index < network.layers[layer].outputs,
+            f"{item}: neuron {lemma.neuron} does not exist",
+        )
         _require(lemma.context in contexts, f"{item}: context {lemma.context} missing")
         context = list(contexts[lemma.context])
         expected = {
@@ -224,7 +261,10 @@ def _check_lemmas(
             for i in range(network.layers[k].outputs)
             for sign in (UPPER, LOWER)
         }
-        _require(set(context) == expected, f"{item}: context {lemma.context} is not the earlier-layer lemmas of box {lemma.box}")
+        _require(
+            set(context) == expected,
+            f"{item}: context {lemma.context} is not the earlier-layer lemmas of box {lemma.box}",
+        )
         facts: dict[Neuron, NeuronFact] = {}
         for identifier in context:
             _require(identifier in lemmas, f"{item}: uses missing lemma {identifier}")
@@ -232,27 +272,46 @@ def _check_lemmas(
             for i in range(network.layers[k].outputs):
                 neuron = Neuron(k, i)
                 facts[neuron] = NeuronFact(
-                    lemmas[lemma_id(lemma.box, neuron, LOWER)].value, lemmas[lemma_id(lemma.box, neuron, UPPER)].value
+                    lemmas[lemma_id(lemma.box, neuron, LOWER)].value,
+                    lemmas[lemma_id(lemma.box, neuron, UPPER)].value,
                 )
         _require(bool(lemma.leaves), f"{item}: has no leaves")
         # Also for a single leaf: one that carries an assumption proves nothing on its own.
-        _require(covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves), f"{item}: case split does not cover all phases")
+        _require(
+            covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves),
+            f"{item}: case split does not cover all phases",
+        )
         recorded = document["lemmas"][lemma.id].get("obligations", [])
-        _require(len(recorded) == len(lemma.leaves) + (1 if len(lemma.leaves) > 1 else 0),
-                 f"{item}: obligation list does not match its leaves")
+        _require(
+            len(recorded) == len(lemma.leaves) + (1 if len(lemma.leaves) > 1 else 0),
+            f"{item}: obligation list does not match its leaves",
+        )
         for position, leaf in enumerate(lemma.leaves):
             for neuron, _ in leaf.assumptions:
-                _require(neuron.layer < layer, f"{item}: assumption on {neuron} is not an earlier-layer neuron")
-            relaxation = Relaxation(network, domain.boxes[lemma.box], layer, facts, dict(leaf.assumptions))
+                _require(
+                    neuron.layer < layer,
+                    f"{item}: assumption on {neuron} is not an earlier-layer neuron",
+                )
+            relaxation = Relaxation(
+                network, domain.boxes[lemma.box], layer, facts, dict(leaf.assumptions)
+            )
             try:
                 bound = leaf_bound(relaxation, lemma.neuron, lemma.sign, leaf.multipliers)
             except ValueError as error:
                 raise _Failed(f"{item} leaf {position}: {error}") from None
-            _require(bound <= leaf.bound, f"{item} leaf {position}: residual bound {bound} exceeds the stated {leaf.bound}")
+            _require(
+                bound <= leaf.bound,
+                f"{item} leaf {position}: residual bound {bound} exceeds the stated {leaf.bound}",
+            )
             allowed = lemma.value if lemma.sign == UPPER else -lemma.value
-            _require(leaf.bound <= allowed, f"{item} leaf {position}: bound {leaf.bound} does not give value {lemma.value}")
+            _require(
+                leaf.bound <= allowed,
+                f"{item} leaf {position}: bound {leaf.bound} does not give value {lemma.value}",
+            )
             obligations.append(
-                leaf_obligation(relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}", rows)
+                leaf_obligation(
+                    relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}", rows
+                )
             )
             expected_hashes.append((item, recorded[position]["sha256"]))
         if len(lemma.leaves) > 1:
@@ -261,10 +320,16 @@ def _check_lemmas(
         if progress is not None:
             progress("lemmas", len(expected_hashes), 0)
     for obligation, (item, digest) in zip(obligations, expected_hashes, strict=True):
-        _require(obligation.sha256 == digest, f"{item}: recorded obligation {obligation.id} differs from the re-derived one")
+        _require(
+            obligation.sha256 == digest,
+            f"{item}: recorded obligation {obligation.id} differs from the re-derived one",
+        )
     results = check_many(obligations, 60.0, workers)
     for obligation, result in zip(obligations, results, strict=True):
-        _require(result.verdict is SmtVerdict.PROVED, f"obligation {obligation.id}: z3 says {result.verdict.value} ({result.detail})")
+        _require(
+            result.verdict is SmtVerdict.PROVED,
+            f"obligation {obligation.id}: z3 says {result.verdict.value} ({result.detail})",
+        )
     counts["lemmas"] = len(lemmas)
     counts["obligations"] = len(obligations)
     return set(lemmas)
@@ -281,25 +346,46 @@ def _check_compression(
 ) -> None:
     compressed_path = base / document["compressed"]["path"]
     _require(compressed_path.is_file(), f"compressed: file {compressed_path} not found")
-    _require(sha256_of(compressed_path) == document["compressed"]["sha256"], "compressed: sha256 does not match the file")
+    _require(
+        sha256_of(compressed_path) == document["compressed"]["sha256"],
+        "compressed: sha256 does not match the file",
+    )
     compression = compress(network, statuses)
     dtype = document["compressed"].get("dtype", "float32")
     stored = load_network(compressed_path)
     expected = rounded_layers(compression.network, dtype)
-    _require(len(stored.layers) == len(expected), "compressed: layer count differs from the recomputed compression")
+    _require(
+        len(stored.layers) == len(expected),
+        "compressed: layer count differs from the recomputed compression",
+    )
     for k, (layer, (weights, bias)) in enumerate(zip(stored.layers, expected, strict=True)):
         same = (
             layer.weights.shape == weights.shape
-            and np.array_equal(np.asarray(layer.weights, dtype=np.float64), np.asarray(weights, dtype=np.float64))
-            and np.array_equal(np.asarray(layer.bias, dtype=np.float64), np.asarray(bias, dtype=np.float64))
+            and np.array_equal(
+                np.asarray(layer.weights, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+            )
+            and np.array_equal(
+                np.asarray(layer.bias, dtype=np.float64), np.asarray(bias, dtype=np.float64)
+            )
         )
         _require(same, f"compressed: layer {k} differs from the recomputed compression")
     recorded = document["compression"]
     for key in ("neurons_after", "layers_after", "connections_after"):
-        _require(recorded[key] == getattr(compression.counts, key), f"compression.{key} does not match the recomputed compression")
-    lemma_ids = {n: [lemma_id(b, n, LOWER if s is Status.STABLY_ACTIVE else UPPER) for b in range(len(domain.boxes))]
-                 for n, s in statuses.items() if s.is_stable}
-    equivalence = prove_equivalence(network, compression, statuses, lemma_ids, domain, cross_check=False)
+        _require(
+            recorded[key] == getattr(compression.counts, key),
+            f"compression.{key} does not match the recomputed compression",
+        )
+    lemma_ids = {
+        n: [
+            lemma_id(b, n, LOWER if s is Status.STABLY_ACTIVE else UPPER)
+            for b in range(len(domain.boxes))
+        ]
+        for n, s in statuses.items()
+        if s.is_stable
+    }
+    equivalence = prove_equivalence(
+        network, compression, statuses, lemma_ids, domain, cross_check=False
+    )
     _require(equivalence.proved, f"equivalence: {equivalence.message}")
     counts["equivalence_obligations"] = len(equivalence.obligations)
     if progress is not None:

@@ -39,7 +39,9 @@ def as_fraction(value: Any) -> Fraction:
 
 def fraction_to_str(value: Fraction) -> str:
     """Canonical exact text of a rational: "p" or "p/q" (what certificates store)."""
-    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+    return (
+        str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +99,9 @@ class RationalArray:
     def matmul(self, vector: RationalArray) -> RationalArray:
         """Exact matrix-vector (or matrix-matrix) product."""
         product = np.dot(self.numerators, vector.numerators)
-        return RationalArray(np.asarray(product, dtype=object), self.denominator * vector.denominator)
+        return RationalArray(
+            np.asarray(product, dtype=object), self.denominator * vector.denominator
+        )
 
     def add(self, other: RationalArray) -> RationalArray:
         common = math.lcm(self.denominator, other.denominator)

@@ -138,7 +138,7 @@ class Network:
     def __post_init__(self) -> None:
         if not self.layers:
             raise NetworkError("a network needs at least one affine layer")
-        for position, (before, after) in enumerate(zip(self.layers, self.layers[1:])):
+        for position, (before, after) in enumerate(zip(self.layers, self.layers[1:], strict=False)):
             if before.outputs != after.inputs:
                 raise NetworkError(
                     f"layer {position} has {before.outputs} outputs but layer {position + 1} "
@@ -180,7 +180,9 @@ class Network:
         if values.ndim == 1:
             values = values[None, :]
         if values.shape[1] != self.input_size:
-            raise NetworkError(f"expected inputs of length {self.input_size}, got {values.shape[1]}")
+            raise NetworkError(
+                f"expected inputs of length {self.input_size}, got {values.shape[1]}"
+            )
         pre_activations = []
         for layer in self.layers:
             g = values @ layer.float_weights.T + layer.float_bias

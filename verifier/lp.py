@@ -57,13 +57,16 @@ class LinearProgram:
             raise RuntimeError("OR-Tools GLOP is not available")
         infinity = self._solver.infinity()
         self._variables = [
-            self._solver.NumVar(float(lo), float(hi), "") for lo, hi in zip(lower, upper, strict=True)
+            self._solver.NumVar(float(lo), float(hi), "")
+            for lo, hi in zip(lower, upper, strict=True)
         ]
         self._constraints = []
         for row in rows:
             upper_limit = row.rhs if row.equality else infinity
             constraint = self._solver.Constraint(row.rhs, upper_limit)
-            for index, coefficient in zip(row.indices.tolist(), row.coefficients.tolist(), strict=True):
+            for index, coefficient in zip(
+                row.indices.tolist(), row.coefficients.tolist(), strict=True
+            ):
                 if coefficient != 0.0:
                     constraint.SetCoefficient(self._variables[index], coefficient)
             self._constraints.append(constraint)

@@ -67,7 +67,14 @@ def _neuron_entries(analysis: StabilityAnalysis, witness_ids: dict[int, int]) ->
             claimed = analysis.claims.get(neuron)
             evidence["claimed"] = claimed.value if claimed else None
             evidence["seen"] = sorted(p.value for p in analysis.table.seen(neuron))
-        entries.append({"layer": neuron.layer, "index": neuron.index, "status": status.value, "evidence": evidence})
+        entries.append(
+            {
+                "layer": neuron.layer,
+                "index": neuron.index,
+                "status": status.value,
+                "evidence": evidence,
+            }
+        )
     return entries
 
 
@@ -130,9 +137,17 @@ def run(
     timings["compress"] = time.perf_counter() - since
 
     since = time.perf_counter()
-    lemma_ids = {n: analysis.stability_lemmas(n) for n in analysis.statuses if analysis.statuses[n].is_stable}
-    equivalence = prove_equivalence(network, compression, analysis.statuses, lemma_ids, domain, rng=rng)
-    witness_points = np.array([w.point for w in analysis.table.witnesses()]) if analysis.table.witnesses() else None
+    lemma_ids = {
+        n: analysis.stability_lemmas(n) for n in analysis.statuses if analysis.statuses[n].is_stable
+    }
+    equivalence = prove_equivalence(
+        network, compression, analysis.statuses, lemma_ids, domain, rng=rng
+    )
+    witness_points = (
+        np.array([w.point for w in analysis.table.witnesses()])
+        if analysis.table.witnesses()
+        else None
+    )
     empirical = empirical_check(network, compression.network, domain, witness_points, rng)
     timings["equivalence"] = time.perf_counter() - since
     if progress is not None:
@@ -152,12 +167,16 @@ def run(
         for obligation in obligations:
             (smt_dir / obligation.filename).write_text(obligation.smtlib)
         per_layer = per_layer_summary(
-            network, analysis.statuses, {c.layer: c.connections_after for c in compression.counts.per_layer}
+            network,
+            analysis.statuses,
+            {c.layer: c.connections_after for c in compression.counts.per_layer},
         )
         record = compression_record(compression, rounding)
         record["equivalence"] = equivalence_record(equivalence)
         record["empirical"] = empirical
-        status_totals = {s.value: sum(1 for v in analysis.statuses.values() if v is s) for s in Status}
+        status_totals = {
+            s.value: sum(1 for v in analysis.statuses.values() if v is s) for s in Status
+        }
         summary: JsonDict = {
             "per_layer": per_layer,
             "totals": {
@@ -178,8 +197,15 @@ def run(
             "format_version": FORMAT_VERSION,
             "tool_version": tool_versions()["verify-compress"],
             "solvers": tool_versions(),
-            "network": {"path": _relative(Path(network_path), out_dir), "sha256": sha256_of(network_path)},
-            "compressed": {"path": "compressed.onnx", "sha256": sha256_of(staging / "compressed.onnx"), "dtype": dtype},
+            "network": {
+                "path": _relative(Path(network_path), out_dir),
+                "sha256": sha256_of(network_path),
+            },
+            "compressed": {
+                "path": "compressed.onnx",
+                "sha256": sha256_of(staging / "compressed.onnx"),
+                "dtype": dtype,
+            },
             "domain": domain.to_json(),
             "semantics": SEMANTICS,
             "config": {k: v for k, v in dataclasses.asdict(config).items()},

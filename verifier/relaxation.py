@@ -59,10 +59,10 @@ class NeuronFact:
 class Treatment:
     """How a neuron enters the relaxation."""
 
-    ACTIVE = "active"      # a == g, g >= 0
+    ACTIVE = "active"  # a == g, g >= 0
     INACTIVE = "inactive"  # a == 0, g <= 0
     UNSTABLE = "unstable"  # triangle relaxation
-    LINEAR = "linear"      # layer without ReLU: a == g
+    LINEAR = "linear"  # layer without ReLU: a == g
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +169,11 @@ class Relaxation:
                 g, a = layout.g(k, i), layout.a(k, i)
                 kind = self.treatment_of(neuron)
                 if kind in (Treatment.ACTIVE, Treatment.LINEAR):
-                    rows[f"identity:{k}:{i}"] = ({a: Fraction(1), g: Fraction(-1)}, Fraction(0), True)
+                    rows[f"identity:{k}:{i}"] = (
+                        {a: Fraction(1), g: Fraction(-1)},
+                        Fraction(0),
+                        True,
+                    )
                 elif kind == Treatment.UNSTABLE:
                     fact = self.facts[neuron]
                     low, high = fact.lower, fact.upper

@@ -161,7 +161,7 @@ class WitnessRecorder(Protocol):
 
     def witnesses(self) -> Sequence[RecordedWitness]: ...
 
-    def unseen_phases(self, neurons: Iterable[Neuron]) -> Mapping[Neuron, set[Phase]]: ...
+    def unseen_phases(self, neurons: Collection[Neuron]) -> Mapping[Neuron, set[Phase]]: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,24 +473,32 @@ class StabilityModel:
 
     def hint(self, grid: IntArray) -> None:
         """A complete hint: the scaled forward pass at a grid point (a feasible assignment)."""
-        self.model.clear_hints()  # type: ignore[no-untyped-call]
         values = self.scaled.forward(grid)
+        hints: dict[int, tuple[cp_model.IntVar, int]] = {}
         for variable, value in zip(self.inputs, grid.tolist(), strict=True):
-            self.model.add_hint(variable, int(value))
+            hints[variable.index] = (variable, int(value))
         for layer_index, layer_values in enumerate(values):
             layer = self.scaled.layers[layer_index]
             for row, variable in self.pre[layer_index].items():
-                self.model.add_hint(variable, layer_values[row])
+                hints[variable.index] = (variable, layer_values[row])
             for row, variable in self.post[layer_index].items():
-                if variable is not self.pre[layer_index].get(row):
-                    self.model.add_hint(variable, _post_activation(layer, row, layer_values[row]))
+                value = _post_activation(layer, row, layer_values[row])
+                hints.setdefault(variable.index, (variable, value))
         for neuron, variable in self.phase.items():
-            self.model.add_hint(variable, int(values[neuron.layer][neuron.index] > 0))
+            hints[variable.index] = (variable, int(values[neuron.layer][neuron.index] > 0))
         for (neuron, phase, margin), literal in self.indicators.items():
             value = values[neuron.layer][neuron.index]
             shown = value >= margin if phase is Phase.ACTIVE else value <= -margin
-            low, high = self.model.proto.variables[literal.index].domain
-            self.model.add_hint(literal, min(high, max(low, int(shown))))
+            hints[literal.index] = (literal, int(shown))
+        self.model.clear_hints()  # type: ignore[no-untyped-call]
+        for variable, value in hints.values():
+            low, high = self._domain(variable)
+            if low < high:  # constants (cached, shared) and retired literals need no hint
+                self.model.add_hint(variable, min(high, max(low, value)))
+
+    def _domain(self, variable: cp_model.IntVar) -> tuple[int, int]:
+        domain = list(self.model.proto.variables[variable.index].domain)
+        return int(domain[0]), int(domain[-1])
 
 
 def build_model(

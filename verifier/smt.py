@@ -147,7 +147,11 @@ def check_many(
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_check_with_timeout, obligations, [timeout_seconds] * len(obligations), chunksize=4))
+        return list(
+            pool.map(
+                _check_with_timeout, obligations, [timeout_seconds] * len(obligations), chunksize=4
+            )
+        )
 
 
 def _check_with_timeout(obligation: Obligation, timeout_seconds: float) -> SmtResult:

@@ -88,7 +88,10 @@ class InconsistentEvidenceError(VerifyCompressError):
 
 
 def _claimed_phase(
-    neuron: Neuron, table: WitnessTable, bounds: list[LayerBounds], search_claims: Mapping[Neuron, Phase]
+    neuron: Neuron,
+    table: WitnessTable,
+    bounds: list[LayerBounds],
+    search_claims: Mapping[Neuron, Phase],
 ) -> Phase | None:
     seen = table.seen(neuron)
     if len(seen) == 2:
@@ -100,7 +103,10 @@ def _claimed_phase(
     phases = {b.phase_of(neuron) for b in bounds}
     if len(phases) == 1:
         return phases.pop()
-    middle = sum(float(b.lower[neuron.layer][neuron.index] + b.upper[neuron.layer][neuron.index]) for b in bounds)
+    middle = sum(
+        float(b.lower[neuron.layer][neuron.index] + b.upper[neuron.layer][neuron.index])
+        for b in bounds
+    )
     return Phase.ACTIVE if middle >= 0 else Phase.INACTIVE
 
 
@@ -135,7 +141,9 @@ def analyse(
     undecided_by_bounds = [n for n in hidden if not bound_decided(n)]
     since = record("bounds", since, len(undecided_by_bounds))
 
-    find_witnesses(network, domain, table, undecided_by_bounds, config, rng, data, deadline, progress)
+    find_witnesses(
+        network, domain, table, undecided_by_bounds, config, rng, data, deadline, progress
+    )
     unstable = table.unstable()
     candidates = [n for n in undecided_by_bounds if n not in unstable]
     since = record("witnesses", since, len(candidates))
@@ -149,7 +157,9 @@ def analyse(
             if config.method == "per-neuron"
             else search_module.stability_search
         )
-        result = run_search(network, domain, bounds, table, candidates, config, search_deadline, progress)
+        result = run_search(
+            network, domain, bounds, table, candidates, config, search_deadline, progress
+        )
         search_claims = dict(result.claims)
     unstable = table.unstable()
     remaining = [n for n in candidates if n not in unstable]
@@ -163,18 +173,33 @@ def analyse(
 
     proofs: list[BoxProof] = []
     for box_index, box in enumerate(domain.boxes):
+
         def offer(point: FloatArray, box_number: int, box: object = box) -> None:
-            table.offer(np.clip(point, domain.boxes[box_number].lower, domain.boxes[box_number].upper)[None, :], box_number, "lp")
+            table.offer(
+                np.clip(point, domain.boxes[box_number].lower, domain.boxes[box_number].upper)[
+                    None, :
+                ],
+                box_number,
+                "lp",
+            )
 
         proofs.append(
             prove_box(
-                network, box, box_index, claims, deadline, config.max_split_depth, offer,
+                network,
+                box,
+                box_index,
+                claims,
+                deadline,
+                config.max_split_depth,
+                offer,
                 (lambda done, total: progress("certify", done, total)) if progress else None,
             )
         )
     since = record("certify", since, 0)
 
-    lemma_checks = check_lemmas(network, domain, proofs, claims, table, smt_timeout, progress, config.workers)
+    lemma_checks = check_lemmas(
+        network, domain, proofs, claims, table, smt_timeout, progress, config.workers
+    )
     statuses = decide_statuses(hidden, table, proofs, lemma_checks, claims)
     record("smt", since, sum(1 for s in statuses.values() if s is Status.UNKNOWN))
     return StabilityAnalysis(statuses, table, proofs, lemma_checks, stages, claims)
@@ -191,14 +216,24 @@ def proving_lemma(proof: BoxProof, box: int, neuron: Neuron, phase: Phase) -> Bo
 
 
 def lemma_obligations(
-    network: Network, domain: Domain, proof: BoxProof, lemma: BoundLemma, rows: DefinitionRows | None = None
+    network: Network,
+    domain: Domain,
+    proof: BoxProof,
+    lemma: BoundLemma,
+    rows: DefinitionRows | None = None,
 ) -> list[Obligation]:
     """The SMT obligations of one lemma: one per leaf, plus the case-split coverage."""
     facts = facts_from_context(proof.lemmas, proof.contexts[lemma.context])
     obligations = []
     for position, leaf in enumerate(lemma.leaves):
-        relaxation = Relaxation(network, domain.boxes[lemma.box], lemma.neuron.layer, facts, dict(leaf.assumptions))
-        obligations.append(leaf_obligation(relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}", rows))
+        relaxation = Relaxation(
+            network, domain.boxes[lemma.box], lemma.neuron.layer, facts, dict(leaf.assumptions)
+        )
+        obligations.append(
+            leaf_obligation(
+                relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}", rows
+            )
+        )
     if len(lemma.leaves) > 1:
         obligations.append(coverage_obligation(lemma))
     return obligations
@@ -211,17 +246,20 @@ def coverage_obligation(lemma: BoundLemma) -> Obligation:
     branches = []
     for leaf in lemma.leaves:
         atoms = [
-            f"({'>=' if p is Phase.ACTIVE else '<='} g_{n.layer}_{n.index} 0.0)" for n, p in leaf.assumptions
+            f"({'>=' if p is Phase.ACTIVE else '<='} g_{n.layer}_{n.index} 0.0)"
+            for n, p in leaf.assumptions
         ]
         branches.append(f"(and {' '.join(atoms)} true)")
     text = (
         f"; verify-compress obligation {lemma.id}.cover: the case split covers all phases\n"
-        f"(set-logic QF_LRA)\n{declarations}\n(assert (not (or {' '.join(branches)})))\n(check-sat)\n"
+        f"(set-logic QF_LRA)\n{declarations}\n(assert (not (or {' '.join(branches)})))\n(check-sat)\n"  # noqa: E501
     )
     return Obligation(f"{lemma.id}.cover", text)
 
 
-def facts_from_context(lemmas: Mapping[str, BoundLemma], context: list[str]) -> dict[Neuron, NeuronFact]:
+def facts_from_context(
+    lemmas: Mapping[str, BoundLemma], context: list[str]
+) -> dict[Neuron, NeuronFact]:
     uppers: dict[Neuron, object] = {}
     lowers: dict[Neuron, object] = {}
     for identifier in context:
@@ -255,13 +293,18 @@ def check_lemmas(
             if lemma is not None:
                 wanted.add(lemma.id)
                 wanted.update(proof.contexts[lemma.context])
-        needed.extend((proof, proof.lemmas[i]) for i in sorted(wanted, key=lambda i: (proof.lemmas[i].neuron, i)))
+        needed.extend(
+            (proof, proof.lemmas[i])
+            for i in sorted(wanted, key=lambda i: (proof.lemmas[i].neuron, i))
+        )
     checks: dict[str, LemmaCheck] = {}
     rows = DefinitionRows(network)
     batch = 64
     for start in range(0, len(needed), batch):
         chunk = needed[start : start + batch]
-        per_lemma = [lemma_obligations(network, domain, proof, lemma, rows) for proof, lemma in chunk]
+        per_lemma = [
+            lemma_obligations(network, domain, proof, lemma, rows) for proof, lemma in chunk
+        ]
         flat = [o for obligations in per_lemma for o in obligations]
         results = iter(check_many(flat, timeout, workers))
         for (_, lemma), obligations in zip(chunk, per_lemma, strict=True):
@@ -271,7 +314,9 @@ def check_lemmas(
     return checks
 
 
-def lemma_is_established(proof: BoxProof, lemma: BoundLemma, checks: Mapping[str, LemmaCheck]) -> bool:
+def lemma_is_established(
+    proof: BoxProof, lemma: BoundLemma, checks: Mapping[str, LemmaCheck]
+) -> bool:
     """Proved by Z3, and so is every lemma of its context."""
     own = checks.get(lemma.id)
     if own is None or not own.proved:
@@ -300,7 +345,9 @@ def decide_statuses(
         )
         if len(seen) == 2:
             if established:
-                raise InconsistentEvidenceError(f"neuron {neuron}: proved stable but has two witnesses")
+                raise InconsistentEvidenceError(
+                    f"neuron {neuron}: proved stable but has two witnesses"
+                )
             statuses[neuron] = Status.UNSTABLE
         elif established and phase is not None:
             statuses[neuron] = Status.stable(phase)
