@@ -59,7 +59,7 @@ from verifier.status import Neuron, Status
 
 FloatArray = npt.NDArray[np.float64]
 
-DIRECT_QUERY_MAX_HIDDEN = 64
+DIRECT_QUERY_MAX_HIDDEN = 24
 """The direct global query runs as a cross-check only on networks this small."""
 
 
