@@ -416,18 +416,19 @@ def prove_equivalence(
             point = None if model is None else _to_domain_float(domain, list(model.values()))
             if point is not None:
                 candidates.append(point)
-    found = None
+    counterexample = None
     if any(r.verdict is SmtVerdict.REFUTED for _, r in failed) or direct_result is not None:
         found = _search_counterexample(
             original, compressed, domain, candidates, rng, cross_check_timeout,
             cross_check_max_hidden,
         )
-    if found is None:
-        messages.append("no input of the domain with different outputs was found")
-        counterexample = None
-    else:
-        counterexample, difference = found
-        messages.append(f"counterexample: exact outputs differ by {fraction_to_str(difference)}")
+        if found is None:
+            messages.append("no input of the domain with different outputs was found")
+        else:
+            counterexample, difference = found
+            messages.append(
+                f"counterexample: exact outputs differ by {fraction_to_str(difference)}"
+            )
     return EquivalenceResult(
         False, obligations, results, uses, counterexample, "; ".join(messages),
         direct, direct_result,
