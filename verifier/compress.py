@@ -590,7 +590,8 @@ def _box_deviation(
     ):
         magnitude = _larger(_absolute(lower), _absolute(upper))
         error = (
-            _absolute(rounded_weights).matmul(error)
+            _absolute(rounded_weights)
+            .matmul(error)
             .add(delta_weights.matmul(magnitude))
             .add(delta_bias)
         )

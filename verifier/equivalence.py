@@ -216,8 +216,7 @@ def _block_obligation(
     last = original.layers[e]
     rows = compression.neuron_map[j]
     needed = sorted(
-        {n.index for n in rows}
-        | {n.index for f in folds_out for n in (f.dependent, *f.basis)}
+        {n.index for n in rows} | {n.index for f in folds_out for n in (f.dependent, *f.basis)}
     )
     for i in needed:
         lines += _define(f"g_{e}_{i}", _row(last, i, previous))
@@ -371,8 +370,7 @@ def prove_equivalence(
     rng = rng if rng is not None else np.random.default_rng(0)
     compressed = compression.network
     blocks = [
-        _block_obligation(original, compression, statuses, j)
-        for j in range(len(compressed.layers))
+        _block_obligation(original, compression, statuses, j) for j in range(len(compressed.layers))
     ]
     obligations = [b.obligation for b in blocks]
     results = [check(o, timeout) for o in obligations]
@@ -396,13 +394,20 @@ def prove_equivalence(
         for block, result in zip(blocks, results, strict=True)
         if result.verdict is not SmtVerdict.PROVED
     ]
-    if not failed and not problems and (
-        direct_result is None or direct_result.verdict is not SmtVerdict.REFUTED
+    if (
+        not failed
+        and not problems
+        and (direct_result is None or direct_result.verdict is not SmtVerdict.REFUTED)
     ):
         return EquivalenceResult(
-            True, obligations, results, uses, None,
-            f"{len(obligations)} block identities proved (unsat) using {len(uses)} lemmas",
-            direct, direct_result,
+            proved=True,
+            obligations=obligations,
+            results=results,
+            uses=uses,
+            counterexample=None,
+            message=f"{len(obligations)} block identities proved (unsat) using {len(uses)} lemmas",
+            cross_check=direct,
+            cross_check_result=direct_result,
         )
 
     messages = [f"{b.obligation.id}: {r.verdict.value} {r.detail}".strip() for b, r in failed]
@@ -419,7 +424,12 @@ def prove_equivalence(
     counterexample = None
     if any(r.verdict is SmtVerdict.REFUTED for _, r in failed) or direct_result is not None:
         found = _search_counterexample(
-            original, compressed, domain, candidates, rng, cross_check_timeout,
+            original,
+            compressed,
+            domain,
+            candidates,
+            rng,
+            cross_check_timeout,
             cross_check_max_hidden,
         )
         if found is None:
@@ -430,8 +440,14 @@ def prove_equivalence(
                 f"counterexample: exact outputs differ by {fraction_to_str(difference)}"
             )
     return EquivalenceResult(
-        False, obligations, results, uses, counterexample, "; ".join(messages),
-        direct, direct_result,
+        proved=False,
+        obligations=obligations,
+        results=results,
+        uses=uses,
+        counterexample=counterexample,
+        message="; ".join(messages),
+        cross_check=direct,
+        cross_check_result=direct_result,
     )
 
 
@@ -509,7 +525,7 @@ def _domain_constraint(domain: Domain, names: Sequence[str]) -> str:
 def direct_equivalence_query(
     original: Network, compressed_network: Network, domain: Domain
 ) -> Obligation:
-    """"Exists x in D with f(x) != g(x)", ReLUs as if-then-else, exact rationals; holds
+    """The query "exists x in D with f(x) != g(x)", ReLUs as if-then-else, exact rationals; holds
     (the networks are equal on D) iff unsat. Meant for small networks (the solver case-splits
     on ReLUs); the caller decides when to run it."""
     domain.check_dimension(original.input_size)
