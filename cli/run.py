@@ -16,12 +16,15 @@ from __future__ import annotations
 import enum
 import json
 import math
+import os
+import signal
+import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import numpy as np
 import typer
@@ -158,7 +161,12 @@ def run(
     Writes to --out: certificate.json, compressed.onnx, report.html and smt/*.smt2.
     """
     stdout = Console(quiet=quiet and not json_output, highlight=False, soft_wrap=True)
-    with interruptible(debug, "no files were written"), user_errors(debug):
+    with (
+        interruptible(
+            debug, "no files were written", "the run had finished: its output is complete"
+        ) as interrupts,
+        user_errors(debug),
+    ):
         config = make_config(time_limit, samples, method, workers, seed, export_dtype)
         # Imported here: onnx and the solvers load slowly and are not needed for --help.
         from verifier.onnx_import import load_network
@@ -175,7 +183,7 @@ def run(
             stdout.print(f"network: {escape(str(network))} ({net.input_size} inputs, "
                          f"{len(net.layers)} affine layers)")
             stdout.print(f"domain: {escape(description)}")
-        with progress_display(show=not quiet and stdout.is_terminal) as progress:
+        with progress_display(not quiet and stdout.is_terminal, interrupts) as progress:
             result = run_pipeline(
                 network, domain, out_dir, config, data=rows, progress=progress,
                 write_report=render_report,
@@ -421,13 +429,18 @@ def check(
     Exit status: 0 valid, 1 invalid (the first failing item is named), 2 unreadable certificate.
     """
     stdout = Console(highlight=False, soft_wrap=True)
-    with interruptible(debug, "the certificate was not fully checked"), user_errors(debug):
+    with (
+        interruptible(
+            debug, "the certificate was not fully checked", "the check had finished"
+        ) as interrupts,
+        user_errors(debug),
+    ):
         if workers < 1:
             raise VerifyCompressError(f"--workers must be 1 or more, got {workers}")
         from verifier.check import check_certificate
 
         show = not quiet and not json_output and stdout.is_terminal
-        with progress_display(show) as progress:
+        with progress_display(show, interrupts) as progress:
             report = check_certificate(certificate, progress=progress, solver=solver,
                                        workers=workers)
     if json_output:
@@ -492,11 +505,43 @@ class StageProgress:
         self.display.update(task, total=final, completed=final)
 
 
+class Interrupts:
+    """SIGINT for the duration of one command: raise KeyboardInterrupt in this process only.
+
+    - A worker process forked while the command runs inherits this handler and ignores the
+      signal (a terminal's Ctrl-C reaches the whole process group): the parent alone ends the
+      run, so workers print no tracebacks of their own.
+    - A KeyboardInterrupt raised inside a finalizer is swallowed by Python (it is only
+      "ignored"); the request is remembered, and `raise_if_requested`, called at every
+      progress report, raises it again.
+    """
+
+    def __init__(self) -> None:
+        self.owner = os.getpid()
+        self.requested = False
+
+    def handle(self, signum: int, frame: object) -> None:
+        if os.getpid() != self.owner:
+            return
+        self.requested = True
+        raise KeyboardInterrupt
+
+    def raise_if_requested(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
 @contextmanager
-def progress_display(show: bool) -> Iterator[StageProgress | None]:
-    """A `StageProgress` drawing on stderr while the block runs, or None when not `show`."""
+def progress_display(
+    show: bool, interrupts: Interrupts
+) -> Iterator[Callable[[str, int, int], None]]:
+    """The progress callback for the pipeline: it re-raises a swallowed Ctrl-C, and when
+    `show`, draws a `StageProgress` on stderr while the block runs."""
     if not show:
-        yield None
+        def report(stage: str, done: int, total: int) -> None:
+            interrupts.raise_if_requested()
+
+        yield report
         return
     display = Progress(
         SpinnerColumn(),
@@ -508,20 +553,43 @@ def progress_display(show: bool) -> Iterator[StageProgress | None]:
         transient=True,
     )
     with display:
-        callback = StageProgress(display)
-        yield callback
-        callback.finish_latest()
+        stages = StageProgress(display)
+
+        def report_and_draw(stage: str, done: int, total: int) -> None:
+            interrupts.raise_if_requested()
+            stages(stage, done, total)
+
+        yield report_and_draw
+        stages.finish_latest()
 
 
 @contextmanager
-def interruptible(debug: bool, consequence: str) -> Iterator[None]:
-    """Ctrl-C ends the command with status 130 and one line (a traceback with --debug)."""
+def interruptible(debug: bool, consequence: str, completed: str) -> Iterator[Interrupts]:
+    """Ctrl-C ends the command at once with status 130 and one line (a traceback with --debug).
+
+    The line says `consequence`; if the interrupt was swallowed (see `Interrupts`) and the
+    work completed anyway, it says `completed` instead. By the time a KeyboardInterrupt
+    arrives here the pipeline has removed its staging directory (it cleans up on any
+    exception). The process then ends with `os._exit`: a normal interpreter exit would wait
+    for the solver worker processes, possibly for as long as their current query runs.
+    """
     started = time.monotonic()
+    interrupts = Interrupts()
+    previous = signal.signal(signal.SIGINT, interrupts.handle)
     try:
-        yield
+        yield interrupts
     except KeyboardInterrupt:
         if debug:
             raise
-        typer.echo(f"interrupted after {time.monotonic() - started:.0f} s; {consequence}",
-                   err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        _exit_interrupted(started, consequence)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupts.requested:
+        _exit_interrupted(started, completed)
+
+
+def _exit_interrupted(started: float, message: str) -> NoReturn:
+    typer.echo(f"interrupted after {time.monotonic() - started:.0f} s; {message}", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
