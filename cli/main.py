@@ -89,8 +89,10 @@ def print_summary(summary: NetworkSummary, console: Console) -> None:
     """The human form of `inspect`: a header, one table row per layer, and the totals."""
     shape = " x ".join(str(d) for d in summary["input_shape"])
     console.print(f"[bold]{summary['name']}[/bold]", highlight=False)
-    console.print(f"input shape {shape} ({summary['input_size']} inputs), "
-                  f"{summary['output_size']} outputs", highlight=False)
+    console.print(
+        f"input shape {shape} ({summary['input_size']} inputs), {summary['output_size']} outputs",
+        highlight=False,
+    )
     table = Table(show_footer=True)
     totals = summary["totals"]
     table.add_column("layer", footer="total")

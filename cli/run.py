@@ -174,18 +174,23 @@ def run(
         from verifier.report import render_report
 
         net = load_network(network)
-        domain, description = build_domain(
-            lower, upper, vnnlib, bounds, net.input_size
-        )
+        domain, description = build_domain(lower, upper, vnnlib, bounds, net.input_size)
         rows = load_data(data, net.input_size) if data is not None else None
         out_dir = out if out is not None else PROOFS_DIR / network.stem
         if not json_output:
-            stdout.print(f"network: {escape(str(network))} ({net.input_size} inputs, "
-                         f"{len(net.layers)} affine layers)")
+            stdout.print(
+                f"network: {escape(str(network))} ({net.input_size} inputs, "
+                f"{len(net.layers)} affine layers)"
+            )
             stdout.print(f"domain: {escape(description)}")
         with progress_display(not quiet and stdout.is_terminal, interrupts) as progress:
             result = run_pipeline(
-                network, domain, out_dir, config, data=rows, progress=progress,
+                network,
+                domain,
+                out_dir,
+                config,
+                data=rows,
+                progress=progress,
                 write_report=render_report,
             )
     if json_output:
@@ -206,8 +211,9 @@ def make_config(
 ) -> Config:
     """The run's `Config`; out-of-range numbers are user errors naming the option."""
     if not (math.isfinite(time_limit) and time_limit > 0):
-        raise VerifyCompressError(f"--time-limit must be a positive number of seconds, "
-                                  f"got {time_limit}")
+        raise VerifyCompressError(
+            f"--time-limit must be a positive number of seconds, got {time_limit}"
+        )
     if samples < 0:
         raise VerifyCompressError(f"--samples must be 0 or more, got {samples}")
     if workers < 1:
@@ -218,9 +224,9 @@ def make_config(
         method="per-neuron" if method is Method.per_neuron else "single",
         workers=workers,
         seed=seed,
-        export_dtype=None if export_dtype is None else (
-            "float32" if export_dtype is ExportDtype.float32 else "float64"
-        ),
+        export_dtype=None
+        if export_dtype is None
+        else ("float32" if export_dtype is ExportDtype.float32 else "float64"),
     )
 
 
@@ -247,9 +253,15 @@ def build_domain(
 ) -> tuple[Domain, str]:
     """The domain the options describe, and a one-line description of it for the output."""
     box_given = bool(lower) or bool(upper)
-    given = [name for name, present in (("--lower/--upper", box_given),
-                                        ("--vnnlib", vnnlib is not None),
-                                        ("--bounds", bounds is not None)) if present]
+    given = [
+        name
+        for name, present in (
+            ("--lower/--upper", box_given),
+            ("--vnnlib", vnnlib is not None),
+            ("--bounds", bounds is not None),
+        )
+        if present
+    ]
     if len(given) > 1:
         raise DomainError(f"give only one domain, got {' and '.join(given)}")
     if vnnlib is not None:
@@ -267,8 +279,9 @@ def build_domain(
             f"{missing} is missing: give both --lower and --upper (or neither, for the "
             "default domain [0, 1] per input)"
         )
-    domain = box_from_cli(parse_values("--lower", lower), parse_values("--upper", upper),
-                          input_size)
+    domain = box_from_cli(
+        parse_values("--lower", lower), parse_values("--upper", upper), input_size
+    )
     return domain, describe_domain(domain, "")
 
 
@@ -285,9 +298,11 @@ def describe_domain(domain: Domain, origin: str) -> str:
         low, high = float(box.lower.min()), float(box.upper.max())
         if low == float(box.lower.max()) and high == float(box.upper.min()):
             return f"[{_number(low)}, {_number(high)}]^{box.size}{suffix}"
-        return (f"box over {box.size} inputs, lower in [{_number(low)}, "
-                f"{_number(float(box.lower.max()))}], upper in "
-                f"[{_number(float(box.upper.min()))}, {_number(high)}]{suffix}")
+        return (
+            f"box over {box.size} inputs, lower in [{_number(low)}, "
+            f"{_number(float(box.lower.max()))}], upper in "
+            f"[{_number(float(box.upper.min()))}, {_number(high)}]{suffix}"
+        )
     return f"{len(domain.boxes)} boxes over {domain.size} inputs{suffix}"
 
 
@@ -302,12 +317,15 @@ def load_data(path: Path, input_size: int) -> np.ndarray[Any, np.dtype[np.float6
     except (OSError, ValueError) as error:
         raise DomainError(f"{path}: not a numeric .npy array ({one_line(str(error))})") from None
     if array.dtype.kind not in "fiu" or array.ndim == 0:
-        raise DomainError(f"{path}: --data must be a numeric array of rows, "
-                          f"got dtype {array.dtype} shape {array.shape}")
+        raise DomainError(
+            f"{path}: --data must be a numeric array of rows, "
+            f"got dtype {array.dtype} shape {array.shape}"
+        )
     rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(1, -1)
     if rows.shape[1] != input_size:
-        raise DomainError(f"{path}: rows have {rows.shape[1]} values but the network has "
-                          f"{input_size} inputs")
+        raise DomainError(
+            f"{path}: rows have {rows.shape[1]} values but the network has {input_size} inputs"
+        )
     return np.asarray(rows, dtype=np.float64)
 
 
@@ -333,16 +351,24 @@ def print_run(certificate: Mapping[str, Any], out_dir: Path, console: Console) -
     console.print(timings_table(certificate["timings"]))
     equivalence = certificate["compression"]["equivalence"]
     if equivalence["proved"]:
-        console.print("[green]equivalence proved[/green]: the compressed network equals the "
-                      "original on the domain (exact arithmetic)")
+        console.print(
+            "[green]equivalence proved[/green]: the compressed network equals the "
+            "original on the domain (exact arithmetic)"
+        )
     else:
-        console.print("[bold red]equivalence NOT proved[/bold red]: do not use the compressed "
-                      "network in place of the original")
-    console.print("bound on the output change from rounding the exported weights: "
-                  f"{escape(rounding_text(certificate['compression']['rounding_bound']))}")
+        console.print(
+            "[bold red]equivalence NOT proved[/bold red]: do not use the compressed "
+            "network in place of the original"
+        )
+    console.print(
+        "bound on the output change from rounding the exported weights: "
+        f"{escape(rounding_text(certificate['compression']['rounding_bound']))}"
+    )
     smt_files = len(list((out_dir / "smt").glob("*.smt2")))
-    console.print(f"written to {escape(str(out_dir))}/: {', '.join(OUTPUT_FILES)}, "
-                  f"smt/ ({smt_files} SMT-LIB2 files)")
+    console.print(
+        f"written to {escape(str(out_dir))}/: {', '.join(OUTPUT_FILES)}, "
+        f"smt/ ({smt_files} SMT-LIB2 files)"
+    )
     console.print(f"re-check: verify-compress check {escape(str(out_dir / 'certificate.json'))}")
 
 
@@ -360,28 +386,45 @@ def rounding_text(bound: object) -> str:
 def layer_table(per_layer: Sequence[Mapping[str, Any]], totals: Mapping[str, Any]) -> Table:
     """One row per hidden layer and a totals footer. Each column is as narrow as its longest
     header word or value, so the table fits 80 columns (headers wrap between words)."""
-    headers = ["layer", "neurons", *(label for _, label in STATUS_COLUMNS),
-               "conn. before", "conn. after"]
+    headers = [
+        "layer",
+        "neurons",
+        *(label for _, label in STATUS_COLUMNS),
+        "conn. before",
+        "conn. after",
+    ]
     keys = [key for key, _ in STATUS_COLUMNS] + ["connections_before", "connections_after"]
     rows = [
         [str(layer["layer"]), str(layer["neurons"]), *(str(layer[key]) for key in keys)]
         for layer in per_layer
     ]
     # per_layer lists the ReLU layers; the rest of the totals' connections are the output's.
-    output = [int(totals[key]) - sum(int(layer[key]) for layer in per_layer)
-              for key in ("connections_before", "connections_after")]
+    output = [
+        int(totals[key]) - sum(int(layer[key]) for layer in per_layer)
+        for key in ("connections_before", "connections_after")
+    ]
     if any(output):
         rows.append(["output", "-", "-", "-", "-", "-", *(str(count) for count in output)])
-    footer = ["total", str(sum(int(layer["neurons"]) for layer in per_layer)),
-              *(str(totals[key]) for key in keys)]
-    table = Table(title="neuron stability per layer", show_footer=True,
-                  caption="conn. = connections (nonzero weights) into the layer; "
-                  "output = the final affine layer (no ReLU)")
+    footer = [
+        "total",
+        str(sum(int(layer["neurons"]) for layer in per_layer)),
+        *(str(totals[key]) for key in keys),
+    ]
+    table = Table(
+        title="neuron stability per layer",
+        show_footer=True,
+        caption="conn. = connections (nonzero weights) into the layer; "
+        "output = the final affine layer (no ReLU)",
+    )
     for position, header in enumerate(headers):
         cells = [row[position] for row in rows] + [footer[position]]
         width = max(*(len(word) for word in header.split()), *(len(cell) for cell in cells))
-        table.add_column(header, footer=footer[position], width=width,
-                         justify="left" if position == 0 else "right")
+        table.add_column(
+            header,
+            footer=footer[position],
+            width=width,
+            justify="left" if position == 0 else "right",
+        )
     for row in rows:
         table.add_row(*row)
     return table
@@ -392,8 +435,11 @@ def counts_table(totals: Mapping[str, Any]) -> Table:
     table.add_column("")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
-    for label, key in (("neurons", "neurons"), ("layers", "layers"),
-                       ("connections", "connections")):
+    for label, key in (
+        ("neurons", "neurons"),
+        ("layers", "layers"),
+        ("connections", "connections"),
+    ):
         table.add_row(label, str(totals[f"{key}_before"]), str(totals[f"{key}_after"]))
     table.add_row("connections removed", "", f"{float(totals['percent_connections_removed']):.2f}%")
     return table
@@ -441,8 +487,9 @@ def check(
 
         show = not quiet and not json_output and stdout.is_terminal
         with progress_display(show, interrupts) as progress:
-            report = check_certificate(certificate, progress=progress, solver=solver,
-                                       workers=workers)
+            report = check_certificate(
+                certificate, progress=progress, solver=solver, workers=workers
+            )
     if json_output:
         typer.echo(json.dumps(dataclass_json(report), indent=2))
     else:
@@ -450,8 +497,10 @@ def check(
             checked = ", ".join(
                 f"{count} {kind.replace('_', ' ')}" for kind, count in report.counts.items()
             )
-            stdout.print(f"checked {escape(str(certificate))} in {report.seconds:.1f} s"
-                         + (f": {escape(checked)}" if checked else ""))
+            stdout.print(
+                f"checked {escape(str(certificate))} in {report.seconds:.1f} s"
+                + (f": {escape(checked)}" if checked else "")
+            )
         if report.valid:
             stdout.print("certificate valid")
         else:
@@ -538,6 +587,7 @@ def progress_display(
     """The progress callback for the pipeline: it re-raises a swallowed Ctrl-C, and when
     `show`, draws a `StageProgress` on stderr while the block runs."""
     if not show:
+
         def report(stage: str, done: int, total: int) -> None:
             interrupts.raise_if_requested()
 

@@ -52,15 +52,18 @@ def mlp(path: Path, sizes: list[int], hidden_op: str = "Relu", seed: int = 1) ->
         bias = np.zeros(outputs, np.float32)
         if k < last:
             bias[:4] = [5.0, -5.0, 3.0, -3.0]
-        initializers += [numpy_helper.from_array(weights, f"w{k}"),
-                         numpy_helper.from_array(bias, f"b{k}")]
+        initializers += [
+            numpy_helper.from_array(weights, f"w{k}"),
+            numpy_helper.from_array(bias, f"b{k}"),
+        ]
         nodes.append(helper.make_node("Gemm", [current, f"w{k}", f"b{k}"], [f"g{k}"], transB=1))
         current = f"g{k}"
         if k < last:
             nodes.append(helper.make_node(hidden_op, [current], [f"h{k}"], name=f"act{k}"))
             current = f"h{k}"
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, sizes[0]])],
         [helper.make_tensor_value_info(current, TensorProto.FLOAT, [1, sizes[-1]])],
         initializers,
@@ -75,8 +78,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def main_job(tiny: Path, tmp_path_factory: pytest.TempPathFactory
-             ) -> tuple[subprocess.CompletedProcess[str], Path]:
+def main_job(
+    tiny: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     """One run of the main job on the tiny network (shared: it takes seconds)."""
     out = tmp_path_factory.mktemp("run") / "tiny_out"
     return run_cli(str(tiny), "--out", str(out)), out
@@ -130,18 +134,22 @@ def test_the_printed_table_agrees_with_the_certificate(
     totals = certificate["summary"]["totals"]
     total_row = next(line for line in result.stdout.splitlines() if line.startswith("│ total "))
     cells = [cell.strip() for cell in total_row.split("│")[2:-1]]
-    expected = [sum(layer["neurons"] for layer in certificate["summary"]["per_layer"]),
-                totals["stably_active"], totals["stably_inactive"], totals["unstable"],
-                totals["unknown"], totals["connections_before"], totals["connections_after"]]
+    expected = [
+        sum(layer["neurons"] for layer in certificate["summary"]["per_layer"]),
+        totals["stably_active"],
+        totals["stably_inactive"],
+        totals["unstable"],
+        totals["unknown"],
+        totals["connections_before"],
+        totals["connections_after"],
+    ]
     assert cells == [str(value) for value in expected]
     # the bias pattern makes neurons 0-3 of the first layer stable
     first = certificate["summary"]["per_layer"][0]
     assert first["stably_active"] + first["stably_inactive"] >= 4
 
 
-def test_json_output_is_one_document_with_the_per_layer_summary(
-    tiny: Path, tmp_path: Path
-) -> None:
+def test_json_output_is_one_document_with_the_per_layer_summary(tiny: Path, tmp_path: Path) -> None:
     result = run_cli(str(tiny), "--out", str(tmp_path / "out"), "--json", "--seed", "3")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
@@ -155,8 +163,17 @@ def test_json_output_is_one_document_with_the_per_layer_summary(
 
 
 def test_a_box_domain_from_the_command_line_is_used(tiny: Path, tmp_path: Path) -> None:
-    result = run_cli(str(tiny), "--lower", "-1,0,0", "--lower", "0", "--upper=0.5",
-                     "--out", str(tmp_path / "out"), "--quiet")
+    result = run_cli(
+        str(tiny),
+        "--lower",
+        "-1,0,0",
+        "--lower",
+        "0",
+        "--upper=0.5",
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"certificate written: {tmp_path / 'out' / 'certificate.json'}"
     domain = json.loads((tmp_path / "out" / "certificate.json").read_text())["domain"]
@@ -209,7 +226,8 @@ def test_check_rejects_a_witness_moved_to_a_point_showing_the_other_phase(
     _, out = main_job
     original = json.loads((out / "certificate.json").read_text())
     neuron = next(
-        n for n in original["neurons"]
+        n
+        for n in original["neurons"]
         if n["status"] == "unstable" and n["evidence"]["active"] != n["evidence"]["inactive"]
     )
     certificate = copy.deepcopy(original)
@@ -289,8 +307,9 @@ def test_an_unsupported_op_is_named(tmp_path: Path) -> None:
 
 
 def test_an_inverted_domain_names_the_input(tiny: Path, tmp_path: Path) -> None:
-    line = one_error_line(run_cli(str(tiny), "--lower", "1", "--upper", "0",
-                                  "--out", str(tmp_path / "o")))
+    line = one_error_line(
+        run_cli(str(tiny), "--lower", "1", "--upper", "0", "--out", str(tmp_path / "o"))
+    )
     assert "input 0" in line and "lower bound 1.0 > upper bound 0.0" in line
     assert not (tmp_path / "o").exists()
 
@@ -298,8 +317,7 @@ def test_an_inverted_domain_names_the_input(tiny: Path, tmp_path: Path) -> None:
 def test_a_vnnlib_syntax_error_names_the_file_and_line(tiny: Path, tmp_path: Path) -> None:
     vnnlib = tmp_path / "broken.vnnlib"
     vnnlib.write_text("(declare-const X_0 Real)\n(assert (<= X_0 1.0)\n")
-    line = one_error_line(run_cli(str(tiny), "--vnnlib", str(vnnlib),
-                                  "--out", str(tmp_path / "o")))
+    line = one_error_line(run_cli(str(tiny), "--vnnlib", str(vnnlib), "--out", str(tmp_path / "o")))
     assert "broken.vnnlib" in line
     assert not (tmp_path / "o").exists()
 
@@ -307,8 +325,19 @@ def test_a_vnnlib_syntax_error_names_the_file_and_line(tiny: Path, tmp_path: Pat
 def test_two_domain_options_at_once_are_refused(tiny: Path, tmp_path: Path) -> None:
     bounds = tmp_path / "b.json"
     bounds.write_text(json.dumps({"lower": [0] * 4, "upper": [1] * 4}))
-    line = one_error_line(run_cli(str(tiny), "--lower", "0", "--upper", "1",
-                                  "--bounds", str(bounds), "--out", str(tmp_path / "o")))
+    line = one_error_line(
+        run_cli(
+            str(tiny),
+            "--lower",
+            "0",
+            "--upper",
+            "1",
+            "--bounds",
+            str(bounds),
+            "--out",
+            str(tmp_path / "o"),
+        )
+    )
     assert "--lower/--upper" in line and "--bounds" in line
 
 
@@ -332,7 +361,10 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_no_files(tmp_path: Path) -> N
     out = tmp_path / "out"
     process = subprocess.Popen(
         [sys.executable, "-m", "cli.main", str(network), "--out", str(out)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
         # a shell may start background jobs with SIGINT ignored; a user's terminal does not
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),

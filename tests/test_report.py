@@ -12,12 +12,25 @@ from verifier.report import DOMAIN_DETAIL_ROWS, render_report
 VOID_ELEMENTS = frozenset({"meta", "br", "hr", "img", "input", "link", "col", "area", "wbr"})
 
 
-def layer(index: int, neurons: int, active: int, inactive: int, unstable: int, unknown: int,
-          before: int, after: int) -> dict[str, int]:
+def layer(
+    index: int,
+    neurons: int,
+    active: int,
+    inactive: int,
+    unstable: int,
+    unknown: int,
+    before: int,
+    after: int,
+) -> dict[str, int]:
     return {
-        "layer": index, "neurons": neurons, "stably_active": active,
-        "stably_inactive": inactive, "unstable": unstable, "unknown": unknown,
-        "connections_before": before, "connections_after": after,
+        "layer": index,
+        "neurons": neurons,
+        "stably_active": active,
+        "stably_inactive": inactive,
+        "unstable": unstable,
+        "unknown": unknown,
+        "connections_before": before,
+        "connections_after": after,
     }
 
 
@@ -44,10 +57,17 @@ def hand_made_certificate(inputs: int = 4) -> dict[str, Any]:
         "summary": {
             "per_layer": per_layer,
             "totals": {
-                "neurons_before": 14, "neurons_after": 9, "layers_before": 3, "layers_after": 3,
-                "connections_before": 96, "connections_after": 45,
-                "percent_connections_removed": 53.125, "stably_active": 3,
-                "stably_inactive": 4, "unstable": 6, "unknown": 1,
+                "neurons_before": 14,
+                "neurons_after": 9,
+                "layers_before": 3,
+                "layers_after": 3,
+                "connections_before": 96,
+                "connections_after": 45,
+                "percent_connections_removed": 53.125,
+                "stably_active": 3,
+                "stably_inactive": 4,
+                "unstable": 6,
+                "unknown": 1,
             },
         },
         "timings": {"witnesses": 0.5, "search": 1.25, "certification": 3.0},
@@ -111,8 +131,12 @@ def test_the_report_fetches_nothing_and_runs_no_script() -> None:
 
 def test_the_report_names_each_status_with_its_total_count() -> None:
     text = visible_text(render_report(hand_made_certificate()))
-    for label, count in (("stably active", 3), ("stably inactive", 4), ("unstable", 6),
-                         ("unknown", 1)):
+    for label, count in (
+        ("stably active", 3),
+        ("stably inactive", 4),
+        ("unstable", 6),
+        ("unknown", 1),
+    ):
         assert f"{label}: {count}" in text
 
 

@@ -194,9 +194,7 @@ def _domain_section(domain: Mapping[str, Any]) -> str:
     )
     for k, box in enumerate(boxes):
         lower, upper = _bounds(box.get("lower")), _bounds(box.get("upper"))
-        parts.append(
-            f"<tr><td>{k}</td>{_range_cells(lower)}{_range_cells(upper)}</tr>"
-        )
+        parts.append(f"<tr><td>{k}</td>{_range_cells(lower)}{_range_cells(upper)}</tr>")
     parts.append("</tbody></table>")
     parts.append(_domain_details(boxes))
     return "\n".join(parts)
@@ -284,8 +282,7 @@ def _stability_section(summary: Mapping[str, Any]) -> str:
     layers = _per_layer(summary)
     totals = _mapping(summary.get("totals"))
     legend = "".join(
-        f'<li><span style="color:{colour}">&#9632;</span> {_e(label)}: '
-        f"{_int(totals.get(key))}</li>"
+        f'<li><span style="color:{colour}">&#9632;</span> {_e(label)}: {_int(totals.get(key))}</li>'
         for key, label, colour in STATUSES
     )
     return "\n".join(
@@ -336,9 +333,7 @@ def _stability_chart(layers: Sequence[Mapping[str, Any]]) -> str:
                     f'text-anchor="middle" fill="#fff">{count}</text>'
                 )
             x += length
-        parts.append(
-            f'<text x="{x + 6:.2f}" y="{y + row_height * 0.7:.1f}">{neurons}</text>'
-        )
+        parts.append(f'<text x="{x + 6:.2f}" y="{y + row_height * 0.7:.1f}">{neurons}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -493,9 +488,11 @@ def _evidence_section(certificate: Mapping[str, Any]) -> str:
         ("witness inputs", len(_sequence(certificate.get("witnesses")))),
         (
             "equivalence obligations",
-            _text(_mapping(_mapping(certificate.get("compression")).get("equivalence")).get(
-                "obligations"
-            )),
+            _text(
+                _mapping(_mapping(certificate.get("compression")).get("equivalence")).get(
+                    "obligations"
+                )
+            ),
         ),
     ]
     rows = [f"<tr><td>{_e(label)}</td><td>{_e(count)}</td></tr>" for label, count in items]
@@ -506,9 +503,7 @@ def _evidence_section(certificate: Mapping[str, Any]) -> str:
         "</tbody></table>",
     ]
     if unknown:
-        names = ", ".join(
-            f"({_text(n.get('layer'))},{_text(n.get('index'))})" for n in unknown
-        )
+        names = ", ".join(f"({_text(n.get('layer'))},{_text(n.get('index'))})" for n in unknown)
         parts.append(
             f"<details><summary>{len(unknown)} unknown neurons (kept)</summary>"
             f"<p><code>{_e(names)}</code></p></details>"
