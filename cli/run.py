@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -45,6 +44,7 @@ from cli import DebugOption, one_line, user_errors
 from verifier.config import Config
 from verifier.domain import Domain, box_from_cli, load_bounds_file, parse_vnnlib
 from verifier.errors import DomainError, VerifyCompressError
+from verifier.report import render_report, rounding_bound_text
 
 EXIT_CHECK_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -171,7 +171,6 @@ def run(
         # Imported here: onnx and the solvers load slowly and are not needed for --help.
         from verifier.onnx_import import load_network
         from verifier.pipeline import run as run_pipeline
-        from verifier.report import render_report
 
         net = load_network(network)
         domain, description = build_domain(lower, upper, vnnlib, bounds, net.input_size)
@@ -286,7 +285,8 @@ def build_domain(
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    """Six significant digits: the description summarises; the certificate holds the bounds."""
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.6g}"
 
 
 def describe_domain(domain: Domain, origin: str) -> str:
@@ -362,7 +362,7 @@ def print_run(certificate: Mapping[str, Any], out_dir: Path, console: Console) -
         )
     console.print(
         "bound on the output change from rounding the exported weights: "
-        f"{escape(rounding_text(certificate['compression']['rounding_bound']))}"
+        f"{escape(rounding_bound_text(certificate['compression']['rounding_bound']))}"
     )
     smt_files = len(list((out_dir / "smt").glob("*.smt2")))
     console.print(
@@ -370,17 +370,6 @@ def print_run(certificate: Mapping[str, Any], out_dir: Path, console: Console) -
         f"smt/ ({smt_files} SMT-LIB2 files)"
     )
     console.print(f"re-check: verify-compress check {escape(str(out_dir / 'certificate.json'))}")
-
-
-def rounding_text(bound: object) -> str:
-    """The exact bound "p/q" with its approximate value, or "0 (exact)"."""
-    try:
-        value = Fraction(str(bound))
-    except (ValueError, ZeroDivisionError):
-        return str(bound)
-    if value == 0:
-        return "0 (the exported weights are exact)"
-    return f"{float(value):.3g} (exactly {bound})"
 
 
 def layer_table(per_layer: Sequence[Mapping[str, Any]], totals: Mapping[str, Any]) -> Table:

@@ -7,7 +7,7 @@ import re
 from html.parser import HTMLParser
 from typing import Any
 
-from verifier.report import DOMAIN_DETAIL_ROWS, render_report
+from verifier.report import DOMAIN_DETAIL_ROWS, render_report, rounding_bound_text
 
 VOID_ELEMENTS = frozenset({"meta", "br", "hr", "img", "input", "link", "col", "area", "wbr"})
 
@@ -168,7 +168,7 @@ def test_the_report_shows_hashes_timings_equivalence_and_evidence_counts() -> No
     assert "ab" * 32 in text and "cd" * 32 in text
     assert "search 1.25" in text and "total 4.75" in text
     assert "Equivalence proved" in text
-    assert "1/1048576 (about 9.54e-07)" in text
+    assert "at most 9.54e-7" in text and "1/1048576" in text
     assert "stability lemmas (proofs) 7" in text
     assert "witness inputs 2" in text
     assert "equivalence obligations 3" in text
@@ -231,3 +231,13 @@ def test_a_partial_certificate_still_renders() -> None:
     assert parse(page).problems == []
     assert "No equivalence result recorded" in page
     assert render_report({}).startswith("<!DOCTYPE html>")
+
+
+def test_the_rounding_bound_is_shown_rounded_up_so_it_stays_a_bound() -> None:
+    assert rounding_bound_text("0") == "0 (the exported weights are exact)"
+    assert rounding_bound_text("1/3") == "at most 0.334 (exactly 1/3)"
+    assert rounding_bound_text("2/3") == "at most 0.667 (exactly 2/3)"
+    huge = f"{10**60 + 1}/{10**62}"
+    assert rounding_bound_text(huge) == (
+        "at most 0.0101 (the exact rational is in the certificate)"
+    )

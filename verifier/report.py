@@ -15,6 +15,7 @@ missing optional fields (it shows "-"), so a report can be drawn for a partial d
 
 from __future__ import annotations
 
+import decimal
 import html
 import math
 from collections.abc import Mapping, Sequence
@@ -445,8 +446,18 @@ def _equivalence_verdict(compression: Mapping[str, Any]) -> str:
     return '<span class="muted">No equivalence result recorded.</span>'
 
 
-def _rounding_text(bound: object) -> str:
-    """The exact rounding bound, with a decimal approximation when it is a readable rational."""
+def rounded_up(value: Fraction, digits: int = 3) -> str:
+    """`value` to `digits` significant digits, rounded toward +infinity (so still an upper
+    bound when `value` is one)."""
+    context = decimal.Context(prec=digits, rounding=decimal.ROUND_CEILING)
+    quotient = context.divide(decimal.Decimal(value.numerator), decimal.Decimal(value.denominator))
+    return f"{quotient:g}" if quotient != 0 else "0"
+
+
+def rounding_bound_text(bound: object, exact_up_to: int = 40, note: bool = True) -> str:
+    """The certificate's `rounding_bound` for people: "0 (...exact)", or "at most X" with the
+    exact rational when it is at most `exact_up_to` characters long (else, with `note`, a
+    pointer to the certificate)."""
     if not isinstance(bound, str):
         return _text(bound)
     try:
@@ -454,12 +465,16 @@ def _rounding_text(bound: object) -> str:
     except (ValueError, ZeroDivisionError):
         return bound
     if value == 0:
-        return f"{bound} (the exported weights are exact)"
-    return f"{bound} (about {float(value):.3g})"
+        return "0 (the exported weights are exact)"
+    if len(bound) <= exact_up_to:
+        return f"at most {rounded_up(value)} (exactly {bound})"
+    pointer = " (the exact rational is in the certificate)" if note else ""
+    return f"at most {rounded_up(value)}{pointer}"
 
 
 def _equivalence_section(compression: Mapping[str, Any]) -> str:
     equivalence = _mapping(compression.get("equivalence"))
+    bound = compression.get("rounding_bound")
     rows = [
         f"<tr><td>{_e(key)}</td><td>{_e(_text(value))}</td></tr>"
         for key, value in equivalence.items()
@@ -473,8 +488,10 @@ def _equivalence_section(compression: Mapping[str, Any]) -> str:
             *rows,
             "</tbody></table>",
             "<p>Bound on the output deviation caused by storing the compressed weights as "
-            "floats (over the whole domain, any output):</p>",
-            f"<p><code>{_e(_rounding_text(compression.get('rounding_bound')))}</code></p>",
+            "floats (over the whole domain, any output): "
+            f"<strong>{_e(rounding_bound_text(bound, exact_up_to=0, note=False))}</strong></p>",
+            "<details><summary>exact value</summary>"
+            f"<p><code>{_e(_text(bound))}</code></p></details>",
         ]
     )
 
