@@ -87,17 +87,47 @@ def context_id(box: int, layer: int) -> str:
 # `verifier.check` (to re-derive it from the network and the multipliers alone).
 
 
-def residual(
-    relaxation: Relaxation, target: Neuron, sign: int, multipliers: Mapping[str, Fraction]
-) -> tuple[list[Fraction], Fraction]:
-    """r = sign * g_target + sum_r y_r * s_r, exactly, as (coefficient per variable, constant).
+class _ExactSum:
+    """An exact affine function accumulated as integer numerators grouped by denominator.
 
-    Raises ValueError for a multiplier on an unknown row or a negative multiplier on an
-    inequality row (a certificate that cannot be valid).
+    Adding a rational a/b to a coefficient is one integer addition into the group of b; the
+    groups are brought to their least common denominator once, at the end. This is the same
+    exact arithmetic as with `Fraction`, without a gcd per operation.
     """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.groups: dict[int, list[int]] = {}
+        self.constants: dict[int, int] = {}
+
+    def add(self, index: int, numerator: int, denominator: int) -> None:
+        group = self.groups.get(denominator)
+        if group is None:
+            group = self.groups[denominator] = [0] * self.size
+        group[index] += numerator
+
+    def add_constant(self, numerator: int, denominator: int) -> None:
+        self.constants[denominator] = self.constants.get(denominator, 0) + numerator
+
+    def scaled(self) -> tuple[list[int], int, Fraction]:
+        """(numerators, common denominator, constant) of the accumulated function."""
+        denominator = math.lcm(*self.groups) if self.groups else 1
+        numerators = [0] * self.size
+        for group_denominator, group in self.groups.items():
+            factor = denominator // group_denominator
+            for index, value in enumerate(group):
+                if value:
+                    numerators[index] += value * factor
+        constant = sum((Fraction(n, d) for d, n in self.constants.items()), Fraction(0))
+        return numerators, denominator, constant
+
+
+def _accumulate_residual(
+    relaxation: Relaxation, target: Neuron, sign: int, multipliers: Mapping[str, Fraction]
+) -> _ExactSum:
     network = relaxation.network
     layout = relaxation.variables
-    coefficients = [Fraction(0)] * layout.count
+    total = _ExactSum(layout.count)
     layer = network.layers[target.layer]
 
     def previous_indices(k: int) -> list[int]:
@@ -105,10 +135,13 @@ def residual(
             return list(range(layout.input_size))
         return [layout.a(k - 1, j) for j in range(network.layers[k].inputs)]
 
-    target_row = layer.exact_weights.row(target.index).to_fractions()
-    for index, weight in zip(previous_indices(target.layer), target_row, strict=True):
-        coefficients[index] += sign * weight
-    constant = sign * layer.exact_bias.to_fractions()[target.index]
+    weights = layer.exact_weights
+    for index, weight in zip(
+        previous_indices(target.layer), weights.numerators[target.index], strict=True
+    ):
+        total.add(index, sign * int(weight), weights.denominator)
+    bias = layer.exact_bias
+    total.add_constant(sign * int(bias.numerators[target.index]), bias.denominator)
 
     small = relaxation.small_rows()
     definition_multipliers: dict[int, dict[int, Fraction]] = {}
@@ -126,24 +159,42 @@ def residual(
         if not equality and value < 0:
             raise ValueError(f"negative multiplier {value} on inequality row {key}")
         for index, coefficient in row.items():
-            coefficients[index] += value * coefficient
-        constant += value * row_constant
+            total.add(
+                index,
+                value.numerator * coefficient.numerator,
+                value.denominator * coefficient.denominator,
+            )
+        total.add_constant(
+            value.numerator * row_constant.numerator, value.denominator * row_constant.denominator
+        )
 
     for k, by_row in definition_multipliers.items():
-        weights = network.layers[k]
-        mu = [by_row.get(i, Fraction(0)) for i in range(weights.outputs)]
+        definition = network.layers[k]
+        mu = [by_row.get(i, Fraction(0)) for i in range(definition.outputs)]
         for i, value in by_row.items():
-            coefficients[layout.g(k, i)] += value
+            total.add(layout.g(k, i), value.numerator, value.denominator)
         mu_exact = RationalArray.from_fractions(mu)
-        pushed = RationalArray(
-            np.asarray(np.dot(mu_exact.numerators, weights.exact_weights.numerators), dtype=object),
-            mu_exact.denominator * weights.exact_weights.denominator,
-        ).to_fractions()
-        for index, value in zip(previous_indices(k), pushed, strict=True):
-            coefficients[index] -= value
-        bias = weights.exact_bias.to_fractions()
-        constant -= sum((m * b for m, b in zip(mu, bias, strict=True)), Fraction(0))
-    return coefficients, constant
+        pushed = np.dot(mu_exact.numerators, definition.exact_weights.numerators)
+        pushed_denominator = mu_exact.denominator * definition.exact_weights.denominator
+        for index, value in zip(previous_indices(k), pushed.tolist(), strict=True):
+            total.add(index, -int(value), pushed_denominator)
+        bias_dot = int(np.dot(mu_exact.numerators, definition.exact_bias.numerators))
+        total.add_constant(-bias_dot, mu_exact.denominator * definition.exact_bias.denominator)
+    return total
+
+
+def residual(
+    relaxation: Relaxation, target: Neuron, sign: int, multipliers: Mapping[str, Fraction]
+) -> tuple[list[Fraction], Fraction]:
+    """r = sign * g_target + sum_r y_r * s_r, exactly, as (coefficient per variable, constant).
+
+    Raises ValueError for a multiplier on an unknown row or a negative multiplier on an
+    inequality row (a certificate that cannot be valid).
+    """
+    numerators, denominator, constant = _accumulate_residual(
+        relaxation, target, sign, multipliers
+    ).scaled()
+    return [Fraction(n, denominator) for n in numerators], constant
 
 
 def maximum_over_bounds(
@@ -165,9 +216,18 @@ def maximum_over_bounds(
 def leaf_bound(
     relaxation: Relaxation, target: Neuron, sign: int, multipliers: Mapping[str, Fraction]
 ) -> Fraction:
-    coefficients, constant = residual(relaxation, target, sign, multipliers)
-    lower, upper = relaxation.variable_bounds()
-    return maximum_over_bounds(coefficients, constant, lower, upper)
+    """Exact max of the residual over the variable bounds (integer arithmetic throughout)."""
+    numerators, denominator, constant = _accumulate_residual(
+        relaxation, target, sign, multipliers
+    ).scaled()
+    lower, upper, bounds_denominator = relaxation.scaled_variable_bounds()
+    total = 0
+    for c, low, high in zip(numerators, lower, upper, strict=True):
+        if c > 0:
+            total += c * high
+        elif c < 0:
+            total += c * low
+    return constant + Fraction(total, denominator * bounds_denominator)
 
 
 def round_outward(value: Fraction, sign: int) -> Fraction:
@@ -363,10 +423,21 @@ class BoxProof:
 WitnessHook = Callable[[np.ndarray, int], None]
 
 
-def _multipliers_from_duals(keys: Sequence[str], duals: np.ndarray) -> dict[str, Fraction]:
+def _multipliers_from_duals(
+    keys: Sequence[str], duals: np.ndarray, assumptions: Mapping[Neuron, Phase]
+) -> dict[str, Fraction]:
+    """Exact multipliers from GLOP's duals (y = -dual), inequality multipliers clipped at 0.
+
+    In a branch that assumes neuron (k, i) active, the LP row `above:k:i` is an equality
+    (a - g == 0): a negative multiplier on it belongs to the equality row `identity:k:i`.
+    """
     multipliers: dict[str, Fraction] = {}
     for key, dual in zip(keys, duals.tolist(), strict=True):
         value = -float(dual)
+        if key.startswith("above") and value < 0:
+            _, k_text, i_text = key.split(":")
+            if assumptions.get(Neuron(int(k_text), int(i_text))) is Phase.ACTIVE:
+                key = f"identity:{k_text}:{i_text}"
         if key.startswith(("above", "triangle")):
             value = max(value, 0.0)
         if value != 0.0:
@@ -394,7 +465,7 @@ def _solve_leaf(
     solution = lp.maximize(objective, time_limit)
     if solution.status is not LpStatus.OPTIMAL:
         return _LeafAttempt(None, None, None, {})
-    multipliers = _multipliers_from_duals(keys, solution.row_duals)
+    multipliers = _multipliers_from_duals(keys, solution.row_duals, relaxation.assumptions)
     bound = leaf_bound(relaxation, target, sign, multipliers)
     leaf = Leaf(tuple(sorted(relaxation.assumptions.items())), multipliers, bound)
     return _LeafAttempt(leaf, bound, solution.primal, multipliers)
@@ -418,8 +489,36 @@ def _split_candidates(relaxation: Relaxation, multipliers: Mapping[str, Fraction
     return [neuron for _, neuron in sorted(scores, reverse=True)]
 
 
+class _BranchProgram:
+    """The unsplit LP, re-bounded in place for each case-split branch (no rebuild).
+
+    A branch differs from the unsplit relaxation only in variable bounds and, for a neuron
+    assumed active, in its `above` row becoming an equality (see `Relaxation.small_rows`).
+    """
+
+    def __init__(self, relaxation: Relaxation, program: tuple[list[str], LinearProgram]) -> None:
+        self.relaxation = relaxation
+        self.keys, self.lp = program
+        self.rows = {key: position for position, key in enumerate(self.keys)}
+        self.touched: dict[Neuron, tuple[int, int, int]] = {}
+
+    def apply(self, branch: Relaxation) -> tuple[list[str], LinearProgram]:
+        layout = branch.variables
+        lower, upper = branch.variable_bounds()
+        for neuron in set(self.touched) | set(branch.assumptions):
+            g, a = layout.g(*neuron), layout.a(*neuron)
+            for index in (g, a):
+                self.lp.set_variable_bounds(index, float(lower[index]), float(upper[index]))
+            above = self.rows[f"above:{neuron.layer}:{neuron.index}"]
+            equality = branch.assumptions.get(neuron) is Phase.ACTIVE
+            self.lp.set_row_bounds(above, 0.0, 0.0 if equality else self.lp.infinity)
+            self.touched[neuron] = (g, a, above)
+        return self.keys, self.lp
+
+
 def _prove_with_splits(
     relaxation: Relaxation,
+    program: tuple[list[str], LinearProgram],
     target: Neuron,
     sign: int,
     first: _LeafAttempt,
@@ -427,6 +526,7 @@ def _prove_with_splits(
     deadline: float,
 ) -> list[Leaf] | None:
     """Leaves proving sign*g <= 0 under all phase combinations of split neurons, or None."""
+    branches = _BranchProgram(relaxation, program)
 
     def attempt(
         assumptions: dict[Neuron, Phase], depth: int, known: _LeafAttempt | None
@@ -435,7 +535,7 @@ def _prove_with_splits(
             return None
         branch = dataclasses.replace(relaxation, assumptions=assumptions)
         result = known or _solve_leaf(
-            branch, branch.linear_program(), target, sign, max(0.1, deadline - time.monotonic())
+            branch, branches.apply(branch), target, sign, max(0.1, deadline - time.monotonic())
         )
         if result.leaf is not None and result.bound is not None and result.bound <= 0:
             return [result.leaf]
@@ -455,7 +555,10 @@ def _prove_with_splits(
             leaves.extend(sub)
         return leaves
 
-    return attempt(dict(relaxation.assumptions), 0, first)
+    try:
+        return attempt(dict(relaxation.assumptions), 0, first)
+    finally:
+        branches.apply(relaxation)
 
 
 def prove_box(
@@ -525,9 +628,9 @@ def prove_box(
                 if proving and attempt.bound > 0:
                     if attempt.primal is not None and offer_witness is not None:
                         offer_witness(attempt.primal[: network.input_size], box_index)
-                    if k > 0:
+                    if program is not None:
                         split = _prove_with_splits(
-                            relaxation, neuron, sign, attempt, max_split_depth, deadline
+                            relaxation, program, neuron, sign, attempt, max_split_depth, deadline
                         )
                         if split is not None:
                             leaves = split

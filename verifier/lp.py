@@ -72,6 +72,17 @@ class LinearProgram:
             self._constraints.append(constraint)
         self._objective_indices: list[int] = []
 
+    def set_variable_bounds(self, index: int, lower: float, upper: float) -> None:
+        self._variables[index].SetBounds(float(lower), float(upper))
+
+    def set_row_bounds(self, row: int, lower: float, upper: float) -> None:
+        """Change a row's range; `upper = lower` turns an inequality into an equality."""
+        self._constraints[row].SetBounds(float(lower), float(upper))
+
+    @property
+    def infinity(self) -> float:
+        return float(self._solver.infinity())
+
     @property
     def size(self) -> int:
         return len(self._variables)

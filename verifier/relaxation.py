@@ -26,6 +26,8 @@ The same builder serves the floating-point LP (hints) and the exact checker (rat
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from collections.abc import Mapping
 from fractions import Fraction
 
@@ -129,6 +131,24 @@ class Relaxation:
 
     def variable_bounds(self) -> tuple[list[Fraction], list[Fraction]]:
         """Exact lower and upper bound of every variable."""
+        return self._variable_bounds
+
+    def scaled_variable_bounds(self) -> tuple[list[int], list[int], int]:
+        """The variable bounds as integer numerators over one common denominator."""
+        return self._scaled_variable_bounds
+
+    @functools.cached_property
+    def _scaled_variable_bounds(self) -> tuple[list[int], list[int], int]:
+        lower, upper = self._variable_bounds
+        denominator = math.lcm(*(v.denominator for v in (*lower, *upper)))
+        return (
+            [v.numerator * (denominator // v.denominator) for v in lower],
+            [v.numerator * (denominator // v.denominator) for v in upper],
+            denominator,
+        )
+
+    @functools.cached_property
+    def _variable_bounds(self) -> tuple[list[Fraction], list[Fraction]]:
         layout = self.variables
         lower: list[Fraction] = [Fraction(0)] * layout.count
         upper: list[Fraction] = [Fraction(0)] * layout.count
@@ -161,6 +181,10 @@ class Relaxation:
 
         A row states `sum(coefficients[v] * z_v) + constant (>= or ==) 0`.
         """
+        return self._small_rows
+
+    @functools.cached_property
+    def _small_rows(self) -> dict[str, tuple[dict[int, Fraction], Fraction, bool]]:
         layout = self.variables
         rows: dict[str, tuple[dict[int, Fraction], Fraction, bool]] = {}
         for k in range(self.layer):
@@ -168,6 +192,11 @@ class Relaxation:
                 neuron = Neuron(k, i)
                 g, a = layout.g(k, i), layout.a(k, i)
                 kind = self.treatment_of(neuron)
+                if neuron in self.assumptions and self.facts[neuron].phase is None:
+                    # A case-split branch keeps the neuron's triangle rows (still valid: its
+                    # proved bounds L < 0 < U hold on the whole box), so that a branch LP is
+                    # the unsplit LP with changed bounds.
+                    rows.update(self._triangle_rows(neuron))
                 if kind in (Treatment.ACTIVE, Treatment.LINEAR):
                     rows[f"identity:{k}:{i}"] = (
                         {a: Fraction(1), g: Fraction(-1)},
@@ -175,11 +204,22 @@ class Relaxation:
                         True,
                     )
                 elif kind == Treatment.UNSTABLE:
-                    fact = self.facts[neuron]
-                    low, high = fact.lower, fact.upper
-                    rows[f"above:{k}:{i}"] = ({a: Fraction(1), g: Fraction(-1)}, Fraction(0), False)
-                    rows[f"triangle:{k}:{i}"] = ({g: high, a: low - high}, -high * low, False)
+                    rows.update(self._triangle_rows(neuron))
         return rows
+
+    def _triangle_rows(
+        self, neuron: Neuron
+    ) -> dict[str, tuple[dict[int, Fraction], Fraction, bool]]:
+        """relu(g) >= g and the chord U(g - L) - (U - L) a >= 0, valid when L < 0 < U."""
+        layout = self.variables
+        k, i = neuron
+        g, a = layout.g(k, i), layout.a(k, i)
+        fact = self.facts[neuron]
+        low, high = fact.lower, fact.upper
+        return {
+            f"above:{k}:{i}": ({a: Fraction(1), g: Fraction(-1)}, Fraction(0), False),
+            f"triangle:{k}:{i}": ({g: high, a: low - high}, -high * low, False),
+        }
 
     def lp_rows(self) -> tuple[list[str], list[SparseRow]]:
         """All rows in floating point for GLOP, `def` rows included, with their keys."""

@@ -59,22 +59,13 @@ def solver_versions() -> dict[str, str]:
 def check(obligation: Obligation, timeout_seconds: float = 60.0) -> SmtResult:
     """Run one obligation in a fresh Z3 context; PROVED only if every check-sat is unsat."""
     started = time.perf_counter()
-    context = z3.Context()
-    # Interval propagation first: residual-bound queries (one long linear row over boxed
-    # variables) are decided by it in milliseconds, where plain simplex pivots on big rationals.
-    solver = z3.Then(
-        z3.Tactic("simplify", ctx=context),
-        z3.Tactic("propagate-ineqs", ctx=context),
-        z3.Tactic("smt", ctx=context),
-        ctx=context,
-    ).solver()
-    solver.set("timeout", max(1, int(timeout_seconds * 1000)))
+    _context, solver = _fresh_solver(timeout_seconds)
     answers: list[str] = []
     try:
         for query in _split_queries(obligation.smtlib):
             solver.reset()
             solver.from_string(query)
-            answers.append(str(solver.check()))
+            answers.append(str(_check_interruptibly(solver)))
     except z3.Z3Exception as error:
         return SmtResult(SmtVerdict.UNKNOWN, time.perf_counter() - started, f"z3 error: {error}")
     seconds = time.perf_counter() - started
@@ -85,6 +76,29 @@ def check(obligation: Obligation, timeout_seconds: float = 60.0) -> SmtResult:
     if all(answer == "unsat" for answer in answers):
         return SmtResult(SmtVerdict.PROVED, seconds)
     return SmtResult(SmtVerdict.UNKNOWN, seconds, f"answers: {answers}")
+
+
+def _fresh_solver(timeout_seconds: float) -> tuple[z3.Context, z3.Solver]:
+    """A solver in a context of its own, so no state leaks between obligations."""
+    context = z3.Context()
+    # Interval propagation first: residual-bound queries (one long linear row over boxed
+    # variables) are decided by it in milliseconds, where plain simplex pivots on big rationals.
+    solver = z3.Then(
+        z3.Tactic("simplify", ctx=context),
+        z3.Tactic("propagate-ineqs", ctx=context),
+        z3.Tactic("smt", ctx=context),
+        ctx=context,
+    ).solver()
+    solver.set("timeout", max(1, int(timeout_seconds * 1000)))
+    return context, solver
+
+
+def _check_interruptibly(solver: z3.Solver) -> z3.CheckSatResult:
+    answer = solver.check()
+    if answer == z3.unknown and "interrupted" in solver.reason_unknown():
+        # Z3 catches Ctrl-C and answers unknown; the user asked to stop, not to go on.
+        raise KeyboardInterrupt
+    return answer
 
 
 def _split_queries(script: str) -> list[str]:
@@ -109,21 +123,12 @@ def find_model(
     """Values of the named real constants in a model of the first satisfiable query of a
     script, or None if every query is unsat or the solver gives up. A counterexample finder
     only: callers must check what it returns (exactly) before reporting it."""
-    context = z3.Context()
-    # Interval propagation first: residual-bound queries (one long linear row over boxed
-    # variables) are decided by it in milliseconds, where plain simplex pivots on big rationals.
-    solver = z3.Then(
-        z3.Tactic("simplify", ctx=context),
-        z3.Tactic("propagate-ineqs", ctx=context),
-        z3.Tactic("smt", ctx=context),
-        ctx=context,
-    ).solver()
-    solver.set("timeout", max(1, int(timeout_seconds * 1000)))
+    context, solver = _fresh_solver(timeout_seconds)
     try:
         for query in _split_queries(smtlib):
             solver.reset()
             solver.from_string(query)
-            if solver.check() != z3.sat:
+            if _check_interruptibly(solver) != z3.sat:
                 continue
             model = solver.model()
             values: dict[str, Fraction] = {}
