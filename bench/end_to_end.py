@@ -1,0 +1,80 @@
+"""Benchmark: the main job and the checker on every public benchmark network and domain.
+
+Not a test: runs the `verify-compress` command as a user would and prints a Markdown table.
+
+    python bench/end_to_end.py [--time-limit 60] [--pairs acas:1_1:prop_1,...] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT.parent / "shared" / "benchmarks"
+
+
+def pairs() -> list[tuple[str, Path, Path | None]]:
+    found: list[tuple[str, Path, Path | None]] = []
+    for network in sorted((BENCHMARKS / "acasxu").glob("*.onnx")):
+        short = network.stem.replace("ACASXU_run2a_", "").replace("_batch_2000", "")
+        for prop in sorted((BENCHMARKS / "acasxu").glob("prop_*.vnnlib")):
+            found.append((f"acas {short} {prop.stem}", network, prop))
+    mnist = BENCHMARKS / "mnistfc" / "mnist-net_256x2.onnx"
+    if mnist.is_file():
+        for prop in sorted((BENCHMARKS / "mnistfc").glob("*.vnnlib")):
+            found.append((f"mnist256x2 {prop.stem}", mnist, prop))
+    for model in sorted((ROOT / "models").glob("*.onnx")):
+        found.append((f"{model.stem} [0,1]^64", model, None))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--time-limit", type=float, default=60.0)
+    parser.add_argument("--only", default="", help="comma-separated substrings of case names")
+    parser.add_argument("--out", type=Path, default=None)
+    arguments = parser.parse_args()
+    out = arguments.out or Path(tempfile.mkdtemp(prefix="verify-compress-bench-"))
+    selected = pairs()
+    if arguments.only:
+        selected = [p for p in selected if any(s in p[0] for s in arguments.only.split(","))]
+    print(f"time limit {arguments.time_limit:.0f} s per run; outputs in {out}\n")
+    print("| case | active | inactive | unstable | unknown | neurons | connections | removed | equivalence | run s | check | check s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, network, domain in selected:
+        target = out / name.replace(" ", "_").replace("[", "").replace("]", "").replace(",", "-").replace("^", "")
+        command = [sys.executable, "-m", "cli.main", str(network), "--out", str(target), "--json",
+                   "--time-limit", str(arguments.time_limit)]
+        if domain is not None:
+            command += ["--vnnlib", str(domain)]
+        started = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        run_seconds = time.perf_counter() - started
+        if result.returncode != 0:
+            print(f"| {name} | run failed (exit {result.returncode}): {result.stderr.strip()[-200:]} |", flush=True)
+            continue
+        summary = json.loads(result.stdout)
+        totals = summary["totals"]
+        started = time.perf_counter()
+        check = subprocess.run([sys.executable, "-m", "cli.main", "check", str(target / "certificate.json"), "--quiet"],
+                               capture_output=True, text=True, cwd=ROOT)
+        check_seconds = time.perf_counter() - started
+        verdict = "valid" if check.returncode == 0 else f"INVALID ({check.returncode})"
+        print(
+            f"| {name} | {totals['stably_active']} | {totals['stably_inactive']} | {totals['unstable']} | "
+            f"{totals['unknown']} | {totals['neurons_before']} -> {totals['neurons_after']} | "
+            f"{totals['connections_before']} -> {totals['connections_after']} | "
+            f"{totals['percent_connections_removed']:.1f}% | {summary.get('equivalence_proved')} | "
+            f"{run_seconds:.0f} | {verdict} | {check_seconds:.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
