@@ -54,7 +54,7 @@ from verifier.ir import Network
 from verifier.onnx_export import rounded_layers
 from verifier.onnx_import import load_network
 from verifier.relaxation import NeuronFact, Relaxation
-from verifier.smt import SmtVerdict, check_many
+from verifier.smt import SOLVERS, SmtVerdict, check_many
 from verifier.stability import coverage_obligation
 from verifier.status import Neuron, Phase, Status
 
@@ -87,8 +87,10 @@ def check_certificate(
     Raises CertificateError when the file cannot be read as a certificate at all.
     """
     started = time.perf_counter()
-    if solver != "z3":
-        raise CertificateError(f"solver {solver!r} is not available; supported: z3")
+    if solver not in SOLVERS:
+        raise CertificateError(
+            f"solver {solver!r} is not supported; supported: {', '.join(SOLVERS)}"
+        )
     path = Path(path)
     try:
         document = json.loads(path.read_text())
@@ -104,7 +106,7 @@ def check_certificate(
         )
     counts: dict[str, int] = {}
     try:
-        _check(document, path.parent, counts, progress, workers)
+        _check(document, path.parent, counts, progress, workers, solver)
     except _Failed as failure:
         return CheckReport(
             False, str(failure), [str(failure)], counts, time.perf_counter() - started
@@ -123,6 +125,7 @@ def _check(
     counts: dict[str, int],
     progress: ProgressCallback | None,
     workers: int,
+    solver: str,
 ) -> None:
     network_path = base / document["network"]["path"]
     _require(network_path.is_file(), f"network: file {network_path} not found")
@@ -139,7 +142,7 @@ def _check(
         identifier: lemma_from_json(identifier, data)
         for identifier, data in document["lemmas"].items()
     }
-    verified = _check_lemmas(document, network, domain, lemmas, counts, progress, workers)
+    verified = _check_lemmas(document, network, domain, lemmas, counts, progress, workers, solver)
     for neuron, status in statuses.items():
         if not status.is_stable:
             continue
@@ -167,7 +170,7 @@ def _check(
                 f"summary.per_layer layer {derived['layer']}: {key} does not match the neurons",
             )
 
-    _check_compression(document, base, network, domain, statuses, counts, progress)
+    _check_compression(document, base, network, domain, statuses, counts, progress, solver)
 
 
 def _check_neurons(
@@ -233,6 +236,7 @@ def _check_lemmas(
     counts: dict[str, int],
     progress: ProgressCallback | None,
     workers: int,
+    solver: str,
 ) -> set[str]:
     """Verify every lemma in dependency order; returns the ids verified."""
     contexts = document["contexts"]
@@ -324,11 +328,11 @@ def _check_lemmas(
             obligation.sha256 == digest,
             f"{item}: recorded obligation {obligation.id} differs from the re-derived one",
         )
-    results = check_many(obligations, 60.0, workers)
+    results = check_many(obligations, 60.0, workers, solver)
     for obligation, result in zip(obligations, results, strict=True):
         _require(
             result.verdict is SmtVerdict.PROVED,
-            f"obligation {obligation.id}: z3 says {result.verdict.value} ({result.detail})",
+            f"obligation {obligation.id}: {solver} says {result.verdict.value} ({result.detail})",
         )
     counts["lemmas"] = len(lemmas)
     counts["obligations"] = len(obligations)
@@ -343,6 +347,7 @@ def _check_compression(
     statuses: dict[Neuron, Status],
     counts: dict[str, int],
     progress: ProgressCallback | None,
+    solver: str,
 ) -> None:
     compressed_path = base / document["compressed"]["path"]
     _require(compressed_path.is_file(), f"compressed: file {compressed_path} not found")
@@ -387,6 +392,17 @@ def _check_compression(
         network, compression, statuses, lemma_ids, domain, cross_check=False
     )
     _require(equivalence.proved, f"equivalence: {equivalence.message}")
+    if solver != "z3":
+        # prove_equivalence ran them with z3; the chosen solver must agree.
+        for obligation, result in zip(
+            equivalence.obligations,
+            check_many(equivalence.obligations, 60.0, 1, solver),
+            strict=True,
+        ):
+            _require(
+                result.verdict is SmtVerdict.PROVED,
+                f"obligation {obligation.id}: {solver} says {result.verdict.value}",
+            )
     counts["equivalence_obligations"] = len(equivalence.obligations)
     if progress is not None:
         progress("equivalence", 1, 1)

@@ -1,4 +1,4 @@
-"""Running proof obligations with Z3: the only module that imports z3.
+"""Running proof obligations with Z3 (the only module that imports z3), or with cvc5.
 
 Stage: ... -> certification / equivalence -> **smt** -> certificate.
 
@@ -56,26 +56,30 @@ def solver_versions() -> dict[str, str]:
     return {"z3": z3.get_version_string()}
 
 
-def check(obligation: Obligation, timeout_seconds: float = 60.0) -> SmtResult:
-    """Run one obligation in a fresh Z3 context; PROVED only if every check-sat is unsat."""
+SOLVERS = ("z3", "cvc5")
+
+
+def check(obligation: Obligation, timeout_seconds: float = 60.0, solver: str = "z3") -> SmtResult:
+    """Run one obligation in a fresh solver context; PROVED only if every check-sat is unsat.
+
+    `solver` is "z3" (default) or "cvc5" (the optional extra `verify-compress[cvc5]`), so that
+    two independent solvers can agree on the same SMT-LIB2 text.
+    """
+    if solver == "cvc5":
+        return _check_with_cvc5(obligation, timeout_seconds)
+    if solver != "z3":
+        raise ValueError(f"unknown solver {solver!r}; supported: {', '.join(SOLVERS)}")
     started = time.perf_counter()
-    _context, solver = _fresh_solver(timeout_seconds)
+    _context, z3_solver = _fresh_solver(timeout_seconds)
     answers: list[str] = []
     try:
         for query in _split_queries(obligation.smtlib):
-            solver.reset()
-            solver.from_string(query)
-            answers.append(str(_check_interruptibly(solver)))
+            z3_solver.reset()
+            z3_solver.from_string(query)
+            answers.append(str(_check_interruptibly(z3_solver)))
     except z3.Z3Exception as error:
         return SmtResult(SmtVerdict.UNKNOWN, time.perf_counter() - started, f"z3 error: {error}")
-    seconds = time.perf_counter() - started
-    if not answers:
-        return SmtResult(SmtVerdict.UNKNOWN, seconds, "script has no (check-sat)")
-    if "sat" in answers:
-        return SmtResult(SmtVerdict.REFUTED, seconds, f"answers: {answers}")
-    if all(answer == "unsat" for answer in answers):
-        return SmtResult(SmtVerdict.PROVED, seconds)
-    return SmtResult(SmtVerdict.UNKNOWN, seconds, f"answers: {answers}")
+    return _verdict(answers, time.perf_counter() - started)
 
 
 def _fresh_solver(timeout_seconds: float) -> tuple[z3.Context, z3.Solver]:
@@ -144,20 +148,68 @@ def find_model(
 
 
 def check_many(
-    obligations: list[Obligation], timeout_seconds: float = 60.0, workers: int = 1
+    obligations: list[Obligation],
+    timeout_seconds: float = 60.0,
+    workers: int = 1,
+    solver: str = "z3",
 ) -> list[SmtResult]:
     """`check` every obligation, in `workers` processes (each with its own fresh contexts)."""
     if workers <= 1 or len(obligations) < 8:
-        return [check(o, timeout_seconds) for o in obligations]
+        return [check(o, timeout_seconds, solver) for o in obligations]
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return list(
             pool.map(
-                _check_with_timeout, obligations, [timeout_seconds] * len(obligations), chunksize=4
+                _check_with_timeout,
+                obligations,
+                [timeout_seconds] * len(obligations),
+                [solver] * len(obligations),
+                chunksize=4,
             )
         )
 
 
-def _check_with_timeout(obligation: Obligation, timeout_seconds: float) -> SmtResult:
-    return check(obligation, timeout_seconds)
+def _check_with_timeout(obligation: Obligation, timeout_seconds: float, solver: str) -> SmtResult:
+    return check(obligation, timeout_seconds, solver)
+
+
+def _check_with_cvc5(obligation: Obligation, timeout_seconds: float) -> SmtResult:
+    """The same contract as `check`, answered by cvc5's SMT-LIB2 front end (fresh per query)."""
+    try:
+        import cvc5
+    except ImportError:
+        return SmtResult(
+            SmtVerdict.UNKNOWN, 0.0, "cvc5 is not installed: pip install 'verify-compress[cvc5]'"
+        )
+    started = time.perf_counter()
+    answers: list[str] = []
+    for query in _split_queries(obligation.smtlib):
+        manager = cvc5.TermManager()
+        solver = cvc5.Solver(manager)
+        solver.setOption("tlimit-per", str(max(1, int(timeout_seconds * 1000))))
+        symbols = cvc5.SymbolManager(manager)
+        parser = cvc5.InputParser(solver, symbols)
+        parser.setStringInput(
+            cvc5.InputLanguage.SMT_LIB_2_6, query + "\n(check-sat)\n", obligation.id
+        )
+        try:
+            while not (command := parser.nextCommand()).isNull():
+                output = command.invoke(solver, symbols).strip()
+                if output:
+                    answers.append(output)
+        except RuntimeError as error:
+            return SmtResult(
+                SmtVerdict.UNKNOWN, time.perf_counter() - started, f"cvc5 error: {error}"
+            )
+    return _verdict(answers, time.perf_counter() - started)
+
+
+def _verdict(answers: list[str], seconds: float) -> SmtResult:
+    if not answers:
+        return SmtResult(SmtVerdict.UNKNOWN, seconds, "script has no (check-sat)")
+    if "sat" in answers:
+        return SmtResult(SmtVerdict.REFUTED, seconds, f"answers: {answers}")
+    if all(answer == "unsat" for answer in answers):
+        return SmtResult(SmtVerdict.PROVED, seconds)
+    return SmtResult(SmtVerdict.UNKNOWN, seconds, f"answers: {answers}")
