@@ -171,6 +171,9 @@ def analyse(
         if phase is not None:
             claims[neuron] = phase
 
+    # Z3 checks come last and get the final quarter of the budget; lemmas left unchecked at the
+    # deadline are simply not established (their neurons stay unknown).
+    certify_deadline = deadline - 0.25 * config.time_limit
     proofs: list[BoxProof] = []
     for box_index, box in enumerate(domain.boxes):
 
@@ -189,7 +192,7 @@ def analyse(
                 box,
                 box_index,
                 claims,
-                deadline,
+                certify_deadline,
                 config.max_split_depth,
                 offer,
                 (lambda done, total: progress("certify", done, total)) if progress else None,
@@ -198,7 +201,7 @@ def analyse(
     since = record("certify", since, 0)
 
     lemma_checks = check_lemmas(
-        network, domain, proofs, claims, table, smt_timeout, progress, config.workers
+        network, domain, proofs, claims, table, smt_timeout, progress, config.workers, deadline
     )
     statuses = decide_statuses(hidden, table, proofs, lemma_checks, claims)
     record("smt", since, sum(1 for s in statuses.values() if s is Status.UNKNOWN))
@@ -281,15 +284,20 @@ def check_lemmas(
     timeout: float,
     progress: Progress | None,
     workers: int = 1,
+    deadline: float | None = None,
 ) -> dict[str, LemmaCheck]:
-    """Z3 checks of every lemma that a stability claim rests on (the claim's and its contexts')."""
+    """Z3 checks of every lemma that a stability claim rests on (the claim's and its contexts').
+
+    Past `deadline` no further obligation is started: the lemmas not checked by then are
+    absent from the result, hence not established.
+    """
     needed: list[tuple[BoxProof, BoundLemma]] = []
-    for proof in proofs:
+    for box_index, proof in enumerate(proofs):
         wanted: set[str] = set()
         for neuron, phase in claims.items():
             if len(table.seen(neuron)) == 2:
                 continue
-            lemma = proving_lemma(proof, proofs.index(proof), neuron, phase)
+            lemma = proving_lemma(proof, box_index, neuron, phase)
             if lemma is not None:
                 wanted.add(lemma.id)
                 wanted.update(proof.contexts[lemma.context])
@@ -301,6 +309,8 @@ def check_lemmas(
     rows = DefinitionRows(network)
     batch = 64
     for start in range(0, len(needed), batch):
+        if deadline is not None and time.monotonic() > deadline:
+            break
         chunk = needed[start : start + batch]
         per_lemma = [
             lemma_obligations(network, domain, proof, lemma, rows) for proof, lemma in chunk
