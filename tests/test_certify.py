@@ -446,3 +446,39 @@ def test_lemma_and_context_ids_name_box_layer_neuron_and_sense() -> None:
     assert lemma_id(2, Neuron(1, 7), UPPER) == "b2.L1.n7.upper"
     assert lemma_id(0, Neuron(0, 0), LOWER) == "b0.L0.n0.lower"
     assert context_id(1, 3) == "b1.ctx3"
+
+
+def test_an_empty_case_split_branch_gets_an_exact_certificate_that_z3_accepts() -> None:
+    # On x in [-1, 1], g0 = x - 0.5 and g1 = -x - 0.5 cannot both be >= 0: the branch that
+    # assumes both active is empty, so it proves any bound (here: g2 = h0 + h1 + 5 <= 0).
+    from verifier.certify import _empty_branch_leaf, leaf_bound, leaf_obligation
+    from verifier.domain import Box
+    from verifier.ir import AffineLayer, Network
+    from verifier.relaxation import NeuronFact, Relaxation
+    from verifier.smt import SmtVerdict, check
+    from verifier.status import Neuron, Phase
+
+    network = Network(
+        (
+            AffineLayer(np.array([[1.0], [-1.0]]), np.array([-0.5, -0.5]), relu=True),
+            AffineLayer(np.array([[1.0, 1.0]]), np.array([5.0]), relu=True),
+            AffineLayer(np.array([[1.0]]), np.array([0.0]), relu=False),
+        )
+    )
+    box = Box(np.array([-1.0]), np.array([1.0]))
+    facts = {Neuron(0, 0): NeuronFact(Fraction(-3, 2), Fraction(1, 2))}
+    facts[Neuron(0, 1)] = NeuronFact(Fraction(-3, 2), Fraction(1, 2))
+    both_active = {Neuron(0, 0): Phase.ACTIVE, Neuron(0, 1): Phase.ACTIVE}
+    relaxation = Relaxation(network, box, 1, facts, both_active)
+    attempt = _empty_branch_leaf(relaxation, Neuron(1, 0), 1, 10.0)
+    assert attempt.leaf is not None and attempt.bound is not None
+    assert attempt.bound <= 0
+    assert leaf_bound(relaxation, Neuron(1, 0), 1, attempt.leaf.multipliers) == attempt.bound
+    obligation = leaf_obligation(relaxation, Neuron(1, 0), 1, attempt.leaf, "empty-branch")
+    assert check(obligation).verdict is SmtVerdict.PROVED
+    # The same certificate is rejected once the branch is not empty: it names the identity row
+    # of neuron (0, 1), which only the branch assuming (0, 1) active has.
+    one_active = Relaxation(network, box, 1, facts, {Neuron(0, 0): Phase.ACTIVE})
+    assert "identity:0:1" in attempt.leaf.multipliers
+    with pytest.raises(ValueError, match="unknown row identity:0:1"):
+        leaf_bound(one_active, Neuron(1, 0), 1, attempt.leaf.multipliers)

@@ -37,7 +37,7 @@ import numpy as np
 from verifier.domain import Box
 from verifier.exact import RationalArray
 from verifier.ir import Network
-from verifier.lp import LinearProgram, LpStatus
+from verifier.lp import LinearProgram, LpStatus, SparseRow
 from verifier.relaxation import NeuronFact, Relaxation
 from verifier.smt import Obligation
 from verifier.status import Neuron, Phase
@@ -463,12 +463,60 @@ def _solve_leaf(
     keys, lp = program
     objective, _ = relaxation.target_objective(target, sign)
     solution = lp.maximize(objective, time_limit)
+    if solution.status is LpStatus.INFEASIBLE and relaxation.assumptions:
+        return _empty_branch_leaf(relaxation, target, sign, time_limit)
     if solution.status is not LpStatus.OPTIMAL:
         return _LeafAttempt(None, None, None, {})
     multipliers = _multipliers_from_duals(keys, solution.row_duals, relaxation.assumptions)
     bound = leaf_bound(relaxation, target, sign, multipliers)
     leaf = Leaf(tuple(sorted(relaxation.assumptions.items())), multipliers, bound)
     return _LeafAttempt(leaf, bound, solution.primal, multipliers)
+
+
+def _empty_branch_leaf(
+    relaxation: Relaxation, target: Neuron, sign: int, time_limit: float
+) -> _LeafAttempt:
+    """A leaf for a case-split branch whose relaxation has no point at all.
+
+    Phase 1: maximize -sigma subject to every row relaxed by sigma >= 0. Its duals y' give a
+    combination with sum y'_r s_r < 0 over the variable bounds, a contradiction with s_r >= 0.
+    Scaled by c, y' dominates the target: max(sign*g + c * sum y'_r s_r) <= 0 for c large
+    enough, which is an ordinary leaf certificate (the exact bound decides; nothing is trusted).
+    """
+    keys, rows = relaxation.lp_rows()
+    lower, upper = relaxation.variable_bounds()
+    sigma = len(lower)
+    relaxed: list[SparseRow] = []
+    origins: list[tuple[str, int]] = []
+    for key, row in zip(keys, rows, strict=True):
+        indices = np.append(row.indices, sigma)
+        relaxed.append(SparseRow(indices, np.append(row.coefficients, 1.0), row.rhs, False))
+        origins.append((key, 1))
+        if row.equality:
+            relaxed.append(SparseRow(indices, np.append(-row.coefficients, 1.0), -row.rhs, False))
+            origins.append((key, -1))
+    phase_one = LinearProgram(
+        np.array([float(v) for v in lower] + [0.0]),
+        np.array([float(v) for v in upper] + [1e9]),
+        relaxed,
+    )
+    objective = np.zeros(sigma + 1)
+    objective[sigma] = -1.0
+    solution = phase_one.maximize(objective, time_limit)
+    if solution.status is not LpStatus.OPTIMAL or solution.value >= 0:
+        return _LeafAttempt(None, None, None, {})
+    combined: dict[str, float] = {}
+    for (key, direction), dual in zip(origins, solution.row_duals.tolist(), strict=True):
+        combined[key] = combined.get(key, 0.0) + direction * max(-float(dual), 0.0)
+    base = {key: Fraction(value) for key, value in combined.items() if value != 0.0}
+    assumptions = tuple(sorted(relaxation.assumptions.items()))
+    for exponent in range(0, 64, 4):
+        scale = Fraction(2**exponent)
+        multipliers = {key: value * scale for key, value in base.items()}
+        bound = leaf_bound(relaxation, target, sign, multipliers)
+        if bound <= 0:
+            return _LeafAttempt(Leaf(assumptions, multipliers, bound), bound, None, multipliers)
+    return _LeafAttempt(None, None, None, {})
 
 
 def _first_layer_leaf(relaxation: Relaxation, target: Neuron, sign: int) -> Leaf:
