@@ -476,9 +476,6 @@ def test_an_empty_case_split_branch_gets_an_exact_certificate_that_z3_accepts() 
     assert leaf_bound(relaxation, Neuron(1, 0), 1, attempt.leaf.multipliers) == attempt.bound
     obligation = leaf_obligation(relaxation, Neuron(1, 0), 1, attempt.leaf, "empty-branch")
     assert check(obligation).verdict is SmtVerdict.PROVED
-    # The same certificate is rejected once the branch is not empty: it names the identity row
-    # of neuron (0, 1), which only the branch assuming (0, 1) active has.
+    # The same multipliers prove nothing once the branch is not empty.
     one_active = Relaxation(network, box, 1, facts, {Neuron(0, 0): Phase.ACTIVE})
-    assert "identity:0:1" in attempt.leaf.multipliers
-    with pytest.raises(ValueError, match="unknown row identity:0:1"):
-        leaf_bound(one_active, Neuron(1, 0), 1, attempt.leaf.multipliers)
+    assert leaf_bound(one_active, Neuron(1, 0), 1, attempt.leaf.multipliers) > 0
