@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -15,9 +18,15 @@ from onnx import helper
 
 from tests.conftest import ACAS_NETWORKS, MNIST_NETWORK, require_benchmarks
 from tests.onnx_builders import GraphBuilder, run_onnxruntime
+from verifier import onnx_import
 from verifier.errors import ModelError, UnsupportedModelError
-from verifier.ir import Network
-from verifier.onnx_import import SUPPORTED_OPS, load_network, network_from_model
+from verifier.ir import AffineLayer, Network
+from verifier.onnx_import import (
+    BATCH_NORMALIZATION_NOTE,
+    SUPPORTED_OPS,
+    load_network,
+    network_from_model,
+)
 
 BENCHMARK_NETWORKS = [*ACAS_NETWORKS, MNIST_NETWORK]
 
@@ -81,6 +90,22 @@ def test_acas_xu_folds_its_input_normalization_into_seven_affine_layers() -> Non
         assert network.name == path.stem
         assert [layer.outputs for layer in network.layers] == [50] * 6 + [5]
         assert [layer.relu for layer in network.layers] == [True] * 6 + [False]
+
+
+def test_acas_xu_keeps_float32_weights_that_are_its_initializers() -> None:
+    require_benchmarks()
+    for path in ACAS_NETWORKS:
+        model = onnx.load(str(path))
+        initializers = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+        assert not np.any(initializers["input_AvgImg"])  # so folding its Sub is exact
+        weights = [v for name, v in initializers.items() if name.endswith("_MatMul_W")]
+        biases = [v for name, v in initializers.items() if name.endswith("_Add_B")]
+        network = load_network(path)
+        assert len(network.layers) == len(weights) == len(biases) == 7
+        for layer, w, b in zip(network.layers, weights, biases, strict=True):
+            assert layer.weights.dtype == np.float32 and layer.bias.dtype == np.float32
+            assert layer.weights.tobytes() == np.ascontiguousarray(w.T).tobytes()
+            assert layer.bias.tobytes() == b.tobytes()
 
 
 def test_plain_benchmark_layers_keep_the_onnx_initializers_bit_for_bit() -> None:
@@ -330,15 +355,16 @@ def test_random_conv_nets_import_to_dense_layers_that_match_onnxruntime(spec: Co
     _assert_matches(network.forward(inputs.astype(np.float32)).output, reference)
 
 
-def test_a_conv_net_with_batch_normalization_imports_exactly() -> None:
+def test_a_conv_net_with_batch_normalization_is_its_float64_rounding_and_says_so() -> None:
     spec = ConvSpec(seed=3, channels=2, height=6, width=5, layout="NCHW", batch="N", groups=2,
                     out_channels=4, kernel=(3, 2), strides=(2, 1), dilations=(1, 2),
                     pads=(1, 0, 1, 1), auto_pad="NOTSET", conv_bias=True, batch_norm=True,
                     second_conv=False, flatten="Flatten", outputs=3)
     model, shape = build_conv_net(spec)
     network = network_from_model(model)
-    assert network.folded_ops == ("Conv->dense", "BatchNormalization")
-    assert network.layers[0].weights.dtype == np.float64  # folded: stored in float64
+    assert network.folded_ops == ("Conv->dense", BATCH_NORMALIZATION_NOTE)
+    assert BATCH_NORMALIZATION_NOTE == "BatchNormalization (float64-rounded: sqrt)"
+    assert network.layers[0].weights.dtype == np.float64  # rounded fold: float64, no Fractions
     inputs = np.random.default_rng(0).uniform(-1, 1, size=(50, network.input_size))
     reference = run_onnxruntime(model, inputs.astype(np.float32), shape)
     _assert_matches(network.forward(inputs.astype(np.float32)).output, reference)
@@ -354,6 +380,324 @@ def test_a_conv_matrix_holds_the_kernel_weights_themselves() -> None:
     assert set(weights.reshape(-1).tolist()) == set(kernel.reshape(-1).tolist()) | {0.0}
     np.testing.assert_array_equal(weights[0], [kernel[0, 0, 0, 0], kernel[0, 0, 0, 1], 0,
                                                kernel[0, 0, 1, 0], kernel[0, 0, 1, 1], 0, 0, 0, 0])
+
+
+# ---------------------------------------------------------------- exact semantics
+#
+# The reference semantics is exact rational arithmetic on the ONNX constants. `exact_onnx`
+# below evaluates a graph that way, independently of the importer: numpy object arrays of
+# Fractions through the ops the fuzzed graphs use.
+
+
+def _fractions(array: np.ndarray) -> np.ndarray:
+    """An ONNX tensor as exact values (floats as the rationals they are; integers as is)."""
+    if array.dtype.kind in "iub":
+        return array
+    exact = np.empty(array.shape, dtype=object)
+    exact.reshape(-1)[:] = [Fraction(float(v)) for v in array.reshape(-1)]
+    return exact
+
+
+def _exact_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+                attributes: dict[str, Any]) -> np.ndarray:
+    """ONNX Conv of one (1, C, H, W) input, exactly, straight from the operator's definition."""
+    _, channels, height, width = x.shape
+    out_channels, group_channels, kh, kw = w.shape
+    groups = attributes.get("group", 1)
+    strides = attributes.get("strides", [1, 1])
+    dilations = attributes.get("dilations", [1, 1])
+    pads = list(attributes.get("pads", [0, 0, 0, 0]))
+    auto_pad = attributes.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    extents = [(kh - 1) * dilations[0] + 1, (kw - 1) * dilations[1] + 1]
+    if auto_pad == "VALID":
+        pads = [0, 0, 0, 0]
+    elif auto_pad.startswith("SAME"):
+        for axis, size in enumerate((height, width)):
+            total = max(0, (-(-size // strides[axis]) - 1) * strides[axis] + extents[axis] - size)
+            small, large = total // 2, total - total // 2
+            pads[axis], pads[axis + 2] = (small, large) if auto_pad == "SAME_UPPER" else (
+                large, small)
+    padded = np.full((channels, height + pads[0] + pads[2], width + pads[1] + pads[3]),
+                     Fraction(0), dtype=object)
+    padded[:, pads[0]:pads[0] + height, pads[1]:pads[1] + width] = x[0]
+    oh = (padded.shape[1] - extents[0]) // strides[0] + 1
+    ow = (padded.shape[2] - extents[1]) // strides[1] + 1
+    out = np.full((out_channels, oh, ow), Fraction(0), dtype=object)
+    per_group = out_channels // groups
+    for o in range(out_channels):
+        first = (o // per_group) * group_channels
+        for i in range(oh):
+            for j in range(ow):
+                out[o, i, j] = sum(
+                    (w[o, c, a, e] * padded[first + c, i * strides[0] + a * dilations[0],
+                                            j * strides[1] + e * dilations[1]]
+                     for c in range(group_channels) for a in range(kh) for e in range(kw)),
+                    Fraction(0))
+        if b is not None:
+            out[o] += b[o]
+    return out[None]
+
+
+def _exact_reshape(x: np.ndarray, target: np.ndarray) -> np.ndarray:
+    shape = [x.shape[i] if d == 0 else int(d) for i, d in enumerate(target.reshape(-1))]
+    return x.reshape(shape)
+
+
+def _exact_gemm(inputs: list[np.ndarray], attributes: dict[str, Any]) -> np.ndarray:
+    a = inputs[0].T if attributes.get("transA", 0) else inputs[0]
+    b = inputs[1].T if attributes.get("transB", 0) else inputs[1]
+    result = np.matmul(a, b) * Fraction(attributes.get("alpha", 1.0))
+    if len(inputs) > 2:
+        result = result + inputs[2] * Fraction(attributes.get("beta", 1.0))
+    return result
+
+
+_EXACT_OPS: dict[str, Any] = {
+    "Add": lambda i, a: i[0] + i[1],
+    "Sub": lambda i, a: i[0] - i[1],
+    "Mul": lambda i, a: i[0] * i[1],
+    "Div": lambda i, a: i[0] / i[1],
+    "Relu": lambda i, a: np.where(i[0] > 0, i[0], Fraction(0)),
+    "MatMul": lambda i, a: np.matmul(i[0], i[1]),
+    "Gemm": lambda i, a: _exact_gemm(i, a),
+    "Conv": lambda i, a: _exact_conv(i[0], i[1], i[2] if len(i) > 2 else None, a),
+    "Flatten": lambda i, a: i[0].reshape(math.prod(i[0].shape[:a.get("axis", 1)]), -1),
+    "Reshape": lambda i, a: _exact_reshape(i[0], i[1]),
+    "Transpose": lambda i, a: np.transpose(i[0], a["perm"]),
+    "Identity": lambda i, a: i[0],
+    "Dropout": lambda i, a: i[0],
+}
+
+
+def exact_onnx(model: onnx.ModelProto, point: np.ndarray, shape: tuple[int, ...]) -> list[Fraction]:
+    """The graph's output on `point` (reshaped to the input's full shape) in exact arithmetic."""
+    graph = model.graph
+    values = {init.name: _fractions(onnx.numpy_helper.to_array(init)) for init in graph.initializer}
+    values[graph.input[0].name] = _fractions(np.asarray(point).reshape(shape))
+    for node in graph.node:
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        values[node.output[0]] = _EXACT_OPS[node.op_type](
+            [values[name] for name in node.input if name], attributes)
+    return [Fraction(v) for v in values[graph.output[0].name].reshape(-1)]
+
+
+def _imported_exactly(network: Network, point: np.ndarray) -> list[Fraction]:
+    return network.evaluate_exact(np.asarray(point).reshape(-1)).output.to_fractions()
+
+
+def _rounded_to_float64(network: Network) -> Network:
+    """The same network with every weight rounded to float64 (what the importer used to store)."""
+    return network.with_layers([AffineLayer(layer.float_weights, layer.float_bias, layer.relu)
+                                for layer in network.layers])
+
+
+def _normalized_gemm(dtype: type = np.float32) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+    """x -> (x - 0.1307) / 0.3081 -> Gemm(W, b): MNIST-style normalization inside the graph."""
+    rng = np.random.default_rng(11)
+    weights = rng.normal(size=(3, 4)).astype(dtype)
+    bias = rng.normal(size=3).astype(dtype)
+    graph = GraphBuilder(["N", 4], dtype)
+    h = graph.node("Sub", [graph.input_name, graph.constant(0.1307)])
+    h = graph.node("Div", [h, graph.constant(0.3081)])
+    h = graph.node("Gemm", [h, graph.constant(weights), graph.constant(bias)], transB=1)
+    return graph.model(h), weights, bias
+
+
+def test_a_div_normalization_folded_into_a_gemm_is_exact_and_not_just_float64_close() -> None:
+    model, weights, bias = _normalized_gemm()
+    network = network_from_model(model)
+    layer = network.layers[0]
+    assert layer.weights.dtype == object and layer.bias.dtype == object
+    assert all(isinstance(v, Fraction) for v in layer.weights.reshape(-1))
+    mean, std = Fraction(float(np.float32(0.1307))), Fraction(float(np.float32(0.3081)))
+    w = [[Fraction(float(v)) for v in row] for row in weights]
+    b = [Fraction(float(v)) for v in bias]
+    points = np.random.default_rng(0).uniform(0, 1, size=(20, 4)).astype(np.float32)
+    rounded = _rounded_to_float64(network)
+    differs = 0
+    for point in points:
+        x = [(Fraction(float(v)) - mean) / std for v in point]
+        by_hand = [sum((wi * xi for wi, xi in zip(row, x, strict=True)), bi)
+                   for row, bi in zip(w, b, strict=True)]
+        assert _imported_exactly(network, point) == by_hand
+        differs += _imported_exactly(rounded, point) != by_hand
+    assert differs == len(points)  # a float64 layer is only close: no float holds 1/0.3081
+    reference = run_onnxruntime(model, points, (1, 4))
+    _assert_matches(network.forward(points).output, reference)
+
+
+def test_a_sub_div_mul_add_chain_of_per_input_constants_folds_exactly() -> None:
+    rng = np.random.default_rng(4)
+    graph = GraphBuilder(["N", 1, 1, 5])
+    h = graph.node("Sub", [graph.input_name, graph.constant(rng.normal(size=(1, 1, 1, 5)))])
+    h = graph.node("Div", [h, graph.constant([0.3, 0.25, 7.0, 1.1, 0.5])])
+    h = graph.node("Mul", [graph.constant(rng.uniform(-2, 2, size=5)), h])
+    h = graph.node("Add", [h, graph.constant(rng.normal(size=5))])
+    h = graph.node("Flatten", [h])
+    h = graph.node("MatMul", [h, graph.constant(rng.normal(size=(5, 3)))])
+    h = graph.node("Relu", [graph.node("Add", [h, graph.constant(rng.normal(size=3))])])
+    h = graph.node("Gemm", [h, graph.constant(rng.normal(size=(2, 3))),
+                            graph.constant(rng.normal(size=2))], transB=1)
+    model = graph.model(h)
+    network = network_from_model(model)
+    assert network.folded_ops == ("Sub normalization", "Div normalization",
+                                  "Mul normalization", "Add normalization")
+    assert network.layers[0].weights.dtype == object
+    assert network.layers[1].weights.dtype == np.float32  # a plain Gemm: the initializer
+    for point in rng.uniform(-3, 3, size=(10, 5)).astype(np.float32):
+        assert _imported_exactly(network, point) == exact_onnx(model, point, (1, 1, 1, 5))
+
+
+def test_offsets_that_no_float64_holds_are_kept_exact() -> None:
+    graph = GraphBuilder(["N", 2], np.float64)
+    h = graph.node("Sub", [graph.input_name, graph.constant([0.1, 0.7])])
+    h = graph.node("Add", [h, graph.constant([3.0, 1e-20])])
+    h = graph.node("MatMul", [h, graph.constant([[1.0], [1.0]])])
+    model = graph.model(h)
+    network = network_from_model(model)
+    assert network.layers[0].weights.dtype == np.float64  # the initializer, untouched
+    assert network.layers[0].bias.dtype == object
+    exact_sum = Fraction(3) - Fraction(0.1) + Fraction(1e-20) - Fraction(0.7)
+    assert network.layers[0].bias[0] == exact_sum
+    assert _imported_exactly(network, np.zeros(2)) == exact_onnx(model, np.zeros(2), (1, 2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_alpha_and_beta_of_a_tenth_are_exact(dtype: type) -> None:
+    rng = np.random.default_rng(8)
+    graph = GraphBuilder(["N", 4], dtype)
+    h = graph.node("Gemm", [graph.input_name, graph.constant(rng.normal(size=(4, 3))),
+                            graph.constant(rng.normal(size=3))], alpha=0.1, beta=0.1)
+    model = graph.model(h)
+    network = network_from_model(model)
+    assert network.folded_ops == ("Gemm alpha", "Gemm beta")
+    # float32 * float32 has at most 48 significant bits, so float64 holds it exactly; a
+    # float64 weight times the float32 attribute 0.1 needs more: exact rationals.
+    expected_kind = "f" if dtype == np.float32 else "O"
+    assert network.layers[0].weights.dtype.kind == expected_kind
+    for point in rng.uniform(-1, 1, size=(10, 4)).astype(dtype):
+        assert _imported_exactly(network, point) == exact_onnx(model, point, (1, 4))
+    points = rng.uniform(-1, 1, size=(10, 4)).astype(dtype)
+    _assert_matches(network.forward(points).output, run_onnxruntime(model, points, (1, 4)))
+
+
+def test_a_div_normalized_conv_has_exact_kernel_entries_and_exact_zeros() -> None:
+    rng = np.random.default_rng(2)
+    graph = GraphBuilder(["N", 2, 4, 4])
+    h = graph.node("Sub", [graph.input_name, graph.constant([[[0.4914]], [[0.4822]]])])
+    h = graph.node("Div", [h, graph.constant([[[0.2470]], [[0.2435]]])])
+    h = graph.node("Conv", [h, graph.constant(rng.normal(size=(3, 2, 3, 3))),
+                            graph.constant(rng.normal(size=3))], pads=[1, 1, 1, 1], strides=[2, 1])
+    h = graph.node("Flatten", [graph.node("Relu", [h])])
+    h = graph.node("Gemm", [h, graph.constant(rng.normal(size=(2, 24))),
+                            graph.constant(rng.normal(size=2))], transB=1)
+    model = graph.model(h)
+    network = network_from_model(model)
+    first = network.layers[0]
+    assert first.weights.dtype == object and first.weights.shape == (24, 32)
+    assert all(isinstance(v, Fraction) for v in first.weights.reshape(-1))
+    assert first.connections == int(np.count_nonzero(first.float_weights))
+    assert network.layers[1].weights.dtype == np.float32
+    for point in rng.uniform(0, 1, size=(5, 32)).astype(np.float32):
+        assert _imported_exactly(network, point) == exact_onnx(model, point, (1, 2, 4, 4))
+    points = rng.uniform(0, 1, size=(10, 32)).astype(np.float32)
+    _assert_matches(network.forward(points).output,
+                    run_onnxruntime(model, points, (1, 2, 4, 4)))
+
+
+def test_chained_matmuls_compose_exactly_into_one_layer() -> None:
+    rng = np.random.default_rng(6)
+    graph = GraphBuilder(["N", 5], np.float64)
+    h = graph.node("MatMul", [graph.input_name, graph.constant(rng.normal(size=(5, 4)))])
+    h = graph.node("Add", [h, graph.constant(rng.normal(size=4))])
+    h = graph.node("MatMul", [h, graph.constant(rng.normal(size=(4, 3)))])
+    h = graph.node("Add", [h, graph.constant(rng.normal(size=3))])
+    model = graph.model(h)
+    network = network_from_model(model)
+    assert len(network.layers) == 1 and "MatMul composition" in network.folded_ops
+    assert network.layers[0].weights.dtype == object  # float64 products need ~106 bits
+    for point in rng.uniform(-1, 1, size=(5, 5)):
+        assert _imported_exactly(network, point) == exact_onnx(model, point, (1, 5))
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 22])
+def test_two_convolutions_without_a_relu_compose_exactly_in_any_chunking(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onnx_import, "_PAIRS_PER_CHUNK", chunk)  # sparse product in pieces
+    rng = np.random.default_rng(9)
+    graph = GraphBuilder(["N", 2, 5, 5])
+    h = graph.node("Div", [graph.input_name, graph.constant([[[0.3]], [[0.7]]])])
+    h = graph.node("Conv", [h, graph.constant(rng.normal(size=(3, 2, 2, 2)))], pads=[1, 0, 0, 1])
+    h = graph.node("Conv", [h, graph.constant(rng.normal(size=(2, 3, 3, 3))),
+                            graph.constant(rng.normal(size=2))], strides=[2, 2])
+    model = graph.model(graph.node("Flatten", [h]))
+    network = network_from_model(model)
+    assert len(network.layers) == 1 and network.layers[0].weights.shape == (8, 50)
+    assert "Conv composition" not in network.folded_ops  # a Conv is noted as Conv->dense
+    for point in rng.uniform(-1, 1, size=(3, 50)).astype(np.float32):
+        assert _imported_exactly(network, point) == exact_onnx(model, point, (1, 2, 5, 5))
+
+
+def test_a_composition_that_floats_hold_exactly_stays_float() -> None:
+    graph = GraphBuilder(["N", 3])
+    h = graph.node("Div", [graph.input_name, graph.constant([2.0, 0.5, -4.0])])
+    h = graph.node("Transpose", [graph.node("Unsqueeze", [h, graph.int_constant([2])])],
+                   perm=[0, 2, 1])
+    h = graph.node("MatMul", [graph.node("Flatten", [h]),
+                              graph.constant([[1.0, 3.0], [0.5, -2.0], [6.0, 0.25]])])
+    h = graph.node("MatMul", [h, graph.constant([[2.0], [-1.5]])])
+    network = network_from_model(graph.model(h))
+    assert network.layers[0].weights.dtype == np.float32
+    # (x / [2, 0.5, -4]) @ M1 @ M2 = x . ([-2.5, 4, 11.625] * [0.5, 2, -0.25])
+    np.testing.assert_array_equal(network.layers[0].weights, [[-1.25, 8.0, -2.90625]])
+
+
+def test_a_float64_rounded_batch_normalization_rounds_the_rest_of_its_layer_too() -> None:
+    graph = GraphBuilder(["N", 2])
+    h = graph.node("Div", [graph.input_name, graph.constant([0.3, 0.7])])
+    h = graph.node("BatchNormalization", [h, *map(graph.constant, ([1.5, 0.5], [0.1, 0.2],
+                                                                   [0.3, 0.4], [2.0, 3.0]))])
+    h = graph.node("Gemm", [h, graph.constant([[1.0, 2.0]]), graph.constant([0.5])], transB=1)
+    model = graph.model(h)
+    network = network_from_model(model)
+    assert network.folded_ops == ("Div normalization", BATCH_NORMALIZATION_NOTE)
+    assert network.layers[0].weights.dtype == np.float64
+    points = np.random.default_rng(1).uniform(-1, 1, size=(10, 2)).astype(np.float32)
+    _assert_matches(network.forward(points).output, run_onnxruntime(model, points, (1, 2)))
+
+
+def test_constant_folding_left_in_a_graph_is_exact_or_noted_as_rounded() -> None:
+    graph = GraphBuilder(["N", 2])
+    exact = graph.node("Mul", [graph.constant([0.5, 3.0]), graph.constant([0.1, 0.2])])
+    rounded = graph.node("Div", [graph.constant([1.0, 1.0]), graph.constant([3.0, 0.1])])
+    h = graph.node("Mul", [graph.node("Mul", [graph.input_name, exact]), rounded])
+    network = network_from_model(graph.model(h))
+    assert network.folded_ops == ("Div of constants (float64-rounded)", "Mul normalization")
+
+
+@settings(deadline=None, max_examples=60)
+@given(spec=mlp_specs())
+def test_random_mlps_evaluate_exactly_as_their_onnx_graph_in_rational_arithmetic(
+    spec: MlpSpec,
+) -> None:
+    model, full_shape, _ = build_mlp(spec)
+    network = network_from_model(model)
+    point = np.random.default_rng(spec.seed).uniform(-1, 1, size=spec.sizes[0]).astype(spec.dtype)
+    assert _imported_exactly(network, point) == exact_onnx(model, point, full_shape)
+
+
+@settings(deadline=None, max_examples=25)
+@given(spec=conv_specs())
+def test_random_conv_nets_without_batch_normalization_import_exactly(spec: ConvSpec) -> None:
+    assume(not spec.batch_norm)
+    model, shape = build_conv_net(spec)
+    network = network_from_model(model)
+    assert all(layer.weights.dtype == np.float32 for layer in network.layers)  # placement only
+    point = np.random.default_rng(spec.seed).uniform(-1, 1, size=network.input_size)
+    point = point.astype(np.float32)
+    assert _imported_exactly(network, point) == exact_onnx(model, point, shape)
 
 
 # ---------------------------------------------------------------- accepted forms

@@ -10,7 +10,8 @@ Contract
 and transposes) separated by ReLUs, and returns a `Network` whose layer l computes exactly the
 composition of the linear ops between the (l-1)-th and l-th ReLU. Anything else is rejected
 with an `UnsupportedModelError` naming the file, the node and the op; nothing is approximated
-silently.
+silently: the one op that cannot be folded exactly (BatchNormalization) is named in
+`Network.folded_ops` as rounded (see below).
 
 How it works
 ------------
@@ -32,16 +33,37 @@ batch dimension; it is fixed to 1 (the IR is a function of ONE input) and droppe
 
 Semantics of the stored weights (what the reference semantics reads as exact rationals)
 --------------------------------------------------------------------------------------
-Linear ops are composed in float64. When a layer is a plain Gemm (alpha = beta = 1) or
-MatMul + Add of the graph's initializers, no arithmetic happens at all: the stored weights are
-the initializer values themselves, bit for bit, in the graph's dtype. Folded layers (input
-normalization, BatchNormalization, Conv turned dense, composed products) are the float64
-results of that composition; each float64 operation rounds with relative error <= 2**-53, so
-a folded layer may differ from the real-arithmetic composition of the ONNX values by that much.
-The IR's folded float64 weights are, from then on, the network that every later stage proves
-things about. A layer is stored in the graph's dtype (float32) whenever all its composed values
-are exactly representable there (so a no-op fold such as ACAS Xu's zero `Sub` keeps float32),
-and in float64 otherwise.
+The reference semantics is exact real arithmetic over the ONNX constants read as the exact
+rationals they are (every finite float is one). ONNX runtimes evaluate a float32 graph in
+float32; that rounding is NOT part of the reference semantics. An imported layer is the exact
+real composition of its ops on those constants:
+- `Sub(x, m)` is exactly x - m, `Mul(x, k)` exactly k * x, `Add(x, c)` exactly x + c, and
+  `Div(x, s)` exactly x * (1/s) with s the exact rational of the stored float (so dividing by
+  the float32 0.3081 gives weights that no float holds);
+- Gemm is exactly alpha * A' @ B' + beta * C with alpha and beta the exact values of the
+  (float32) attributes; MatMul chains, Add/Sub of two branches, transposes, reshapes and the
+  placement of Conv kernels into a dense matrix are exact.
+Composition runs on floats wherever that is provably exact (error-free transformations prove
+each float product and sum exact: Dekker's two-product and Knuth's two-sum with a zero error
+term; float matrix products are used only when every term and partial sum fits on one 53-bit
+integer grid), and otherwise on exact rationals (`RationalArray`: integer numerators over one
+common denominator; sparse, so a convolution's zeros cost nothing). Each stored array is then
+- bit for bit the ONNX initializer, in the graph's dtype, when no arithmetic happened (a plain
+  Gemm with alpha = beta = 1, or MatMul + Add): the fast path;
+- a float array (the graph's dtype when it holds every value exactly, else float64) when every
+  composed value is exactly a float, e.g. ACAS Xu's all-zero `Sub` keeps float32;
+- otherwise an object array of `fractions.Fraction`: the exact composed values. Evaluate it
+  with `AffineLayer.float_weights` (float64, rounded) for speed, `exact_weights` for proofs.
+
+The exception: BatchNormalization computes scale * (x - mean) / sqrt(var + epsilon) + B, and a
+square root is irrational in general, so no rational layer equals it. Its layer is folded in
+float64: the exact composition so far is rounded to nearest float64 there, and the fold and
+every later op of that layer run in float64 (relative error <= 2**-53 per op), and
+`Network.folded_ops` records "BatchNormalization (float64-rounded: sqrt)". The IR's
+float64 layer is then, from there on, the network every later stage proves things about: it
+is the float64 rounding of the ONNX semantics, not the ONNX semantics itself. Likewise a float
+op on two constants (constant folding left in the graph) that no float64 holds exactly is
+recorded as "<op> of constants (float64-rounded)".
 """
 
 from __future__ import annotations
@@ -49,6 +71,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeAlias, cast
 
@@ -58,9 +81,12 @@ import onnx
 from onnx import numpy_helper
 
 from verifier.errors import ModelError, UnsupportedModelError
+from verifier.exact import RationalArray
 from verifier.ir import AffineLayer, Network
 
 FloatArray = npt.NDArray[np.float64]
+IndexArray = npt.NDArray[np.intp]
+ObjArray = npt.NDArray[np.object_]
 AnyArray = npt.NDArray[Any]
 
 _FLOAT_TYPES: dict[int, np.dtype[Any]] = {
@@ -68,6 +94,443 @@ _FLOAT_TYPES: dict[int, np.dtype[Any]] = {
     onnx.TensorProto.DOUBLE: np.dtype(np.float64),
 }
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+BATCH_NORMALIZATION_NOTE = "BatchNormalization (float64-rounded: sqrt)"
+
+
+# ---------------------------------------------------------------- exact float arithmetic
+#
+# These decide whether float64 arithmetic on exact values happened to be exact; a False or
+# None answer only sends the work to the rational path, so they may be conservative.
+
+_SPLITTER = 2.0**27 + 1.0  # Veltkamp's constant: splits a float64 into two 26-bit halves
+_DEKKER_LOW, _DEKKER_HIGH = 2.0**-450, 2.0**450  # magnitudes where no step under/overflows
+
+
+def _split(values: FloatArray) -> tuple[FloatArray, FloatArray]:
+    scaled = _SPLITTER * values
+    high = scaled - (scaled - values)
+    return high, values - high
+
+
+def _product_if_exact(left: FloatArray, right: FloatArray) -> FloatArray | None:
+    """left * right (same shapes) when every product is exactly a float64, else None.
+
+    Dekker's two-product: with no overflow or underflow (every nonzero magnitude within
+    [2**-450, 2**450]), p + error equals the real product exactly, so error == 0 proves p
+    exact. Values outside that range are not tried (None).
+    """
+    for values in (left, right):
+        magnitudes = np.abs(values[values != 0])
+        if magnitudes.size and (magnitudes.min() < _DEKKER_LOW or magnitudes.max() > _DEKKER_HIGH):
+            return None
+    product = left * right
+    left_high, left_low = _split(left)
+    right_high, right_low = _split(right)
+    error = left_low * right_low - (
+        ((product - left_high * right_high) - left_low * right_high) - left_high * right_low
+    )
+    return None if np.any(error) else product
+
+
+def _sum_if_exact(left: FloatArray, right: FloatArray) -> FloatArray | None:
+    """left + right (same shapes) when every sum is exactly a float64, else None.
+
+    Knuth's two-sum is error-free for all finite floats (subnormals included) unless the sum
+    overflows, which the finiteness check catches."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = left + right
+        if not np.all(np.isfinite(total)):
+            return None
+        right_part = total - left
+        error = (left - (total - right_part)) + (right - right_part)
+    return None if np.any(error) else total
+
+
+def _grid(values: FloatArray) -> tuple[int, int] | None:
+    """(low, high): every nonzero value is an integer multiple of 2**low of magnitude below
+    2**high; None when all values are zero."""
+    nonzero = values[values != 0]
+    if nonzero.size == 0:
+        return None
+    mantissas, exponents = np.frexp(nonzero)
+    integers = np.abs(mantissas * 2.0**53).astype(np.int64)
+    trailing = np.frexp((integers & -integers).astype(np.float64))[1] - 1
+    return int(np.min(exponents - 53 + trailing)), int(np.max(exponents))
+
+
+def _float_product_is_exact(left: FloatArray, right: FloatArray) -> bool:
+    """Whether `left @ right` in float64 is exact, by a sufficient condition.
+
+    Every term is a multiple of 2**(low_l + low_r) below 2**(high_l + high_r), so every
+    partial sum of k terms (in any order, fused or not) is such a multiple below
+    2**(high_l + high_r + ceil(log2 k)); when that spans at most 53 bits within the float64
+    range, no partial sum rounds.
+    """
+    left_grid, right_grid = _grid(left), _grid(right)
+    if left_grid is None or right_grid is None:
+        return True  # one factor is zero: every entry of the product is exactly 0
+    low = left_grid[0] + right_grid[0]
+    high = left_grid[1] + right_grid[1] + (max(left.shape[-1], 1) - 1).bit_length()
+    return high - low <= 53 and low >= -1074 and high <= 1023
+
+
+# ---------------------------------------------------------------- exact rational vectors
+
+_Vector: TypeAlias = "FloatArray | RationalArray"
+"""1-D values, exact either way: a float64 array stands for exactly the floats it holds."""
+
+
+def _rational_from_floats(values: FloatArray) -> RationalArray:
+    """The exact rationals of finite floats (vectorized; one power-of-two denominator)."""
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    mantissas, exponents = np.frexp(flat)
+    integers = (mantissas * 2.0**53).astype(np.int64)
+    trailing = np.frexp((np.abs(integers) & -np.abs(integers)).astype(np.float64))[1] - 1
+    used = integers != 0
+    integers = np.where(used, integers >> np.maximum(trailing, 0), 0)
+    shifts = exponents.astype(np.int64) - 53 + np.maximum(trailing, 0)
+    lowest = min(int(shifts[used].min()), 0) if used.any() else 0
+    shifts = np.where(used, shifts - lowest, 0)
+    numerators = integers.astype(object) << shifts.astype(object)
+    return RationalArray(np.asarray(numerators, dtype=object).reshape(flat.shape), 1 << -lowest)
+
+
+def _exact(values: _Vector) -> RationalArray:
+    return values if isinstance(values, RationalArray) else _rational_from_floats(values)
+
+
+def _floats_if_exact(values: RationalArray) -> FloatArray | None:
+    """The float64 values when every rational is exactly one, else None."""
+    numerators = values.numerators.reshape(-1)
+    denominator = values.denominator
+    try:  # int / int is correctly rounded in Python, whatever the sizes
+        floats = np.array([n / denominator for n in numerators.tolist()], dtype=np.float64)
+    except OverflowError:
+        return None
+    back = _rational_from_floats(floats)
+    same = numerators * back.denominator == back.numerators * denominator
+    return floats.reshape(values.shape) if bool(np.all(same)) else None
+
+
+def _reduced(values: RationalArray) -> RationalArray:
+    """The same rationals over the smallest common denominator (keeps integers small)."""
+    divisor = math.gcd(values.denominator, *values.numerators.reshape(-1).tolist())
+    if divisor == 1:
+        return values
+    return RationalArray(values.numerators // divisor, values.denominator // divisor)
+
+
+def _settled(values: RationalArray) -> _Vector:
+    """Floats when they hold the values exactly (fast later), else the reduced rationals."""
+    floats = _floats_if_exact(values)
+    return floats if floats is not None else _reduced(values)
+
+
+def _fraction_array(values: RationalArray) -> ObjArray:
+    """The values as an object array of `Fraction`; equal values share one object (a
+    convolution repeats each kernel weight at every position)."""
+    denominator = values.denominator
+    shared: dict[int, Fraction] = {}
+    fractions = np.empty(values.shape, dtype=object)
+    fractions.reshape(-1)[:] = [
+        shared.get(n) or shared.setdefault(n, Fraction(n, denominator))
+        for n in values.numerators.reshape(-1).tolist()
+    ]
+    return fractions
+
+
+def _rounded(values: _Vector) -> FloatArray:
+    """Nearest float64 values (for float64-rounded layers only)."""
+    if isinstance(values, np.ndarray):
+        return values
+    denominator = values.denominator
+    floats = [n / denominator for n in values.numerators.reshape(-1).tolist()]
+    return np.array(floats, dtype=np.float64).reshape(values.shape)
+
+
+def _vector_product(left: _Vector, right: _Vector, rounded: bool) -> _Vector:
+    if rounded:
+        return _rounded(left) * _rounded(right)
+    if isinstance(left, np.ndarray) and isinstance(right, np.ndarray):
+        product = _product_if_exact(left, right)
+        if product is not None:
+            return product
+    exact_left, exact_right = _exact(left), _exact(right)
+    return _settled(RationalArray(exact_left.numerators * exact_right.numerators,
+                                  exact_left.denominator * exact_right.denominator))
+
+
+def _vector_sum(left: _Vector, right: _Vector, rounded: bool) -> _Vector:
+    if rounded:
+        return _rounded(left) + _rounded(right)
+    if isinstance(left, np.ndarray) and isinstance(right, np.ndarray):
+        total = _sum_if_exact(left, right)
+        if total is not None:
+            return total
+    return _settled(_exact(left).add(_exact(right)))
+
+
+def _vector_negated(values: _Vector) -> _Vector:
+    if isinstance(values, np.ndarray):
+        return -values
+    return RationalArray(-values.numerators, values.denominator)
+
+
+def _vector_selected(values: _Vector, index: IndexArray) -> _Vector:
+    if isinstance(values, np.ndarray):
+        return values[index]
+    return RationalArray(values.numerators[index], values.denominator)
+
+
+def _reciprocal(divisors: FloatArray, rounded: bool) -> _Vector:
+    """1 / divisors exactly (nonzero divisors): floats when exact (powers of two), else
+    rationals."""
+    reciprocal = 1.0 / divisors
+    if rounded:
+        return reciprocal
+    check = _product_if_exact(reciprocal, divisors)
+    if check is not None and bool(np.all(check == 1.0)):
+        return reciprocal
+    distinct, position = np.unique(divisors, return_inverse=True)
+    inverses = np.empty(distinct.size, dtype=object)
+    inverses[:] = [1 / Fraction(float(d)) for d in distinct]
+    exact = RationalArray.from_array(inverses)
+    return RationalArray(exact.numerators[position.reshape(-1)], exact.denominator)
+
+
+# ---------------------------------------------------------------- exact sparse matrices
+
+
+def _ranges(starts: IndexArray, lengths: IndexArray) -> IndexArray:
+    """The concatenation of arange(s, s + n) for every (s, n)."""
+    offsets = np.cumsum(lengths) - lengths
+    return np.asarray(np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum())))
+
+
+_PAIRS_PER_CHUNK = 1 << 22  # bounds the memory of one step of a sparse product
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sparse:
+    """An exact matrix of `shape` in coordinate form: entry (rows[k], columns[k]) is
+    `values[k]` (a 1-D rational array), every other entry is 0; coordinates are distinct."""
+
+    rows: IndexArray
+    columns: IndexArray
+    values: RationalArray
+    shape: tuple[int, int]
+
+    @staticmethod
+    def from_dense(matrix: FloatArray) -> _Sparse:
+        rows, columns = np.nonzero(matrix)
+        values = _rational_from_floats(matrix[rows, columns])
+        return _Sparse(rows, columns, values, (int(matrix.shape[0]), int(matrix.shape[1])))
+
+    @staticmethod
+    def of(matrix: _Dense) -> _Sparse:
+        return matrix if isinstance(matrix, _Sparse) else _Sparse.from_dense(matrix)
+
+    @staticmethod
+    def summed(rows: IndexArray, columns: IndexArray, numerators: ObjArray, denominator: int,
+               shape: tuple[int, int]) -> _Sparse:
+        """Entries at repeated coordinates added up; exact zeros dropped."""
+        keys = rows.astype(np.int64) * shape[1] + columns
+        order = np.argsort(keys, kind="stable")
+        keys, numerators = keys[order], numerators[order]
+        if keys.size:
+            starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+            if starts.size < keys.size:
+                keys, numerators = keys[starts], np.add.reduceat(numerators, starts)
+        kept = np.asarray(numerators != 0, dtype=bool)
+        keys = keys[kept]
+        numerators = np.asarray(numerators[kept], dtype=object)
+        return _Sparse(keys // shape[1], keys % shape[1], RationalArray(numerators, denominator),
+                       shape)
+
+    def _with(self, numerators: ObjArray, denominator: int) -> _Sparse:
+        return _Sparse(self.rows, self.columns, RationalArray(numerators, denominator), self.shape)
+
+    def rows_scaled(self, factors: RationalArray) -> _Sparse:
+        return self._with(self.values.numerators * factors.numerators[self.rows],
+                          self.values.denominator * factors.denominator)
+
+    def columns_scaled(self, factors: RationalArray) -> _Sparse:
+        return self._with(self.values.numerators * factors.numerators[self.columns],
+                          self.values.denominator * factors.denominator)
+
+    def negated(self) -> _Sparse:
+        return self._with(-self.values.numerators, self.values.denominator)
+
+    def rows_selected(self, index: IndexArray) -> _Sparse:
+        """Row k of the result is row index[k] of self."""
+        order = np.argsort(self.rows, kind="stable")
+        counts = np.bincount(self.rows, minlength=self.shape[0])
+        starts = np.cumsum(counts) - counts
+        source = order[_ranges(starts[index], counts[index])]
+        rows = np.repeat(np.arange(index.size), counts[index])
+        values = RationalArray(self.values.numerators[source], self.values.denominator)
+        return _Sparse(rows, self.columns[source], values, (int(index.size), self.shape[1]))
+
+    def columns_placed(self, placement: IndexArray, width: int) -> _Sparse:
+        """Column j of self added into column placement[j] of a matrix of `width` columns."""
+        return _Sparse.summed(self.rows, placement[self.columns], self.values.numerators,
+                              self.values.denominator, (self.shape[0], width))
+
+    def plus(self, other: _Sparse) -> _Sparse:
+        common = math.lcm(self.values.denominator, other.values.denominator)
+        numerators = np.concatenate([
+            self.values.numerators * (common // self.values.denominator),
+            other.values.numerators * (common // other.values.denominator),
+        ])
+        return _Sparse.summed(np.concatenate([self.rows, other.rows]),
+                              np.concatenate([self.columns, other.columns]),
+                              numerators, common, self.shape)
+
+    def dense_numerators(self) -> ObjArray:
+        numerators = np.zeros(self.shape, dtype=object)
+        numerators[self.rows, self.columns] = self.values.numerators
+        return numerators
+
+    def times(self, right: _Sparse) -> _Sparse:
+        """self @ right, exactly: a dense integer product when the matrices are dense, else
+        one term per pair of matching nonzeros (in chunks, to bound memory)."""
+        denominator = self.values.denominator * right.values.denominator
+        shape = (self.shape[0], right.shape[1])
+        counts = np.bincount(right.rows, minlength=right.shape[0])
+        repeats = counts[self.columns]
+        if self.shape[0] * self.shape[1] * right.shape[1] <= 4 * int(repeats.sum()):
+            product = np.asarray(np.dot(self.dense_numerators(), right.dense_numerators()))
+            rows, columns = np.nonzero(np.asarray(product != 0, dtype=bool))
+            return _Sparse(rows, columns, RationalArray(product[rows, columns], denominator),
+                           shape)
+        order = np.argsort(right.rows, kind="stable")
+        starts = (np.cumsum(counts) - counts)[self.columns]
+        bounds = np.searchsorted(np.cumsum(repeats), np.arange(
+            _PAIRS_PER_CHUNK, int(repeats.sum()), _PAIRS_PER_CHUNK), side="right")
+        parts = []
+        for chunk in np.split(np.arange(self.columns.size), bounds):
+            left = np.repeat(chunk, repeats[chunk])
+            source = order[_ranges(starts[chunk], repeats[chunk])]
+            numerators = self.values.numerators[left] * right.values.numerators[source]
+            parts.append(_Sparse.summed(self.rows[left], right.columns[source],
+                                        np.asarray(numerators, dtype=object), denominator, shape))
+        if len(parts) == 1:
+            return parts[0]
+        return _Sparse.summed(np.concatenate([p.rows for p in parts]),
+                              np.concatenate([p.columns for p in parts]),
+                              np.concatenate([p.values.numerators for p in parts]),
+                              denominator, shape)
+
+    def times_vector(self, vector: RationalArray) -> RationalArray:
+        """self @ vector, exactly."""
+        products = self.values.numerators * vector.numerators[self.columns]
+        totals = np.zeros(self.shape[0], dtype=object)
+        if products.size:
+            order = np.argsort(self.rows, kind="stable")
+            rows, products = self.rows[order], products[order]
+            starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+            totals[rows[starts]] = np.add.reduceat(products, starts)
+        return RationalArray(totals, self.values.denominator * vector.denominator)
+
+    def floats_if_exact(self) -> FloatArray | None:
+        values = _floats_if_exact(self.values)
+        if values is None:
+            return None
+        matrix = np.zeros(self.shape)
+        matrix[self.rows, self.columns] = values
+        return matrix
+
+    def rounded(self) -> FloatArray:
+        matrix = np.zeros(self.shape)
+        matrix[self.rows, self.columns] = _rounded(self.values)
+        return matrix
+
+    def fractions(self) -> ObjArray:
+        """The exact values as an object array of `Fraction`."""
+        matrix = np.full(self.shape, Fraction(0), dtype=object)
+        matrix[self.rows, self.columns] = _fraction_array(self.values)
+        return matrix
+
+
+_Dense: TypeAlias = "FloatArray | _Sparse"
+"""A matrix with exact values: a float64 array (exactly its floats) or a `_Sparse`."""
+
+
+def _settled_matrix(matrix: _Sparse) -> _Dense:
+    floats = matrix.floats_if_exact()
+    if floats is not None:
+        return floats
+    return _Sparse(matrix.rows, matrix.columns, _reduced(matrix.values), matrix.shape)
+
+
+def _dense_rounded(matrix: _Dense) -> FloatArray:
+    return matrix if isinstance(matrix, np.ndarray) else matrix.rounded()
+
+
+def _scaled_if_exact(matrix: FloatArray, factors: FloatArray, axis: int) -> FloatArray | None:
+    """matrix scaled by `factors` along rows (axis 0) or columns (axis 1) when every product
+    of a nonzero entry is exactly a float64, else None."""
+    if bool(np.all(np.abs(factors) == 1.0)):
+        return matrix * (factors[:, None] if axis == 0 else factors[None, :])
+    rows, columns = np.nonzero(matrix)
+    products = _product_if_exact(matrix[rows, columns], factors[rows if axis == 0 else columns])
+    if products is None:
+        return None
+    result = np.zeros(matrix.shape)
+    result[rows, columns] = products
+    return result
+
+
+def _matrix_rows_scaled(matrix: _Dense, factors: _Vector, rounded: bool) -> _Dense:
+    if rounded:
+        return _dense_rounded(matrix) * _rounded(factors)[:, None]
+    if isinstance(matrix, np.ndarray) and isinstance(factors, np.ndarray):
+        scaled = _scaled_if_exact(matrix, factors, axis=0)
+        if scaled is not None:
+            return scaled
+    return _settled_matrix(_Sparse.of(matrix).rows_scaled(_exact(factors)))
+
+
+def _matrix_product(linear: FloatArray, matrix: _Dense, rounded: bool) -> _Dense:
+    """linear @ matrix, `linear` a float matrix of ONNX constants (exact)."""
+    if rounded:
+        return linear @ _dense_rounded(matrix)
+    if isinstance(matrix, np.ndarray) and _float_product_is_exact(linear, matrix):
+        return linear @ matrix
+    return _settled_matrix(_Sparse.from_dense(linear).times(_Sparse.of(matrix)))
+
+
+def _matrix_vector(linear: FloatArray, vector: _Vector, rounded: bool) -> _Vector:
+    """linear @ vector, `linear` a float matrix of ONNX constants (exact)."""
+    if rounded:
+        return linear @ _rounded(vector)
+    if isinstance(vector, np.ndarray):
+        if not np.any(vector):
+            return np.zeros(linear.shape[0])
+        if _float_product_is_exact(linear, vector):
+            return linear @ vector
+    return _settled(_Sparse.from_dense(linear).times_vector(_exact(vector)))
+
+
+def _matrix_sum(left: _Dense, right: _Dense, rounded: bool) -> _Dense:
+    if rounded:
+        return _dense_rounded(left) + _dense_rounded(right)
+    if isinstance(left, np.ndarray) and isinstance(right, np.ndarray):
+        total = _sum_if_exact(left, right)
+        if total is not None:
+            return total
+    return _settled_matrix(_Sparse.of(left).plus(_Sparse.of(right)))
+
+
+def _matrix_negated(matrix: _Dense) -> _Dense:
+    return -matrix if isinstance(matrix, np.ndarray) else matrix.negated()
+
+
+def _matrix_rows(matrix: _Dense, index: IndexArray) -> _Dense:
+    return matrix[index] if isinstance(matrix, np.ndarray) else matrix.rows_selected(index)
+
+
+# ---------------------------------------------------------------- affine expressions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,27 +541,37 @@ class _RowMap:
     stay in this form, so composing them with a later product costs no dense n x n matrix.
     """
 
-    columns: npt.NDArray[np.intp]
-    coefficients: FloatArray
+    columns: IndexArray
+    coefficients: _Vector
     width: int
 
-    def dense(self) -> FloatArray:
+    def dense(self) -> _Dense:
+        if isinstance(self.coefficients, RationalArray):
+            rows = np.arange(self.columns.size)
+            return _Sparse(rows, self.columns, self.coefficients, (rows.size, self.width))
         matrix = np.zeros((self.columns.size, self.width))
         matrix[np.arange(self.columns.size), self.columns] = self.coefficients
         return matrix
 
-    def left_multiplied(self, linear: FloatArray) -> FloatArray:
-        """linear @ self."""
-        contributions = linear * self.coefficients[None, :]
-        result = np.zeros((linear.shape[0], self.width))
-        if np.unique(self.columns).size == self.columns.size:
-            result[:, self.columns] = contributions
-        else:
-            np.add.at(result.T, self.columns, contributions.T)
-        return result
+    def left_multiplied(self, linear: FloatArray, rounded: bool) -> _Dense:
+        """linear @ self: floats when provably exact (or `rounded`), else exact rationals."""
+        unique = np.unique(self.columns).size == self.columns.size
+        if rounded or isinstance(self.coefficients, np.ndarray):
+            coefficients = _rounded(self.coefficients)
+            contributions = (linear * coefficients[None, :] if rounded
+                             else _scaled_if_exact(linear, coefficients, axis=1))
+            if contributions is not None and (unique or rounded):
+                result = np.zeros((linear.shape[0], self.width))
+                if unique:
+                    result[:, self.columns] = contributions
+                else:
+                    np.add.at(result.T, self.columns, contributions.T)
+                return result
+        scaled = _Sparse.from_dense(linear).columns_scaled(_exact(self.coefficients))
+        return _settled_matrix(scaled.columns_placed(self.columns, self.width))
 
 
-_Matrix: TypeAlias = "FloatArray | _RowMap | None"
+_Matrix: TypeAlias = "_Dense | _RowMap | None"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,13 +580,16 @@ class _Affine:
 
     `h` is the output of layer `base - 1` (the network input when `base` is 0). A `matrix` of
     None is the identity (the tensor is `h` itself, maybe reshaped); an `offset` of None is
-    exactly zero. Keeping both symbolic avoids any arithmetic on plain layers.
+    exactly zero. Keeping both symbolic avoids any arithmetic on plain layers. Matrix and
+    offset hold exact values (floats or rationals) unless `rounded`: then they are float64
+    and every later op of this layer rounds to float64 (after a BatchNormalization).
     """
 
     matrix: _Matrix
-    offset: FloatArray | None
+    offset: _Vector | None
     shape: tuple[int, ...]
     base: int
+    rounded: bool = False
 
     @property
     def size(self) -> int:
@@ -126,14 +602,14 @@ class _Affine:
     @property
     def before_weights(self) -> bool:
         """No weight matrix applied yet in this layer (only selections and scalings)."""
-        return not isinstance(self.matrix, np.ndarray)
+        return self.matrix is None or isinstance(self.matrix, _RowMap)
 
-    def dense_matrix(self) -> FloatArray:
+    def dense_matrix(self) -> _Dense:
         if self.matrix is None:
             return np.eye(self.size)
         return self.matrix.dense() if isinstance(self.matrix, _RowMap) else self.matrix
 
-    def dense_offset(self) -> FloatArray:
+    def dense_offset(self) -> _Vector:
         return np.zeros(self.size) if self.offset is None else self.offset
 
     def _row_map(self) -> _RowMap:
@@ -142,19 +618,32 @@ class _Affine:
             return self.matrix
         return _RowMap(np.arange(self.size), np.ones(self.size), self.size)
 
+    def as_rounded(self) -> _Affine:
+        """This expression rounded to float64, marked so that later ops round too."""
+        if self.rounded:
+            return self
+        matrix: _Matrix = self.matrix
+        if isinstance(matrix, _RowMap):
+            matrix = _RowMap(matrix.columns, _rounded(matrix.coefficients), matrix.width)
+        elif isinstance(matrix, _Sparse):
+            matrix = matrix.rounded()
+        offset = None if self.offset is None else _rounded(self.offset)
+        return _Affine(matrix, offset, self.shape, self.base, rounded=True)
+
     def reshaped(self, shape: tuple[int, ...]) -> _Affine:
         return dataclasses.replace(self, shape=shape)
 
-    def reindexed(self, index: npt.NDArray[np.intp], shape: tuple[int, ...]) -> _Affine:
+    def reindexed(self, index: IndexArray, shape: tuple[int, ...]) -> _Affine:
         """Element k of the result is element index[k] of self (exact: a selection)."""
-        offset = None if self.offset is None else self.offset[index]
+        offset = None if self.offset is None else _vector_selected(self.offset, index)
         matrix: _Matrix
         if self.before_weights:
             rows = self._row_map()
-            matrix = _RowMap(rows.columns[index], rows.coefficients[index], rows.width)
+            matrix = _RowMap(rows.columns[index], _vector_selected(rows.coefficients, index),
+                             rows.width)
         else:
-            matrix = self.dense_matrix()[index]
-        return _Affine(matrix, offset, shape, self.base)
+            matrix = _matrix_rows(cast(_Dense, self.matrix), index)
+        return _Affine(matrix, offset, shape, self.base, self.rounded)
 
     def broadcast_to(self, shape: tuple[int, ...]) -> _Affine:
         if shape == self.shape:
@@ -163,48 +652,63 @@ class _Affine:
         return self.reindexed(np.broadcast_to(positions, shape).reshape(-1), shape)
 
     def mapped(self, linear: FloatArray, shape: tuple[int, ...]) -> _Affine:
-        """linear @ self: a linear map of the flattened value."""
-        matrix: FloatArray
+        """linear @ self: a linear map (a matrix of ONNX constants) of the flattened value."""
+        matrix: _Dense
         if self.matrix is None:
             matrix = linear
         elif isinstance(self.matrix, _RowMap):
-            matrix = self.matrix.left_multiplied(linear)
+            matrix = self.matrix.left_multiplied(linear, self.rounded)
         else:
-            matrix = linear @ self.matrix
-        offset = None if self.offset is None else linear @ self.offset
-        return _Affine(matrix, offset, shape, self.base)
+            matrix = _matrix_product(linear, self.matrix, self.rounded)
+        offset = None if self.offset is None else _matrix_vector(linear, self.offset,
+                                                                 self.rounded)
+        return _Affine(matrix, offset, shape, self.base, self.rounded)
 
-    def scaled(self, factors: FloatArray) -> _Affine:
+    def scaled(self, factors: _Vector) -> _Affine:
         """Elementwise product with flattened `factors`."""
         matrix: _Matrix
         if self.before_weights:
             rows = self._row_map()
-            matrix = _RowMap(rows.columns, rows.coefficients * factors, rows.width)
+            coefficients = _vector_product(rows.coefficients, factors, self.rounded)
+            matrix = _RowMap(rows.columns, coefficients, rows.width)
         else:
-            matrix = self.dense_matrix() * factors[:, None]
-        offset = None if self.offset is None else self.offset * factors
-        return _Affine(matrix, offset, self.shape, self.base)
+            matrix = _matrix_rows_scaled(cast(_Dense, self.matrix), factors, self.rounded)
+        offset = (None if self.offset is None
+                  else _vector_product(self.offset, factors, self.rounded))
+        return _Affine(matrix, offset, self.shape, self.base, self.rounded)
 
-    def divided(self, divisors: FloatArray) -> _Affine:
-        """Elementwise quotient by flattened nonzero `divisors`."""
+    def negated(self) -> _Affine:
+        """-self (exact: sign flips)."""
         matrix: _Matrix
         if self.before_weights:
             rows = self._row_map()
-            matrix = _RowMap(rows.columns, rows.coefficients / divisors, rows.width)
+            matrix = _RowMap(rows.columns, _vector_negated(rows.coefficients), rows.width)
         else:
-            matrix = self.dense_matrix() / divisors[:, None]
-        offset = None if self.offset is None else self.offset / divisors
-        return _Affine(matrix, offset, self.shape, self.base)
+            matrix = _matrix_negated(cast(_Dense, self.matrix))
+        offset = None if self.offset is None else _vector_negated(self.offset)
+        return _Affine(matrix, offset, self.shape, self.base, self.rounded)
 
-    def shifted(self, values: FloatArray) -> _Affine:
-        offset = values.copy() if self.offset is None else self.offset + values
+    def divided(self, divisors: FloatArray) -> _Affine:
+        """Elementwise quotient by flattened nonzero `divisors`: exactly self * (1/divisors)."""
+        return self.scaled(_reciprocal(divisors, self.rounded))
+
+    def shifted(self, values: _Vector) -> _Affine:
+        offset: _Vector
+        if self.offset is None or (isinstance(self.offset, np.ndarray) and not self.offset.any()):
+            offset = values.copy() if isinstance(values, np.ndarray) else values
+        else:
+            offset = _vector_sum(self.offset, values, self.rounded)
         return dataclasses.replace(self, offset=offset)
 
     def combined(self, other: _Affine, sign: float) -> _Affine:
-        """self + sign * other, both of the same base and shape."""
-        matrix = self.dense_matrix() + sign * other.dense_matrix()
-        offset = self.dense_offset() + sign * other.dense_offset()
-        return _Affine(matrix, offset, self.shape, self.base)
+        """self + sign * other (sign +-1), both of the same base and shape."""
+        rounded = self.rounded or other.rounded
+        left, right = (self.as_rounded(), other.as_rounded()) if rounded else (self, other)
+        if sign < 0:
+            right = right.negated()
+        matrix = _matrix_sum(left.dense_matrix(), right.dense_matrix(), rounded)
+        offset = _vector_sum(left.dense_offset(), right.dense_offset(), rounded)
+        return _Affine(matrix, offset, self.shape, self.base, rounded)
 
 
 _Value: TypeAlias = "AnyArray | _Affine"
@@ -230,19 +734,38 @@ class _Chain:
 
     def close(self, value: _Affine, relu: bool) -> _Affine:
         """Turn `value` into a layer; return the identity expression of the layer's output."""
-        weights = _stored(value.dense_matrix(), self.dtype)
-        bias = _stored(value.dense_offset(), self.dtype)
+        weights = _stored_matrix(value.dense_matrix(), self.dtype)
+        bias = _stored_vector(value.dense_offset(), self.dtype)
         self.layers.append(AffineLayer(weights, bias, relu))
         self.base_size = value.size
         return _Affine(None, None, value.shape, self.base)
 
 
-def _stored(values: FloatArray, dtype: np.dtype[Any]) -> AnyArray:
+def _stored_floats(values: FloatArray, dtype: np.dtype[Any]) -> AnyArray:
     """The graph's dtype when it holds `values` exactly, else float64 (never rounds)."""
     narrowed = values.astype(dtype)
     if np.array_equal(narrowed.astype(np.float64), values):
         return narrowed
     return values
+
+
+def _stored_matrix(matrix: _Dense, dtype: np.dtype[Any]) -> AnyArray:
+    """Floats when they hold the exact values, else an object array of `Fraction`."""
+    if isinstance(matrix, _Sparse):
+        floats = matrix.floats_if_exact()
+        if floats is None:
+            return matrix.fractions()
+        matrix = floats
+    return _stored_floats(matrix, dtype)
+
+
+def _stored_vector(values: _Vector, dtype: np.dtype[Any]) -> AnyArray:
+    if isinstance(values, RationalArray):
+        floats = _floats_if_exact(values)
+        if floats is None:
+            return _fraction_array(values)
+        values = floats
+    return _stored_floats(values, dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,6 +819,14 @@ def _constant(node: _Node, inputs: _Inputs, position: int, role: str) -> AnyArra
             f"input {position} ('{node.proto.input[position]}', the {role}) depends on the "
             "network input; it must be a constant"
         )
+    return _finite(node, value, position)
+
+
+def _finite(node: _Node, value: AnyArray, position: int) -> AnyArray:
+    """A constant operand, rejected when it holds NaN or an infinity (no exact value)."""
+    if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+        raise node.error(f"input {position} ('{node.proto.input[position]}') holds NaN or "
+                         "infinity")
     return value
 
 
@@ -332,18 +863,38 @@ def _integer_divide(left: AnyArray, right: AnyArray) -> AnyArray:
     return np.asarray(quotient * np.sign(left) * np.sign(right))
 
 
-def _divide_constants(left: AnyArray, right: AnyArray) -> AnyArray:
-    if left.dtype.kind in "iu" and right.dtype.kind in "iu":
-        return _integer_divide(left, right)
-    return np.asarray(np.divide(left, right))
-
-
-_CONSTANT_ARITHMETIC: dict[str, Callable[[AnyArray, AnyArray], AnyArray]] = {
+_INTEGER_ARITHMETIC: dict[str, Callable[[AnyArray, AnyArray], AnyArray]] = {
     "Add": lambda a, b: np.asarray(a + b),
     "Sub": lambda a, b: np.asarray(a - b),
     "Mul": lambda a, b: np.asarray(a * b),
-    "Div": _divide_constants,
+    "Div": _integer_divide,
 }
+
+
+def _float_arithmetic(op: str, left: FloatArray, right: FloatArray) -> tuple[FloatArray, bool]:
+    """(the float64 result of `left op right`, whether it is the exact real result)."""
+    if op in ("Add", "Sub"):
+        addend = right if op == "Add" else -right
+        return left + addend, _sum_if_exact(left, addend) is not None
+    if op == "Mul":
+        return left * right, _product_if_exact(left, right) is not None
+    quotient = left / right
+    check = _product_if_exact(quotient, right)
+    return quotient, check is not None and bool(np.array_equal(check, left))
+
+
+def _constant_arithmetic(node: _Node, left: AnyArray, right: AnyArray, chain: _Chain) -> AnyArray:
+    """Add, Sub, Mul, Div of two constants: integers exactly (ONNX integer semantics), floats
+    in float64, noted as rounded when a result is not the exact real value."""
+    if node.op == "Div" and not np.all(right != 0):
+        raise node.error("divides by a constant containing zero")
+    if left.dtype.kind in "iub" and right.dtype.kind in "iub":
+        return _INTEGER_ARITHMETIC[node.op](left, right)
+    left_floats, right_floats = np.broadcast_arrays(_as_float(left), _as_float(right))
+    result, exact = _float_arithmetic(node.op, left_floats, right_floats)
+    if not exact:
+        chain.note(f"{node.op} of constants (float64-rounded)")
+    return result
 
 
 def _arithmetic(node: _Node, inputs: _Inputs, chain: _Chain) -> list[_Value]:
@@ -351,7 +902,7 @@ def _arithmetic(node: _Node, inputs: _Inputs, chain: _Chain) -> list[_Value]:
     except for Add/Sub of two expressions of the same layer input (still affine)."""
     left, right = _input(node, inputs, 0), _input(node, inputs, 1)
     if not isinstance(left, _Affine) and not isinstance(right, _Affine):
-        return [_CONSTANT_ARITHMETIC[node.op](left, right)]
+        return [_constant_arithmetic(node, _finite(node, left, 0), _finite(node, right, 1), chain)]
     if isinstance(left, _Affine) and isinstance(right, _Affine):
         if node.op not in ("Add", "Sub"):
             raise _nonlinear(node)
@@ -361,7 +912,8 @@ def _arithmetic(node: _Node, inputs: _Inputs, chain: _Chain) -> list[_Value]:
         return [left.broadcast_to(shape).combined(right.broadcast_to(shape), sign)]
     variable_first = isinstance(left, _Affine)
     variable = cast(_Affine, left if variable_first else right)
-    constant = cast(AnyArray, right if variable_first else left)
+    constant = _finite(node, cast(AnyArray, right if variable_first else left),
+                       1 if variable_first else 0)
     shape = _broadcast_shape(node, variable.shape, tuple(constant.shape))
     operand = variable.broadcast_to(shape)
     values = np.broadcast_to(_as_float(constant), shape).reshape(-1)
@@ -373,7 +925,7 @@ def _arithmetic(node: _Node, inputs: _Inputs, chain: _Chain) -> list[_Value]:
     if node.op == "Sub":
         if variable_first:
             return [operand.shifted(-values)]
-        return [operand.scaled(np.full(values.size, -1.0)).shifted(values)]
+        return [operand.negated().shifted(values)]
     if node.op == "Mul":
         return [operand.scaled(values)]
     if not variable_first:
@@ -435,10 +987,21 @@ def _matmul(node: _Node, inputs: _Inputs, chain: _Chain) -> list[_Value]:
     if isinstance(left, _Affine) and isinstance(right, _Affine):
         raise _nonlinear(node)
     if isinstance(left, _Affine):
-        return [_data_times(node, left, cast(AnyArray, right), chain)]
+        return [_data_times(node, left, _finite(node, cast(AnyArray, right), 1), chain)]
     if isinstance(right, _Affine):
-        return [_times_data(node, left, right, chain)]
-    return [np.asarray(np.matmul(left, right))]
+        return [_times_data(node, _finite(node, left, 0), right, chain)]
+    return [_constant_product(node, _finite(node, left, 0), _finite(node, right, 1), chain)]
+
+
+def _constant_product(node: _Node, left: AnyArray, right: AnyArray, chain: _Chain) -> AnyArray:
+    """A product of two constants: integers exactly, floats in float64 (noted as rounded
+    unless provably exact)."""
+    if left.dtype.kind in "iub" and right.dtype.kind in "iub":
+        return np.asarray(np.matmul(left, right))
+    left_floats, right_floats = _as_float(left), _as_float(right)
+    if not _float_product_is_exact(left_floats, right_floats):
+        chain.note(f"{node.op} of constants (float64-rounded)")
+    return np.asarray(np.matmul(left_floats, right_floats))
 
 
 def _transposed_matrix(node: _Node, value: _Value, role: str) -> _Value:
@@ -450,7 +1013,9 @@ def _transposed_matrix(node: _Node, value: _Value, role: str) -> _Value:
 
 
 def _gemm(node: _Node, inputs: _Inputs, chain: _Chain) -> list[_Value]:
-    """Y = alpha * A' @ B' + beta * C, A' = A or A^T, B' = B or B^T; one of A, B constant."""
+    """Y = alpha * A' @ B' + beta * C, A' = A or A^T, B' = B or B^T; one of A, B constant.
+
+    Exactly: alpha and beta are the exact values of the (float32) attributes."""
     left, right = _input(node, inputs, 0), _input(node, inputs, 1)
     if node.int_attribute("transA", 0):
         left = _transposed_matrix(node, left, "A")
@@ -458,32 +1023,52 @@ def _gemm(node: _Node, inputs: _Inputs, chain: _Chain) -> list[_Value]:
         right = _transposed_matrix(node, right, "B")
     alpha = node.float_attribute("alpha", 1.0)
     beta = node.float_attribute("beta", 1.0)
-    product: _Value
+    addend = _optional_constant(node, inputs, 2, "bias C")
     if isinstance(left, _Affine) and isinstance(right, _Affine):
         raise _nonlinear(node)
+    if not isinstance(left, _Affine) and not isinstance(right, _Affine):
+        return [_constant_gemm(node, (_finite(node, left, 0), _finite(node, right, 1)), alpha,
+                               beta, addend, chain)]
     if isinstance(left, _Affine):
-        right = cast(AnyArray, right)
-        weights = _as_float(right) if alpha == 1.0 else _as_float(right) * alpha
-        product = _data_times(node, left, weights, chain)
-    elif isinstance(right, _Affine):
-        weights = _as_float(left) if alpha == 1.0 else _as_float(left) * alpha
-        product = _times_data(node, weights, right, chain)
+        product = _data_times(node, left, _finite(node, cast(AnyArray, right), 1), chain)
     else:
-        product = np.asarray(alpha * (left @ right))
+        product = _times_data(node, _finite(node, left, 0), cast(_Affine, right), chain)
     if alpha != 1.0:
         chain.note("Gemm alpha")
-    addend = _optional_constant(node, inputs, 2, "bias C")
+        product = product.scaled(np.full(product.size, alpha))
     if addend is None:
         return [product]
-    scaled = _as_float(addend) if beta == 1.0 else _as_float(addend) * beta
     if beta != 1.0:
         chain.note("Gemm beta")
-    shape = tuple(product.shape)
-    if _broadcast_shape(node, shape, tuple(scaled.shape)) != shape:
-        raise node.error(f"bias C of shape {scaled.shape} does not broadcast to {shape}")
-    if isinstance(product, _Affine):
-        return [product.shifted(np.broadcast_to(scaled, shape).reshape(-1))]
-    return [np.asarray(product + scaled)]
+    shape = product.shape
+    if _broadcast_shape(node, shape, tuple(addend.shape)) != shape:
+        raise node.error(f"bias C of shape {addend.shape} does not broadcast to {shape}")
+    values: _Vector = np.broadcast_to(_as_float(addend), shape).reshape(-1)
+    if beta != 1.0:
+        values = _vector_product(values, np.full(product.size, beta), product.rounded)
+    return [product.shifted(values)]
+
+
+def _constant_gemm(node: _Node, operands: tuple[AnyArray, AnyArray], alpha: float, beta: float,
+                   addend: AnyArray | None, chain: _Chain) -> AnyArray:
+    """Gemm of two constants in float64, noted as rounded unless every step is exact."""
+    product = _as_float(_constant_product(node, *operands, chain))
+    exact = True
+    if alpha != 1.0:
+        product, exact = _float_arithmetic("Mul", product, np.full(product.shape, alpha))
+    if addend is not None:
+        bias = _as_float(addend)
+        if beta != 1.0:
+            bias, bias_exact = _float_arithmetic("Mul", bias, np.full(bias.shape, beta))
+            exact = exact and bias_exact
+        if _broadcast_shape(node, product.shape, bias.shape) != product.shape:
+            raise node.error(f"bias C of shape {bias.shape} does not broadcast to "
+                             f"{product.shape}")
+        product, sum_exact = _float_arithmetic("Add", *np.broadcast_arrays(product, bias))
+        exact = exact and sum_exact
+    if not exact:
+        chain.note("Gemm of constants (float64-rounded)")
+    return product
 
 
 # ---------------------------------------------------------------- ReLU, shapes, no-ops
@@ -630,7 +1215,10 @@ def _channel_broadcast(values: FloatArray, shape: tuple[int, ...]) -> FloatArray
 
 
 def _batch_normalization(node: _Node, inputs: _Inputs, chain: _Chain) -> list[_Value]:
-    """y = scale * (x - mean) / sqrt(var + epsilon) + B, folded to y = f * x + (B - mean * f)."""
+    """y = scale * (x - mean) / sqrt(var + epsilon) + B, folded to y = f * x + (B - mean * f).
+
+    The square root makes f irrational in general, so this fold is done in float64 and the
+    whole layer is marked rounded (`BATCH_NORMALIZATION_NOTE`)."""
     if node.int_attribute("training_mode", 0):
         raise node.error("attribute training_mode=1 is not supported (inference only)")
     if node.int_attribute("spatial", 1) != 1:
@@ -645,13 +1233,15 @@ def _batch_normalization(node: _Node, inputs: _Inputs, chain: _Chain) -> list[_V
     if any(p.size != channels for p in (scale, bias, mean, variance)):
         raise node.error(f"parameters do not match the {channels} channels of shape {shape}")
     epsilon = node.float_attribute("epsilon", 1e-5)
+    if not np.all(variance + epsilon > 0):
+        raise node.error("input_var + epsilon is not positive")
     factor = scale / np.sqrt(variance + epsilon)
     shift = bias - mean * factor
+    chain.note(BATCH_NORMALIZATION_NOTE)
     if not isinstance(value, _Affine):
         folded = value * factor.reshape((1, -1) + (1,) * (len(shape) - 2))
         return [np.asarray(folded + shift.reshape((1, -1) + (1,) * (len(shape) - 2)))]
-    chain.note("BatchNormalization")
-    scaled = value.scaled(_channel_broadcast(factor, shape))
+    scaled = value.as_rounded().scaled(_channel_broadcast(factor, shape))
     return [scaled.shifted(_channel_broadcast(shift, shape))]
 
 
