@@ -31,7 +31,9 @@ FORMAT = "verify-compress-certificate"
 FORMAT_VERSION = 1
 SEMANTICS = (
     "exact real arithmetic over the stored ONNX weights read as the exact rationals their "
-    "float values are; domain bounds are the exact values of the listed decimals"
+    "float values are, preprocessing ops folded exactly (except those listed in "
+    "network.folded_ops as float64-rounded); domain bounds are the exact values of the "
+    "listed decimals"
 )
 
 JsonDict = dict[str, Any]

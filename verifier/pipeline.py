@@ -200,6 +200,7 @@ def run(
             "network": {
                 "path": _relative(Path(network_path), out_dir),
                 "sha256": sha256_of(network_path),
+                "folded_ops": list(network.folded_ops),
             },
             "compressed": {
                 "path": "compressed.onnx",
