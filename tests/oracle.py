@@ -42,7 +42,9 @@ def _real(value: object) -> z3.ArithRef:
     return z3.RealVal(f"{fraction.numerator}/{fraction.denominator}")
 
 
-def _affine(weights: list[list[z3.ArithRef]], bias: list[z3.ArithRef], inputs: list[z3.ArithRef]) -> list[z3.ArithRef]:  # noqa: E501
+def _affine(
+    weights: list[list[z3.ArithRef]], bias: list[z3.ArithRef], inputs: list[z3.ArithRef]
+) -> list[z3.ArithRef]:
     return [
         z3.simplify(z3.Sum([w * v for w, v in zip(row, inputs, strict=True)]) + b)
         for row, b in zip(weights, bias, strict=True)

@@ -78,6 +78,7 @@ where a time limit decided the outcome.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 import time
@@ -89,6 +90,7 @@ import numpy as np
 import numpy.typing as npt
 from ortools.sat.python import cp_model
 
+from verifier.bounds import LayerBounds, symbolic_bounds
 from verifier.config import Config
 from verifier.domain import Box, Domain
 from verifier.exact import RationalArray
@@ -106,16 +108,17 @@ FIXED_ACTIVE = 1
 FREE = 0
 FIXED_INACTIVE = -1
 
-FIRST_ITERATION_SECONDS = 10.0
+FIRST_ITERATION_SECONDS = 5.0
 """Initial per-iteration CP-SAT time cap; doubled whenever an iteration ends without progress."""
 STOP_AFTER_IMPROVEMENT_FACTOR = 1.0
 """After the first solution that shows a new phase, let the solver run this many times as long
 again (plus `STOP_AFTER_IMPROVEMENT_SECONDS`) before stopping it to drop the seen indicators."""
 STOP_AFTER_IMPROVEMENT_SECONDS = 1.0
-HINT_WITNESSES = False
-"""Whether to give CP-SAT a complete hint built from the best recorded witness. Measured on
-mnist-net_256x2 prop_0_0.03 (9 candidates): optimum found in 0.3-1 s without a hint, 6-11 s
-with a complete or inputs-only hint (the LP worker then searches around the hint), so off."""
+HINT_WITNESSES = True
+"""Give CP-SAT a complete hint (the scaled forward pass at the best recorded witness) as its
+first solution. Essential on deep nets (ACAS Xu: without it CP-SAT finds no feasible point of
+a 4-layer model in 20 s; with it, at once). The hint's conflict limit is 0: letting the
+LP worker's search follow the hint made mnist-net_256x2 prop_0_0.03 iterations 5-10x slower."""
 WEIGHT_QUANTILE = 0.5
 MAX_INTEGER_WEIGHT = 2.0**24
 """Integer weights: a typical (median) weight of a layer gets about `scale` steps, no weight
@@ -335,18 +338,36 @@ def _exact_biases(network: Network, layer_index: int, origin: FloatArray) -> lis
     return folded.to_fractions()
 
 
-def _fixed_phases(relu: bool, lower: FloatArray, upper: FloatArray) -> npt.NDArray[np.int8]:
+def _fixed_phases(
+    relu: bool,
+    lower: FloatArray,
+    upper: FloatArray,
+    layer_index: int,
+    claimed: Mapping[Neuron, Phase],
+) -> npt.NDArray[np.int8]:
     fixed = np.zeros(lower.shape, dtype=np.int8)
     if relu:
         fixed[lower >= 0] = FIXED_ACTIVE
         fixed[upper <= 0] = FIXED_INACTIVE
+        for neuron, phase in claimed.items():
+            if neuron.layer == layer_index:
+                fixed[neuron.index] = FIXED_ACTIVE if phase is Phase.ACTIVE else FIXED_INACTIVE
     return fixed
 
 
 def scale_network(
-    network: Network, box: Box, bounds: PreActivationBounds, scale: int, depth: int
+    network: Network,
+    box: Box,
+    bounds: PreActivationBounds,
+    scale: int,
+    depth: int,
+    fixed: Mapping[Neuron, Phase] | None = None,
 ) -> ScaledNetwork:
-    """The scaled integer semantics of the first `depth` affine layers on `box`."""
+    """The scaled integer semantics of the first `depth` affine layers on `box`.
+
+    Neurons the bounds decide, and those in `fixed` (claims of earlier stages), have their
+    phase fixed: H = G (active) or H = 0 (inactive).
+    """
     if scale < 2:
         raise ValueError(f"search scale must be at least 2, got {scale}")
     grid = _input_grid(box, scale)
@@ -384,7 +405,7 @@ def scale_network(
             divisor=divisor,
             lower=np.array([math.floor(v) - 1 for v in (lower_bound - slack) * scale], object),
             upper=np.array([math.ceil(v) + 1 for v in (upper_bound + slack) * scale], object),
-            fixed=_fixed_phases(layer.relu, lower_bound, upper_bound),
+            fixed=_fixed_phases(layer.relu, lower_bound, upper_bound, index, fixed or {}),
             relu=layer.relu,
             error=np.asarray(error, dtype=np.float64),
         )
@@ -649,7 +670,7 @@ def _solve(
     solver.parameters.random_seed = config.seed
     solver.parameters.max_time_in_seconds = max(0.01, time_limit)
     solver.parameters.stop_after_first_solution = first_solution_only
-    solver.parameters.log_search_progress = bool(__import__("os").environ.get("CPLOG"))
+    solver.parameters.hint_conflict_limit = 0
     collector = _Collector(solver, model, watched, early_stop)
     start = time.monotonic()
     try:
@@ -678,17 +699,21 @@ class BoxReport:
     box: int
     indicators: int
     """Candidate phases searched on this box (after bound-decided ones were removed)."""
+    stages: int
+    """Layer stages run (one model per stage)."""
     iterations: int
+    """CP-SAT solves."""
     solutions: int
     confirmed: int
     """Indicators whose phase the exact evaluation confirmed (seen) after a solve."""
     unconfirmed: int
-    """Solutions' indicators the exact evaluation did not confirm (scaling artefacts)."""
+    """Indicators shown by CP-SAT solutions but not confirmed exactly (scaling artefacts)."""
     absent: int
-    """Indicators CP-SAT proved absent at margin 1 (the claims of this box)."""
+    """Indicators claimed absent on this box (CP-SAT at margin 1, or conditional bounds)."""
     statuses: tuple[str, ...]
     seconds: float
     build_seconds: float
+    """Part of `seconds` spent on bounds, scaling and building models."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -696,11 +721,11 @@ class SearchResult:
     """Outcome of a stability search.
 
     `claims` are CLAIMS, not proofs: the neuron's other phase was never seen, and on every box
-    either the bounds decided it or CP-SAT proved (in the scaled model) that no grid point shows
-    the other phase. Certification must prove or refute each. `undecided` neurons are unknown:
-    the deadline passed, or CP-SAT's answers could not be confirmed; `suspected` gives, for those
-    undecided neurons where only scaling artefacts stood between them and a claim, the phase
-    the scaled model suggests (certification may still be worth trying there).
+    either the bounds decided it or CP-SAT found (in the scaled model, assuming the box's
+    earlier-layer claims) that no grid point shows the other phase. Certification must prove
+    or refute each. `undecided` neurons are unknown: the deadline passed, or CP-SAT's answers
+    could not be confirmed; `suspected` gives, for those undecided neurons where only scaling
+    artefacts stood between them and a claim, the phase the scaled model suggests.
     """
 
     claims: dict[Neuron, Phase]
@@ -715,22 +740,44 @@ class SearchResult:
 
 @dataclasses.dataclass
 class _BoxState:
-    """Per-indicator outcome on one box."""
+    """Per-indicator outcomes and counters on one box."""
 
     absent: set[Indicator] = dataclasses.field(default_factory=set)
+    """Claimed absent at margin 1 (or by bounds conditional on earlier claims)."""
     raised: set[Indicator] = dataclasses.field(default_factory=set)
     """Absent only at a raised margin, or unconfirmed at the guaranteed margin: not claimed."""
+    iterations: int = 0
+    solutions: int = 0
+    confirmed: int = 0
+    unconfirmed: int = 0
+    statuses: list[str] = dataclasses.field(default_factory=list)
+
+    def conditional_phases(self) -> dict[Neuron, Phase]:
+        """The phases claimed so far on this box (ACTIVE absent: inactive; else INACTIVE
+        absent: active)."""
+        phases: dict[Neuron, Phase] = {}
+        for neuron, phase in sorted(self.absent, key=_indicator_order):
+            if phase is Phase.ACTIVE or neuron not in phases:
+                phases[neuron] = phase.opposite
+        return phases
+
+    def resolved(self) -> set[Indicator]:
+        return self.absent | self.raised
+
+    def record(self, outcome: SolveOutcome) -> None:
+        self.iterations += 1
+        self.solutions += len(outcome.grids)
+        self.statuses.append(outcome.status)
+
+
+StageSearch = Callable[
+    [StabilityModel, set[Indicator], IntArray, WitnessRecorder, int, Config, float, _BoxState],
+    None,
+]
 
 
 # ---------------------------------------------------------------------------------------------
 # The searches
-
-
-BoxSearch = Callable[
-    [StabilityModel, set[Indicator], IntArray, WitnessRecorder, int, Config, float,
-     "Progress | None"],
-    tuple[_BoxState, BoxReport],
-]
 
 
 def stability_search(
@@ -742,15 +789,36 @@ def stability_search(
     config: Config,
     deadline: float,
     progress: Progress | None = None,
+    *,
+    proof_fallback: bool = True,
 ) -> SearchResult:
     """The single CP-SAT stability search (the paper's method) over all candidates.
 
     `deadline` is an absolute `time.monotonic()` instant. Candidates whose phases are all seen
     already are ignored; those left without a claim at the deadline are `undecided`.
+
+    On each box the candidates are taken in layer stages: stage L is one model of the network
+    up to layer L over every still-open candidate phase of layers <= L, in which the neurons
+    claimed in earlier stages are fixed to their claimed phase and the bounds are recomputed
+    under those claims (`bounds.symbolic_bounds(..., fixed=claims)`, intersected with the given
+    bounds). Later claims are thus conditional on earlier ones; certification proves them in
+    the same order, with the earlier lemmas as context. Each stage gets an equal share of the
+    time left; what a stage does not use passes on.
+
+    `proof_fallback`: when a solve of the single model makes no progress within its time cap,
+    run one round of per-indicator feasibility problems on the same model (each with the same
+    cap) before the next, longer, single solve. CP-SAT proves absence far better with the
+    indicator fixed (presolve propagates G >= 1 back through the network) than from the
+    maximization, whose LP bound is the number of indicators: on ACAS Xu 1_1 prop_3 the pure
+    single search claimed 9 of 43 candidate phases in 120 s, per-neuron 27. Pass False to
+    measure the pure single search.
     """
+    stage = _single_stage if proof_fallback else functools.partial(
+        _single_stage, proof_fallback=False
+    )
     return _search(
         network, domain, bounds_per_box, table, candidates, config, deadline, progress,
-        _single_box_search, "single",
+        stage, "single" if proof_fallback else "single-pure",
     )
 
 
@@ -764,10 +832,14 @@ def per_neuron_search(
     deadline: float,
     progress: Progress | None = None,
 ) -> SearchResult:
-    """One CP-SAT feasibility problem per candidate and unseen phase (the pre-2021 approach)."""
+    """One CP-SAT feasibility problem per candidate and unseen phase (the pre-2021 approach).
+
+    Same stages, scaling, conditioning and hints as `stability_search`; within a stage each
+    problem gets an equal share of the stage's time left.
+    """
     return _search(
         network, domain, bounds_per_box, table, candidates, config, deadline, progress,
-        _per_neuron_box_search, "per-neuron",
+        _per_neuron_stage, "per-neuron",
     )
 
 
@@ -780,7 +852,7 @@ def _search(
     config: Config,
     deadline: float,
     progress: Progress | None,
-    box_search: BoxSearch,
+    stage_search: StageSearch,
     method: str,
 ) -> SearchResult:
     start = time.monotonic()
@@ -788,8 +860,7 @@ def _search(
         raise ValueError(
             f"{len(bounds_per_box)} bound sets for a domain of {len(domain.boxes)} boxes"
         )
-    hidden = set(network.hidden_neurons())
-    outside = sorted(set(candidates) - hidden)
+    outside = sorted(set(candidates) - set(network.hidden_neurons()))
     if outside:
         raise ValueError(f"candidate {outside[0]} is not a hidden ReLU neuron of the network")
     unseen = _unseen(table, candidates)
@@ -809,18 +880,16 @@ def _search(
         if time.monotonic() >= deadline:
             states.append(None)
             continue
-        build_start = time.monotonic()
-        deepest = max(neuron.layer for neuron, _ in needed)
-        scaled = scale_network(network, box, bounds, config.search_scale, deepest + 1)
-        rows = {neuron.index for neuron, _ in needed if neuron.layer == deepest}
-        model = build_model(scaled, rows)
-        hint = _hint_point(network, scaled, bounds, table, box_index, needed)
-        build_seconds = time.monotonic() - build_start
-        state, report = box_search(
-            model, needed, hint, table, box_index, config, deadline, progress
+        # The boxes share what is left.
+        box_deadline = time.monotonic() + (deadline - time.monotonic()) / (
+            len(domain.boxes) - box_index
+        )
+        state, report = _search_box(
+            network, box_index, box, bounds, table, needed, config, box_deadline, progress,
+            stage_search,
         )
         states.append(state)
-        reports.append(dataclasses.replace(report, build_seconds=build_seconds))
+        reports.append(report)
     claims, undecided, suspected = _aggregate(_unseen(table, unseen), bounds_per_box, states)
     return SearchResult(
         claims=claims,
@@ -832,6 +901,95 @@ def _search(
         suspected=suspected,
         method=method,
     )
+
+
+def _search_box(
+    network: Network,
+    box_index: int,
+    box: Box,
+    bounds: PreActivationBounds,
+    table: WitnessRecorder,
+    needed: set[Indicator],
+    config: Config,
+    deadline: float,
+    progress: Progress | None,
+    stage_search: StageSearch,
+) -> tuple[_BoxState, BoxReport]:
+    start = time.monotonic()
+    state = _BoxState()
+    layers = sorted({neuron.layer for neuron, _ in needed})
+    build_seconds = 0.0
+    stages = 0
+    for position, layer in enumerate(layers):
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        stage_deadline = now + (deadline - now) / (len(layers) - position)
+        fixed = state.conditional_phases()
+        stage_bounds = _conditional_bounds(network, box, bounds, fixed)
+        still = _unseen(table, {neuron for neuron, _ in needed})
+        open_set = {
+            (neuron, phase)
+            for neuron, phase in needed
+            if neuron.layer <= layer
+            and neuron not in fixed
+            and (neuron, phase) not in state.resolved()
+            and phase in still.get(neuron, set())
+        }
+        for indicator in list(open_set):
+            if not _possible(stage_bounds, *indicator):
+                state.absent.add(indicator)
+                open_set.discard(indicator)
+        if not open_set:
+            continue
+        fixed = state.conditional_phases()
+        open_set = {i for i in open_set if i[0] not in fixed}
+        scaled = scale_network(network, box, stage_bounds, config.search_scale, layer + 1, fixed)
+        model = build_model(scaled, {n.index for n, _ in open_set if n.layer == layer})
+        hint = _hint_point(network, scaled, stage_bounds, table, box_index, open_set)
+        build_seconds += time.monotonic() - now
+        stages += 1
+        stage_search(model, open_set, hint, table, box_index, config, stage_deadline, state)
+        if progress is not None:
+            progress(f"search box {box_index} layer {layer}", len(state.resolved()), len(needed))
+    report = BoxReport(
+        box=box_index,
+        indicators=len(needed),
+        stages=stages,
+        iterations=state.iterations,
+        solutions=state.solutions,
+        confirmed=state.confirmed,
+        unconfirmed=state.unconfirmed,
+        absent=len(state.absent),
+        statuses=tuple(state.statuses),
+        seconds=time.monotonic() - start,
+        build_seconds=build_seconds,
+    )
+    return state, report
+
+
+def _conditional_bounds(
+    network: Network, box: Box, bounds: PreActivationBounds, fixed: Mapping[Neuron, Phase]
+) -> PreActivationBounds:
+    """The given bounds intersected with symbolic bounds that assume the `fixed` phases.
+
+    Where the two are disjoint (a claim contradicts the bounds: it is wrong) the given bounds
+    are kept.
+    """
+    if not fixed:
+        return bounds
+    conditional = symbolic_bounds(network, box, fixed)
+    lower: list[FloatArray] = []
+    upper: list[FloatArray] = []
+    for layer_index in range(len(bounds.lower)):
+        given_lower = np.asarray(bounds.lower[layer_index], dtype=np.float64)
+        given_upper = np.asarray(bounds.upper[layer_index], dtype=np.float64)
+        new_lower = np.maximum(given_lower, conditional.lower[layer_index])
+        new_upper = np.minimum(given_upper, conditional.upper[layer_index])
+        disjoint = new_lower > new_upper
+        lower.append(np.where(disjoint, given_lower, new_lower))
+        upper.append(np.where(disjoint, given_upper, new_upper))
+    return LayerBounds(lower, upper)
 
 
 def _unseen(table: WitnessRecorder, neurons: Iterable[Neuron]) -> dict[Neuron, set[Phase]]:
@@ -852,7 +1010,7 @@ def _aggregate(
 ) -> tuple[dict[Neuron, Phase], set[Neuron], dict[Neuron, Phase]]:
     """Claim P for a neuron iff the opposite phase is unseen and absent on every box.
 
-    Absent on a box: bound-decided there, or proved absent by CP-SAT at margin 1. A neuron with
+    Absent on a box: bound-decided there, or claimed absent by the box's search. A neuron with
     both phases absent everywhere (g == 0 in the scaled model) is claimed inactive.
     """
     claims: dict[Neuron, Phase] = {}
@@ -927,27 +1085,50 @@ def _offer(
         table.offer(model.scaled.to_real(np.stack(grids)), box, source)
 
 
-def _single_box_search(
+def _indicator_order(indicator: Indicator) -> tuple[int, int, str]:
+    neuron, phase = indicator
+    return neuron.layer, neuron.index, phase.value
+
+
+def _retire_unwatched(
+    model: StabilityModel, watched: Sequence[tuple[tuple[Neuron, Phase, int], cp_model.IntVar]]
+) -> None:
+    """Fix every indicator not watched in this solve to false."""
+    keep = {key for key, _ in watched}
+    for key, literal in model.indicators.items():
+        model.set_literal_domain(literal, 0, 1 if key in keep else 0)
+
+
+def _still_unseen(table: WitnessRecorder, indicators: Collection[Indicator]) -> set[Indicator]:
+    still = _unseen(table, {neuron for neuron, _ in indicators})
+    return {(n, p) for n, p in indicators if p in still.get(n, set())}
+
+
+def _single_stage(
     model: StabilityModel,
-    needed: set[Indicator],
+    indicators: set[Indicator],
     hint: IntArray,
     table: WitnessRecorder,
     box_index: int,
     config: Config,
     deadline: float,
-    progress: Progress | None,
-) -> tuple[_BoxState, BoxReport]:
-    start = time.monotonic()
-    state = _BoxState()
-    margins = dict.fromkeys(needed, 1)
-    open_set = set(needed)
+    state: _BoxState,
+    proof_fallback: bool = True,
+) -> None:
+    """Maximize the number of shown indicators; drop the confirmed ones and re-solve until the
+    optimum is 0 (claims) or the deadline.
+
+    With `proof_fallback`, a solve that makes no progress within its time cap (no new phase
+    seen, no optimum proved) is followed by one round of per-indicator feasibility problems
+    on the same model, each capped at the same time (see `stability_search`).
+    """
+    open_set = set(indicators)
+    margins = dict.fromkeys(open_set, 1)
     cap = FIRST_ITERATION_SECONDS
-    iterations = solutions = confirmed = unconfirmed = 0
-    statuses: list[str] = []
     while open_set:
         remaining = deadline - time.monotonic()
         if remaining <= 0.0:
-            break
+            return
         watched = [
             ((n, p, margins[(n, p)]), model.indicator(n, p, margins[(n, p)]))
             for n, p in sorted(open_set, key=_indicator_order)
@@ -958,16 +1139,13 @@ def _single_box_search(
         if HINT_WITNESSES:
             model.hint(hint)
         outcome = _solve(model, watched, config, min(remaining, cap), early_stop=True)
-        iterations += 1
-        solutions += len(outcome.grids)
-        statuses.append(outcome.status)
+        state.record(outcome)
         _offer(model, table, outcome.grids, box_index, SOURCE_SINGLE)
-        still = _unseen(table, {n for n, _ in open_set})
-        seen_now = {i for i in open_set if i[1] not in still.get(i[0], set())}
-        confirmed += len(seen_now)
+        seen_now = open_set - _still_unseen(table, open_set)
+        state.confirmed += len(seen_now)
         open_set -= seen_now
         shown = {(n, p) for keys in outcome.shown for n, p, _ in keys} & open_set
-        unconfirmed += len(shown)
+        state.unconfirmed += len(shown)
         for indicator in shown:
             limit = _margin_limit(model, indicator[0])
             if margins[indicator] >= limit:
@@ -977,118 +1155,101 @@ def _single_box_search(
                 margins[indicator] = min(limit, margins[indicator] * MARGIN_GROWTH)
         if outcome.grids:
             hint = outcome.grids[-1]
-        proved_zero = outcome.status == "OPTIMAL" and outcome.objective == 0
-        if proved_zero:
+        if outcome.status == "OPTIMAL" and outcome.objective == 0:
             for indicator in open_set:
                 (state.absent if margins[indicator] == 1 else state.raised).add(indicator)
-            open_set.clear()
-        elif outcome.status == "MODEL_INVALID":
+            return
+        if outcome.status == "MODEL_INVALID":
             raise RuntimeError("CP-SAT rejected the stability model (a bug in the encoding)")
-        elif outcome.status == "INFEASIBLE":
+        if outcome.status == "INFEASIBLE":
             # The base model has no grid point at all: the bounds were wrong. Claim nothing.
-            break
-        elif not seen_now and not shown:
-            cap *= 2
-        if progress is not None:
-            progress(f"search box {box_index}", len(needed) - len(open_set), len(needed))
-    report = BoxReport(
-        box=box_index,
-        indicators=len(needed),
-        iterations=iterations,
-        solutions=solutions,
-        confirmed=confirmed,
-        unconfirmed=unconfirmed,
-        absent=len(state.absent),
-        statuses=tuple(statuses),
-        seconds=time.monotonic() - start,
-        build_seconds=0.0,
-    )
-    return state, report
+            return
+        if seen_now or shown:
+            continue
+        if proof_fallback:
+            model.model.clear_objective()  # type: ignore[no-untyped-call]
+            for indicator in sorted(open_set, key=_indicator_order):
+                own_deadline = min(deadline, time.monotonic() + cap)
+                margins[indicator] = _prove_one(
+                    model, indicator, margins[indicator], hint, table, box_index, config,
+                    own_deadline, state, SOURCE_SINGLE,
+                )
+            open_set = _still_unseen(table, open_set) - state.resolved()
+        cap *= 2
 
 
-def _indicator_order(indicator: Indicator) -> tuple[int, int, str]:
-    neuron, phase = indicator
-    return neuron.layer, neuron.index, phase.value
-
-
-def _retire_unwatched(
-    model: StabilityModel, watched: Sequence[tuple[tuple[Neuron, Phase, int], cp_model.IntVar]]
-) -> None:
-    """Fix every indicator not watched in this iteration to false."""
-    keep = {key for key, _ in watched}
-    for key, literal in model.indicators.items():
-        if key in keep:
-            model.set_literal_domain(literal, 0, 1)
-        else:
-            model.set_literal_domain(literal, 0, 0)
-
-
-def _per_neuron_box_search(
+def _per_neuron_stage(
     model: StabilityModel,
-    needed: set[Indicator],
+    indicators: set[Indicator],
     hint: IntArray,
     table: WitnessRecorder,
     box_index: int,
     config: Config,
     deadline: float,
-    progress: Progress | None,
-) -> tuple[_BoxState, BoxReport]:
-    start = time.monotonic()
-    state = _BoxState()
-    iterations = solutions = confirmed = unconfirmed = done = 0
-    statuses: list[str] = []
+    state: _BoxState,
+) -> None:
+    """One feasibility problem per indicator, in order, each with an equal share of the time
+    left."""
     model.model.clear_objective()  # type: ignore[no-untyped-call]
-    for neuron, phase in sorted(needed, key=_indicator_order):
-        margin, cap = 1, FIRST_ITERATION_SECONDS
-        limit = _margin_limit(model, neuron)
-        while phase in _unseen(table, [neuron]).get(neuron, set()):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0.0:
-                break
-            literal = model.indicator(neuron, phase, margin)
-            watched = [((neuron, phase, margin), literal)]
-            _retire_unwatched(model, watched)
-            model.set_literal_domain(literal, 1, 1)
-            if HINT_WITNESSES:
-                model.hint(hint)
-            outcome = _solve(
-                model, watched, config, min(remaining, cap), early_stop=False,
-                first_solution_only=True,
-            )
-            iterations += 1
-            solutions += len(outcome.grids)
-            statuses.append(outcome.status)
-            _offer(model, table, outcome.grids, box_index, SOURCE_PER_NEURON)
-            if outcome.status == "MODEL_INVALID":
-                raise RuntimeError("CP-SAT rejected the stability model (a bug in the encoding)")
-            if outcome.status == "INFEASIBLE":
-                (state.absent if margin == 1 else state.raised).add((neuron, phase))
-                break
-            if not outcome.grids:
-                cap *= 2
-                continue
-            if phase not in _unseen(table, [neuron]).get(neuron, set()):
-                confirmed += 1
-                break
-            unconfirmed += 1
-            if margin >= limit:
-                state.raised.add((neuron, phase))
-                break
-            margin = min(limit, margin * MARGIN_GROWTH)
-        done += 1
-        if progress is not None:
-            progress(f"per-neuron search box {box_index}", done, len(needed))
-    model.model.clear_hints()  # type: ignore[no-untyped-call]
-    report = BoxReport(
-        box=box_index,
-        indicators=len(needed),
-        iterations=iterations,
-        solutions=solutions,
-        confirmed=confirmed,
-        unconfirmed=unconfirmed,
-        absent=len(state.absent),
-        statuses=tuple(statuses),
-        seconds=time.monotonic() - start,
-        build_seconds=0.0,
-    )
-    return state, report
+    ordered = sorted(indicators, key=_indicator_order)
+    for position, indicator in enumerate(ordered):
+        share = (deadline - time.monotonic()) / (len(ordered) - position)
+        _prove_one(
+            model, indicator, 1, hint, table, box_index, config, time.monotonic() + share,
+            state, SOURCE_PER_NEURON,
+        )
+
+
+def _prove_one(
+    model: StabilityModel,
+    indicator: Indicator,
+    margin: int,
+    hint: IntArray,
+    table: WitnessRecorder,
+    box_index: int,
+    config: Config,
+    deadline: float,
+    state: _BoxState,
+    source: str,
+) -> int:
+    """Decide one indicator by feasibility of G >= margin (resp. G <= -margin).
+
+    INFEASIBLE: absent (claimed at margin 1, `raised` otherwise). A solution is offered to the
+    table; if it does not confirm the phase, the margin grows and the problem is re-solved,
+    up to the margin at which the error bound guarantees confirmation. Returns the margin
+    reached (the indicator stays open if the deadline comes first).
+    """
+    neuron, phase = indicator
+    limit = _margin_limit(model, neuron)
+    while _still_unseen(table, [indicator]) and indicator not in state.resolved():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.0:
+            break
+        literal = model.indicator(neuron, phase, margin)
+        watched = [((neuron, phase, margin), literal)]
+        _retire_unwatched(model, watched)
+        model.set_literal_domain(literal, 1, 1)
+        if HINT_WITNESSES:
+            model.hint(hint)
+        outcome = _solve(
+            model, watched, config, remaining, early_stop=False, first_solution_only=True
+        )
+        model.set_literal_domain(literal, 0, 1)
+        state.record(outcome)
+        _offer(model, table, outcome.grids, box_index, source)
+        if outcome.status == "MODEL_INVALID":
+            raise RuntimeError("CP-SAT rejected the stability model (a bug in the encoding)")
+        if outcome.status == "INFEASIBLE":
+            (state.absent if margin == 1 else state.raised).add(indicator)
+            break
+        if not outcome.grids:
+            break
+        if not _still_unseen(table, [indicator]):
+            state.confirmed += 1
+            break
+        state.unconfirmed += 1
+        if margin >= limit:
+            state.raised.add(indicator)
+            break
+        margin = min(limit, margin * MARGIN_GROWTH)
+    return margin
