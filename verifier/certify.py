@@ -39,7 +39,7 @@ from verifier.exact import RationalArray
 from verifier.ir import Network
 from verifier.lp import LinearProgram, LpStatus, SparseRow
 from verifier.relaxation import NeuronFact, Relaxation
-from verifier.smt import Obligation
+from verifier.smt import Obligation, smt_number
 from verifier.status import Neuron, Phase
 
 UPPER, LOWER = 1, -1
@@ -262,16 +262,6 @@ def covers_all_phases(assumption_sets: Iterable[Mapping[Neuron, Phase]]) -> bool
 
 # ---------------------------------------------------------------------------------------------
 # SMT-LIB2 obligations: what Z3 checks, independently of the Python arithmetic above.
-
-
-def smt_number(value: Fraction) -> str:
-    magnitude = abs(value)
-    text = (
-        f"{magnitude.numerator}.0"
-        if magnitude.denominator == 1
-        else f"(/ {magnitude.numerator}.0 {magnitude.denominator}.0)"
-    )
-    return f"(- {text})" if value < 0 else text
 
 
 def _smt_sum(terms: list[str]) -> str:

@@ -54,7 +54,7 @@ from verifier.domain import Box, Domain
 from verifier.errors import NetworkError
 from verifier.exact import fraction_to_str
 from verifier.ir import AffineLayer, Network
-from verifier.smt import Obligation, SmtResult, SmtVerdict, check, find_model
+from verifier.smt import Obligation, SmtResult, SmtVerdict, check, find_model, smt_number
 from verifier.status import Neuron, Status
 
 FloatArray = npt.NDArray[np.float64]
@@ -94,20 +94,10 @@ class EquivalenceResult:
 # SMT-LIB2 text
 
 
-def _number(value: Fraction) -> str:
-    magnitude = abs(value)
-    text = (
-        f"{magnitude.numerator}.0"
-        if magnitude.denominator == 1
-        else f"(/ {magnitude.numerator}.0 {magnitude.denominator}.0)"
-    )
-    return f"(- {text})" if value < 0 else text
-
-
 def _affine(terms: Sequence[tuple[Fraction, str]], constant: Fraction) -> str:
-    parts = [name if c == 1 else f"(* {_number(c)} {name})" for c, name in terms if c != 0]
+    parts = [name if c == 1 else f"(* {smt_number(c)} {name})" for c, name in terms if c != 0]
     if constant != 0 or not parts:
-        parts.append(_number(constant))
+        parts.append(smt_number(constant))
     return parts[0] if len(parts) == 1 else f"(+ {' '.join(parts)})"
 
 
@@ -513,7 +503,7 @@ def _domain_constraint(domain: Domain, names: Sequence[str]) -> str:
     boxes = [
         _conjunction(
             [
-                f"(<= {_number(Fraction(float(lo)))} {name} {_number(Fraction(float(hi)))})"
+                f"(<= {smt_number(Fraction(float(lo)))} {name} {smt_number(Fraction(float(hi)))})"
                 for name, lo, hi in zip(names, box.lower, box.upper, strict=True)
             ]
         )

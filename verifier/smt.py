@@ -59,6 +59,17 @@ def solver_versions() -> dict[str, str]:
 SOLVERS = ("z3", "cvc5")
 
 
+def smt_number(value: Fraction) -> str:
+    """An exact rational as an SMT-LIB2 Real term: 3.0, (/ 1.0 3.0), (- (/ 1.0 3.0))."""
+    magnitude = abs(value)
+    text = (
+        f"{magnitude.numerator}.0"
+        if magnitude.denominator == 1
+        else f"(/ {magnitude.numerator}.0 {magnitude.denominator}.0)"
+    )
+    return f"(- {text})" if value < 0 else text
+
+
 def check(obligation: Obligation, timeout_seconds: float = 60.0, solver: str = "z3") -> SmtResult:
     """Run one obligation in a fresh solver context; PROVED only if every check-sat is unsat.
 
