@@ -13,7 +13,7 @@ What is trusted, and what is not
 --------------------------------
 CP-SAT works on integers, so the model is the network in a *scaled integer semantics*
 (`ScaledNetwork`): inputs restricted to a grid, weights rounded, and every layer's value
-floor-divided back to a fixed scale. That semantics is an approximation of the real network:
+divided back to a fixed scale. That semantics is an approximation of the real network:
 - a CP-SAT solution may not be a real witness: its input is therefore mapped back to the real
   domain (exactly: grid steps are powers of two, so the point is a float inside the box) and
   `WitnessTable.offer` re-evaluates it in exact rational arithmetic. Only that exact evaluation
@@ -22,57 +22,71 @@ floor-divided back to a fixed scale. That semantics is an approximation of the r
   proof: the scaled model only sees grid points, and rounding may hide a real point where the
   pre-activation is slightly positive (resp. negative). Claims go to certification, which turns
   them into exact proofs or refutes them.
-- Bounds are float hints too. They give the variable domains (widened by the documented
-  rounding error, `ScaledLayer.error`) and fix the phase of neurons they decide; if they were
-  wrong, the model could miss solutions (again: only a claim is lost or wrongly made, and
-  certification catches wrong claims).
+- Bounds are float hints too. They give the variable domains and fix the phase of neurons they
+  decide; if they were wrong, the model could miss solutions (again: only a claim is lost or
+  wrongly made, and certification catches wrong claims).
 
 The scaled integer semantics
 ----------------------------
-Input j varies on the grid x_j = k_j * step_j with integer k_j, where step_j is a power of two
-at most width_j / scale and k_j ranges over [ceil(lower_j / step_j), floor(upper_j / step_j)],
-so every grid point lies in the box and maps back to an exactly representable float. Inputs
-with lower == upper are constants folded exactly into the first layer's bias.
+Input j varies on a grid of power-of-two step_j <= width_j / scale (about `scale` steps per
+input), centred in the box: x_j = (m_j + k_j) * step_j with integer offset k_j, where the grid
+indices m_j + k_j run over [ceil(lower_j / step_j), floor(upper_j / step_j)]. Every grid point
+therefore lies in the box and is an exactly representable float; |k_j| stays near scale/2,
+which keeps the rounding error small even far from 0. The centre m * step (and every input
+with lower == upper) is folded exactly into the first layer's bias.
 
-Every layer l has a divisor D_l (a power of two chosen so the largest integer weight is about
-`scale`) and computes, from the previous integer values v (v = k for layer 0, v = H_{l-1}
-otherwise, each worth `unit_j` real units: step_j, resp. 1/scale):
+Every layer l has a divisor D_l, a power of two chosen so that a median weight becomes about
+`scale` (`_divisor`), and computes from the previous integer values v (v = k for layer 0,
+v = H_{l-1} otherwise; one unit of v_j is worth unit_j real units: step_j, resp. 1/scale):
 
     acc_i = sum_j A_ij v_j + B_i,    A_ij = round(W_ij * unit_j * scale * D_l),
-                                     B_i  = round(b_i * scale * D_l)
+                                     B_i  = round(b'_i * scale * D_l) + D_l // 2
     G_i   = floor(acc_i / D_l)       (a linear constraint: 0 <= acc_i - D_l * G_i <= D_l - 1)
-    H_i   = max(G_i, 0) for a ReLU,  G_i for a neuron the bounds fix active,
-            0 for a neuron the bounds fix inactive, G_i for a layer without ReLU.
+    H_i   = max(G_i, 0) for a free ReLU, G_i for a neuron fixed active, 0 for one fixed
+            inactive, G_i for a layer without ReLU.
 
-So G_i / scale approximates the real pre-activation g_i at the grid input; the scale does not
-grow with depth. With bounds that hold, |G_i / scale - g_i| <= error_i where
+(b' is the exact bias with the constant inputs folded in; the D_l // 2 makes the division
+round to nearest.) So G_i / scale approximates the real pre-activation g_i at the grid point,
+and the scale does not grow with depth. A neuron is *fixed* when the bounds decide its phase
+or an earlier stage claimed it (see below). With sound bounds and true fixed phases,
+|G_i / scale - g_i| <= error_i (`ScaledLayer.error`), where
 
-    error_i = 1/scale + (sum_j max|v_j| + 1) / (2 * scale * D_l) + sum_j |W_ij| * error_{l-1,j}
+    error_i = 1/(2 scale) + (sum_j max|v_j| + 1) / (2 scale D_l) + sum_j |W_ij| error_{l-1,j}
 
-(floor division, rounding of weights and bias, propagated error; ReLU is 1-Lipschitz). The
-domain of G_i is the scaled bound interval widened by this error, so (with sound bounds) the
-model contains every grid point with exactly the values `ScaledNetwork.forward` computes.
+(division rounding; rounding of weights and bias; propagated error, ReLU being 1-Lipschitz).
+The domain of G_i is the bound interval, scaled and widened by min(error_i, DOMAIN_SLACK *
+width + 2/scale); `ScaledNetwork.forward` is the pure-integer reference of this semantics, and
+the CP-SAT model (`build_model`) has, at each grid point, exactly its values, unless one of
+them leaves its domain (then the model excludes the grid point).
 
 The search
 ----------
-For each box: one model of the network up to the deepest candidate's layer; a phase Boolean z
-per neuron the bounds leave free; for each candidate and unseen phase an indicator literal,
-p => G >= margin ("seen active") or q => G <= -margin ("seen inactive"); maximize their sum.
-Every improving solution is collected by a callback and offered to the witness table; seen
+On each box, candidates are taken in layer stages (shallowest first). Stage L builds one model
+of the network up to layer L: a phase Boolean z per free neuron (z => G >= 0, H = G; not z =>
+G <= 0, H = 0, plus the same in big-M form so that CP-SAT's LP sees it), and for every open
+candidate phase of layers <= L an indicator literal, p => G >= margin ("seen active") or
+q => G <= -margin ("seen inactive"), also linked to G in big-M form; it maximizes their sum.
+Every solution is collected by a callback and offered to the witness table; confirmed
 indicators are dropped and the model re-solved, until CP-SAT proves the optimum is 0 (the
-remaining phases are CLAIMED absent on the box) or the deadline passes (undecided). A solution
-the exact evaluation does not confirm (a scaling artefact) raises that indicator's margin, up to
-the margin at which the error bound guarantees confirmation; a phase that is only absent at a
-raised margin is never claimed (it is reported undecided, and `suspected`).
+remaining phases are CLAIMED absent on the box) or the stage's time is up (they stay open and
+are retried in the next stage). A solve that makes no progress is followed by one round of
+per-indicator feasibility problems (`stability_search`'s `proof_fallback`). Neurons claimed in
+a stage are fixed in the next stages, and the bounds are recomputed under those claims, so
+deeper claims are conditional on shallower ones (certification proves them in that order).
+
+A solution the exact evaluation does not confirm (a scaling artefact) raises that indicator's
+margin, up to the margin at which the error bound guarantees confirmation; a phase that is
+only absent at a raised margin is never claimed (it is reported undecided, and `suspected`).
 
 `per_neuron_search` solves one feasibility problem per candidate and unseen phase on the same
-model instead (the pre-2021 approach), to measure the single model's speed-up.
+stage models instead (the pre-2021 approach), to measure the single model's speed-up.
 
 Determinism: the solver gets `random_seed = config.seed` and `num_workers = config.workers`.
-CP-SAT with one worker and no time limit reached is deterministic; with several workers its
-portfolio (and any wall-clock limit, including the early stop after an improving solution) may
-make runs differ in which witnesses are found first. The final claims can then differ only
-where a time limit decided the outcome.
+CP-SAT with one worker and no time limit reached is deterministic (the tests use one worker);
+with several workers its portfolio is not, and wall-clock limits (the deadline, stage shares,
+iteration caps and the early stop after an improving solution) make any run depend on timing.
+Differences can only change which witnesses are found first and which neurons end undecided;
+claims are still only made on a proved optimum 0.
 """
 
 from __future__ import annotations
