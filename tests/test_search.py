@@ -222,3 +222,22 @@ def test_an_unconfirmed_cp_sat_solution_is_never_turned_into_a_claim() -> None:
         assert result.suspected.get(target) is Phase.INACTIVE
         assert Phase.ACTIVE not in table.seen(target)
         assert sum(report.unconfirmed for report in result.per_box) >= 1
+
+
+def test_on_a_point_domain_every_neuron_is_claimed_in_its_exact_phase() -> None:
+    network = random_network(np.random.default_rng(3), [3, 5, 5, 1])
+    point = [0.1, 0.2, 0.3]
+    domain = Domain.box(point, point)
+    bounds = [symbolic_bounds(network, domain.boxes[0])]
+    exact = network.evaluate_exact(point)
+    for search in (stability_search, per_neuron_search):
+        table = WitnessTable(network, domain)
+        hidden = network.hidden_neurons()
+        result = search(
+            network, domain, bounds, table, hidden, Config(workers=1), time.monotonic() + 10
+        )
+        assert not result.undecided
+        for neuron in hidden:
+            assert result.claims[neuron] is (
+                Phase.ACTIVE if exact.sign(neuron) > 0 else Phase.INACTIVE
+            )

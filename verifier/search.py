@@ -243,7 +243,11 @@ class ScaledNetwork:
 
     def to_real(self, grid: npt.ArrayLike) -> FloatArray:
         """The real inputs of grid offsets (shape (..., variables)): exact floats in the box."""
-        offsets = np.asarray(grid, dtype=np.int64).reshape(-1, self.variable.size)
+        offsets = np.atleast_2d(np.asarray(grid, dtype=np.int64))
+        if offsets.shape[1] != self.variable.size:
+            raise ValueError(
+                f"grid offsets of shape {offsets.shape} for {self.variable.size} inputs"
+            )
         points = np.tile(self.origin, (offsets.shape[0], 1))
         indices = self.origin_index + offsets
         # |indices| < 2**50 and steps are powers of two: the products are exact.
@@ -827,12 +831,20 @@ def stability_search(
     single search claimed 9 of 43 candidate phases in 120 s, per-neuron 27. Pass False to
     measure the pure single search.
     """
-    stage = _single_stage if proof_fallback else functools.partial(
-        _single_stage, proof_fallback=False
+    stage = (
+        _single_stage if proof_fallback else functools.partial(_single_stage, proof_fallback=False)
     )
     return _search(
-        network, domain, bounds_per_box, table, candidates, config, deadline, progress,
-        stage, "single" if proof_fallback else "single-pure",
+        network,
+        domain,
+        bounds_per_box,
+        table,
+        candidates,
+        config,
+        deadline,
+        progress,
+        stage,
+        "single" if proof_fallback else "single-pure",
     )
 
 
@@ -852,8 +864,16 @@ def per_neuron_search(
     problem gets an equal share of the stage's time left.
     """
     return _search(
-        network, domain, bounds_per_box, table, candidates, config, deadline, progress,
-        _per_neuron_stage, "per-neuron",
+        network,
+        domain,
+        bounds_per_box,
+        table,
+        candidates,
+        config,
+        deadline,
+        progress,
+        _per_neuron_stage,
+        "per-neuron",
     )
 
 
@@ -899,7 +919,15 @@ def _search(
             len(domain.boxes) - box_index
         )
         state, report = _search_box(
-            network, box_index, box, bounds, table, needed, config, box_deadline, progress,
+            network,
+            box_index,
+            box,
+            bounds,
+            table,
+            needed,
+            config,
+            box_deadline,
+            progress,
             stage_search,
         )
         states.append(state)
@@ -1046,9 +1074,7 @@ def _aggregate(
     return claims, undecided, {n: p for n, p in suspected.items() if n in undecided}
 
 
-def _box_verdict(
-    bounds: PreActivationBounds, state: _BoxState | None, indicator: Indicator
-) -> str:
+def _box_verdict(bounds: PreActivationBounds, state: _BoxState | None, indicator: Indicator) -> str:
     neuron, phase = indicator
     if not _possible(bounds, neuron, phase):
         return "absent"
@@ -1185,8 +1211,16 @@ def _single_stage(
             for indicator in sorted(open_set, key=_indicator_order):
                 own_deadline = min(deadline, time.monotonic() + cap)
                 margins[indicator] = _prove_one(
-                    model, indicator, margins[indicator], hint, table, box_index, config,
-                    own_deadline, state, SOURCE_SINGLE,
+                    model,
+                    indicator,
+                    margins[indicator],
+                    hint,
+                    table,
+                    box_index,
+                    config,
+                    own_deadline,
+                    state,
+                    SOURCE_SINGLE,
                 )
             open_set = _still_unseen(table, open_set) - state.resolved()
         cap *= 2
@@ -1209,8 +1243,16 @@ def _per_neuron_stage(
     for position, indicator in enumerate(ordered):
         share = (deadline - time.monotonic()) / (len(ordered) - position)
         _prove_one(
-            model, indicator, 1, hint, table, box_index, config, time.monotonic() + share,
-            state, SOURCE_PER_NEURON,
+            model,
+            indicator,
+            1,
+            hint,
+            table,
+            box_index,
+            config,
+            time.monotonic() + share,
+            state,
+            SOURCE_PER_NEURON,
         )
 
 
