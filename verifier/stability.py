@@ -176,29 +176,34 @@ def analyse(
     # deadline are simply not established (their neurons stay unknown).
     certify_deadline = deadline - 0.25 * config.time_limit
     proofs: list[BoxProof] = []
+
+    def offer(point: FloatArray, box_number: int) -> None:
+        bounds = domain.boxes[box_number]
+        table.offer(np.clip(point, bounds.lower, bounds.upper)[None, :], box_number, "lp")
+
+    open_claims = dict(claims)
     for box_index, box in enumerate(domain.boxes):
-
-        def offer(point: FloatArray, box_number: int, box: object = box) -> None:
-            table.offer(
-                np.clip(point, domain.boxes[box_number].lower, domain.boxes[box_number].upper)[
-                    None, :
-                ],
-                box_number,
-                "lp",
-            )
-
-        proofs.append(
-            prove_box(
-                network,
-                box,
-                box_index,
-                claims,
-                certify_deadline,
-                config.max_split_depth,
-                offer,
-                (lambda done, total: progress("certify", done, total)) if progress else None,
-            )
+        # Each box gets an equal share of what is left; a claim that failed on an earlier box
+        # cannot make its neuron stable any more, so later boxes do not attempt it.
+        remaining_boxes = len(domain.boxes) - box_index
+        box_deadline = time.monotonic() + (certify_deadline - time.monotonic()) / remaining_boxes
+        open_claims = {n: p for n, p in open_claims.items() if len(table.seen(n)) < 2}
+        proof = prove_box(
+            network,
+            box,
+            box_index,
+            open_claims,
+            box_deadline,
+            config.max_split_depth,
+            offer,
+            (lambda done, total: progress("certify", done, total)) if progress else None,
         )
+        proofs.append(proof)
+        open_claims = {
+            n: p
+            for n, p in open_claims.items()
+            if proving_lemma(proof, box_index, n, p) is not None
+        }
     since = record("certify", since, 0)
 
     lemma_checks = check_lemmas(
