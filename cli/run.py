@@ -364,6 +364,17 @@ def print_run(certificate: Mapping[str, Any], out_dir: Path, console: Console) -
         "bound on the output change from rounding the exported weights: "
         f"{escape(rounding_bound_text(certificate['compression']['rounding_bound']))}"
     )
+    empirical = certificate["compression"].get("empirical", {})
+    console.print(
+        f"exact evaluation at {empirical.get('points', 0)} domain points: "
+        f"max |original - compressed| = {escape(str(empirical.get('max_abs_difference')))}"
+    )
+    runtime = empirical.get("onnxruntime", {})
+    if "max_abs_difference" in runtime:
+        console.print(
+            f"onnxruntime on both ONNX files at {runtime['points']} domain points: "
+            f"max |difference| = {runtime['max_abs_difference']:.3g} (float arithmetic)"
+        )
     smt_files = len(list((out_dir / "smt").glob("*.smt2")))
     console.print(
         f"written to {escape(str(out_dir))}/: {', '.join(OUTPUT_FILES)}, "
