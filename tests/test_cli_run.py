@@ -351,12 +351,6 @@ def test_debug_shows_the_traceback_of_a_bad_input(tmp_path: Path) -> None:
 # Ctrl-C
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="CP-SAT (catch_sigint_signal) and Z3 (ctrl_c) take over SIGINT while they solve: "
-    "CP-SAT resets it to the default action afterwards and Z3 turns it into an 'unknown' "
-    "answer, so the interrupt may kill the run silently or be swallowed",
-)
 def test_ctrl_c_exits_130_with_one_line_and_leaves_no_files(tmp_path: Path) -> None:
     network = mlp(tmp_path / "net.onnx", [6, 12, 12, 2], seed=2)
     out = tmp_path / "out"

@@ -689,6 +689,9 @@ def _solve(
     solver.parameters.max_time_in_seconds = max(0.01, time_limit)
     solver.parameters.stop_after_first_solution = first_solution_only
     solver.parameters.hint_conflict_limit = 0
+    # Ctrl-C belongs to the command line (clean exit, no partial output), not to CP-SAT, which
+    # would otherwise reset SIGINT to its default action after solving.
+    solver.parameters.catch_sigint_signal = False
     collector = _Collector(solver, model, watched, early_stop)
     start = time.monotonic()
     try:
