@@ -2,16 +2,22 @@
 
 Pipeline, one module per stage (read them in this order):
 
-    onnx_import  -> ir            ONNX file to the network IR (affine layers + ReLU)
+    onnx_import -> ir             ONNX file to the network IR (affine layers + ReLU), exactly
     domain                        input domain: a union of boxes (CLI, VNN-LIB, bounds file)
-    bounds                        sound-in-spirit float pre-activation bounds (hints)
+    bounds                        interval and symbolic float bounds (hints, never proofs)
     witnesses                     inputs showing neurons active/inactive, checked exactly
     search                        the single CP-SAT stability search (the only CP-SAT import)
-    relaxation, lp, certify, smt  exact Farkas proofs of stability, checked by Z3
-    compress                      remove / fold certified stable neurons, exactly
+    relaxation, lp, certify       LP relaxation rows, GLOP, exact Farkas certificates, splits
+    smt                           obligations run by Z3 (the only z3 import) or cvc5
+    stability                     the stages above wired into one status per neuron
+    compress                      remove / fold / merge certified stable neurons, exactly
     equivalence                   proof that compressed == original on the domain
-    certificate, check, report    the JSON certificate, its checker and the HTML report
-    pipeline                      wires the stages together for the CLI
+    certificate, check, report    the JSON certificate, its independent checker, the HTML report
+    pipeline                      the main job: every stage, atomic output directory
+
+Shared: `exact` (rational arrays), `status` (Neuron, Phase, Status), `config` (the frozen run
+configuration), `errors` (one hierarchy), `files` (atomic writes), `summary` (for `inspect`),
+`training` (optional, torch).
 """
 
 __version__ = "0.1.0"
