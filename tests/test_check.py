@@ -318,6 +318,15 @@ def test_a_witness_moved_outside_the_box_is_rejected(certified: tuple[Path, Docu
     _assert_rejected(_tampered(certified, "outside", change), "witness 0", "outside box 0")
 
 
+def test_a_witness_naming_a_box_that_does_not_exist_is_rejected(
+    certified: tuple[Path, Document],
+) -> None:
+    def change(document: Document) -> None:
+        document["witnesses"][0]["box"] = -1
+
+    _assert_rejected(_tampered(certified, "no-box", change), "witness 0", "box -1 does not exist")
+
+
 def test_a_witness_moved_to_a_point_of_the_opposite_phase_is_rejected(
     certified: tuple[Path, Document],
 ) -> None:

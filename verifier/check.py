@@ -208,7 +208,11 @@ def _check_neurons(
                 witness = witnesses[index]
                 item = f"witness {index}"
                 point = point_from_json(witness["point"], item)
-                box = domain.boxes[int(witness["box"])]
+                box_index = int(witness["box"])
+                _require(
+                    0 <= box_index < len(domain.boxes), f"{item}: box {box_index} does not exist"
+                )
+                box = domain.boxes[box_index]
                 _require(
                     len(point) == box.size,
                     f"{item}: has {len(point)} coordinates, expected {box.size}",
