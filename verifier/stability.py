@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from fractions import Fraction
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -269,15 +270,14 @@ def coverage_obligation(lemma: BoundLemma) -> Obligation:
 def facts_from_context(
     lemmas: Mapping[str, BoundLemma], context: list[str]
 ) -> dict[Neuron, NeuronFact]:
-    uppers: dict[Neuron, object] = {}
-    lowers: dict[Neuron, object] = {}
+    """The proved bounds of every neuron that has both an upper and a lower lemma in `context`."""
+    uppers: dict[Neuron, Fraction] = {}
+    lowers: dict[Neuron, Fraction] = {}
     for identifier in context:
         lemma = lemmas[identifier]
         (uppers if lemma.sign == UPPER else lowers)[lemma.neuron] = lemma.value
     return {
-        neuron: NeuronFact(lowers[neuron], uppers[neuron])  # type: ignore[arg-type]
-        for neuron in uppers
-        if neuron in lowers
+        neuron: NeuronFact(lowers[neuron], uppers[neuron]) for neuron in uppers if neuron in lowers
     }
 
 
