@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from fractions import Fraction
 from collections.abc import Callable, Mapping
+from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
