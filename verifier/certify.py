@@ -204,13 +204,25 @@ def maximum_over_bounds(
     upper: Sequence[Fraction],
 ) -> Fraction:
     """Exact max of an affine function over a box of variable bounds."""
-    total = constant
+    return constant + _maximum_of_linear_part(coefficients, lower, upper)
+
+
+def _maximum_of_linear_part(
+    coefficients: Sequence[Fraction | int],
+    lower: Sequence[Fraction | int],
+    upper: Sequence[Fraction | int],
+) -> Fraction:
+    """max of sum c_j z_j over lower <= z <= upper (exact for ints and Fractions alike).
+
+    The sum starts as the int 0 so that all-integer input stays in fast integer arithmetic.
+    """
+    total: Fraction | int = 0
     for c, low, high in zip(coefficients, lower, upper, strict=True):
         if c > 0:
             total += c * high
         elif c < 0:
             total += c * low
-    return total
+    return Fraction(total)
 
 
 def leaf_bound(
@@ -221,13 +233,8 @@ def leaf_bound(
         relaxation, target, sign, multipliers
     ).scaled()
     lower, upper, bounds_denominator = relaxation.scaled_variable_bounds()
-    total = 0
-    for c, low, high in zip(numerators, lower, upper, strict=True):
-        if c > 0:
-            total += c * high
-        elif c < 0:
-            total += c * low
-    return constant + Fraction(total, denominator * bounds_denominator)
+    scaled_maximum = _maximum_of_linear_part(numerators, lower, upper)
+    return constant + scaled_maximum / (denominator * bounds_denominator)
 
 
 def round_outward(value: Fraction, sign: int) -> Fraction:
@@ -538,19 +545,20 @@ class _BranchProgram:
         self.relaxation = relaxation
         self.keys, self.lp = program
         self.rows = {key: position for position, key in enumerate(self.keys)}
-        self.touched: dict[Neuron, tuple[int, int, int]] = {}
+        self.touched: set[Neuron] = set()
+        """Neurons whose bounds an earlier branch changed (reset to the unsplit values)."""
 
     def apply(self, branch: Relaxation) -> tuple[list[str], LinearProgram]:
         layout = branch.variables
         lower, upper = branch.variable_bounds()
-        for neuron in set(self.touched) | set(branch.assumptions):
+        for neuron in self.touched | set(branch.assumptions):
             g, a = layout.g(*neuron), layout.a(*neuron)
             for index in (g, a):
                 self.lp.set_variable_bounds(index, float(lower[index]), float(upper[index]))
             above = self.rows[f"above:{neuron.layer}:{neuron.index}"]
             equality = branch.assumptions.get(neuron) is Phase.ACTIVE
             self.lp.set_row_bounds(above, 0.0, 0.0 if equality else self.lp.infinity)
-            self.touched[neuron] = (g, a, above)
+            self.touched.add(neuron)
         return self.keys, self.lp
 
 

@@ -182,9 +182,8 @@ def run(
         record = compression_record(compression, rounding)
         record["equivalence"] = equivalence_record(equivalence)
         record["empirical"] = empirical
-        status_totals = {
-            s.value: sum(1 for v in analysis.statuses.values() if v is s) for s in Status
-        }
+        status_totals = neurons_by_status(analysis.statuses)
+        versions = tool_versions()
         summary: JsonDict = {
             "per_layer": per_layer,
             "totals": {
@@ -203,8 +202,8 @@ def run(
         certificate: JsonDict = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "tool_version": tool_versions()["verify-compress"],
-            "solvers": tool_versions(),
+            "tool_version": versions["verify-compress"],
+            "solvers": versions,
             "network": {
                 "path": _relative(Path(network_path), out_dir),
                 "sha256": sha256_of(network_path),
@@ -266,4 +265,5 @@ def _replace_directory(staging: Path, target: Path) -> None:
 
 
 def neurons_by_status(statuses: dict[Neuron, Status]) -> dict[str, int]:
+    """How many neurons have each status, keyed by the status's certificate name."""
     return {s.value: sum(1 for v in statuses.values() if v is s) for s in Status}
