@@ -141,6 +141,14 @@ def run(
     ] = Method.single,
     workers: Annotated[int, typer.Option("--workers", help="Worker threads/processes.")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice.")] = 0,
+    max_subboxes: Annotated[
+        int,
+        typer.Option(
+            "--max-subboxes",
+            help="Most sub-boxes a domain box is bisected into when a claim needs a smaller "
+            "box (inputs of at most 16 dimensions, as time allows); 1 disables input splitting.",
+        ),
+    ] = 256,
     export_dtype: Annotated[
         ExportDtype | None,
         typer.Option(
@@ -167,7 +175,7 @@ def run(
         ) as interrupts,
         user_errors(debug),
     ):
-        config = make_config(time_limit, samples, method, workers, seed, export_dtype)
+        config = make_config(time_limit, samples, method, workers, seed, export_dtype, max_subboxes)
         # Imported here: onnx and the solvers load slowly and are not needed for --help.
         from verifier.onnx_import import load_network
         from verifier.pipeline import run as run_pipeline
@@ -207,6 +215,7 @@ def make_config(
     workers: int,
     seed: int,
     export_dtype: ExportDtype | None,
+    max_subboxes: int = 256,
 ) -> Config:
     """The run's `Config`; out-of-range numbers are user errors naming the option."""
     if not (math.isfinite(time_limit) and time_limit > 0):
@@ -217,7 +226,10 @@ def make_config(
         raise VerifyCompressError(f"--samples must be 0 or more, got {samples}")
     if workers < 1:
         raise VerifyCompressError(f"--workers must be 1 or more, got {workers}")
+    if max_subboxes < 1:
+        raise VerifyCompressError(f"--max-subboxes must be 1 or more, got {max_subboxes}")
     return Config(
+        max_subboxes=max_subboxes,
         time_limit=time_limit,
         samples=samples,
         method="per-neuron" if method is Method.per_neuron else "single",

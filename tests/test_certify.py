@@ -194,7 +194,7 @@ def test_a_claim_the_oracle_refutes_never_gets_a_lemma_that_proves_it(seed: int)
 
     domain = Domain((box,))
     table = WitnessTable(network, domain)  # no witnesses: only proofs can decide
-    checks = check_lemmas(network, domain, [proof], claims, table, 30.0, None)
+    checks = check_lemmas(network, domain, [proof], claims, table)
     statuses = decide_statuses(network.hidden_neurons(), table, [proof], checks, claims)
     for neuron, status in statuses.items():
         if neuron in false:

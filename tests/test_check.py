@@ -83,7 +83,22 @@ def certified(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Document]
         root / "net.onnx",
         Domain.box(np.zeros(3), np.ones(3)),
         root / "out",
-        Config(time_limit=20, samples=200),
+        Config(time_limit=20, samples=200, max_subboxes=1),
+    )
+    path = result.out_dir / "certificate.json"
+    return path, json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def split_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Document]:
+    """The same network certified with input splitting (proofs on bisected sub-boxes)."""
+    root = tmp_path_factory.mktemp("check-split")
+    save_onnx(_network(), root / "net.onnx", "float32")
+    result = run(
+        root / "net.onnx",
+        Domain.box(np.zeros(3), np.ones(3)),
+        root / "out",
+        Config(time_limit=20, samples=200, max_split_depth=0),
     )
     path = result.out_dir / "certificate.json"
     return path, json.loads(path.read_text())
@@ -445,6 +460,88 @@ def test_a_changed_compressed_sha256_is_rejected(certified: tuple[Path, Document
         document["compressed"]["sha256"] = "f" * 64
 
     _assert_rejected(_tampered(certified, "compressed", change), "compressed", "sha256")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sub-boxes: proofs on a bisected domain box
+
+
+def _first_cut(document: Document) -> Document:
+    tree: Document = document["subdomains"]["trees"][0]
+    assert isinstance(tree, dict), "the domain box was not split"
+    return tree
+
+
+def test_a_certificate_with_sub_boxes_is_valid_and_its_stable_neurons_rest_on_each(
+    split_inputs: tuple[Path, Document],
+) -> None:
+    path, document = split_inputs
+    report = check_certificate(path, workers=1)
+    assert report.valid, report.first_failure
+    subboxes = report.counts["subboxes"]
+    assert subboxes >= 2
+    stable = [e for e in document["neurons"] if e["status"].startswith("stably")]
+    assert stable and all(len(e["evidence"]["lemmas"]) == subboxes for e in stable)
+    assert [c["result"] for c in document["subdomains"]["cover"]] == ["proved"]
+
+
+def test_a_moved_cut_is_rejected(split_inputs: tuple[Path, Document]) -> None:
+    def move(document: Document) -> None:
+        cut = _first_cut(document)
+        cut["at"] = str(float(cut["at"]) * 0.75)
+
+    # Lemma bounds may happen to hold on the moved halves too; the recorded cover obligation
+    # names the original halves, and that mismatch is always caught.
+    _assert_rejected(_tampered(split_inputs, "moved-cut", move), "cover")
+
+
+def test_a_cut_outside_its_interval_is_rejected(split_inputs: tuple[Path, Document]) -> None:
+    def outside(document: Document) -> None:
+        _first_cut(document)["at"] = "1.5"
+
+    _assert_rejected(_tampered(split_inputs, "cut-outside", outside), "subdomains", "1.5")
+
+
+def test_a_sub_box_dropped_from_the_tree_is_rejected(split_inputs: tuple[Path, Document]) -> None:
+    def drop(document: Document) -> None:
+        cut = _first_cut(document)
+        document["subdomains"]["trees"][0] = cut["below"]
+
+    # The kept half now stands for the whole box: its lemmas no longer hold there, and the
+    # other half's lemmas name a sub-box that does not exist.
+    report = _tampered(split_inputs, "dropped-half", drop)
+    assert not report.valid and report.first_failure is not None
+    assert "lemma b" in report.first_failure
+
+
+def test_a_sub_box_listed_twice_is_rejected(split_inputs: tuple[Path, Document]) -> None:
+    def twice(document: Document) -> None:
+        cut = _first_cut(document)
+        cut["above"] = cut["below"]
+
+    _assert_rejected(_tampered(split_inputs, "twice", twice), "subdomains")
+
+
+def test_a_split_box_without_its_cover_obligation_is_rejected(
+    split_inputs: tuple[Path, Document],
+) -> None:
+    def uncovered(document: Document) -> None:
+        document["subdomains"]["cover"] = []
+
+    _assert_rejected(_tampered(split_inputs, "no-cover", uncovered), "cover record")
+
+
+def test_a_stable_neuron_missing_its_lemma_on_one_sub_box_is_rejected(
+    split_inputs: tuple[Path, Document],
+) -> None:
+    _, document = split_inputs
+    entry = next(e for e in document["neurons"] if e["status"].startswith("stably"))
+    last = entry["evidence"]["lemmas"][-1]
+
+    def remove(document: Document) -> None:
+        del document["lemmas"][last]
+
+    _assert_rejected(_tampered(split_inputs, "missing-subbox-lemma", remove), last)
 
 
 def test_a_file_that_is_not_a_certificate_is_a_certificate_error(tmp_path: Path) -> None:

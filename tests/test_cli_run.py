@@ -181,6 +181,21 @@ def test_a_box_domain_from_the_command_line_is_used(tiny: Path, tmp_path: Path) 
     assert domain["boxes"] == [{"lower": ["-1", "0", "0", "0"], "upper": ["0.5"] * 4}]
 
 
+def test_max_subboxes_one_keeps_every_domain_box_whole(tiny: Path, tmp_path: Path) -> None:
+    result = run_cli(str(tiny), "--max-subboxes", "1", "--out", str(tmp_path / "out"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    certificate = json.loads((tmp_path / "out" / "certificate.json").read_text())
+    assert certificate["config"]["max_subboxes"] == 1
+    assert certificate["subdomains"] == {"trees": [0], "cover": []}
+
+
+def test_max_subboxes_below_one_is_refused_naming_the_option(tiny: Path, tmp_path: Path) -> None:
+    result = run_cli(str(tiny), "--max-subboxes", "0", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "--max-subboxes must be 1 or more, got 0" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # check
 

@@ -35,6 +35,7 @@ from verifier.stability import (
     lemma_obligations,
 )
 from verifier.status import Neuron, Phase, Status
+from verifier.subdomains import Subdomains
 from verifier.witnesses import WitnessTable
 
 CONFIG = Config(time_limit=20, samples=200, gradient_steps=10)
@@ -94,7 +95,7 @@ def _assert_evidence_is_in_place(network: Network, analysis: StabilityAnalysis) 
 @given(st.integers(0, 2**32 - 1))
 def test_every_status_of_a_random_net_agrees_with_the_pattern_oracle(seed: int) -> None:
     network, domain = _case(seed)
-    analysis = analyse(network, domain, CONFIG, CONFIG.rng(), smt_timeout=20.0)
+    analysis = analyse(network, domain, CONFIG, CONFIG.rng())
     verdict = stability_oracle(network, domain.boxes[0])
     _assert_agrees_with_oracle(analysis, [verdict])
     _assert_evidence_is_in_place(network, analysis)
@@ -108,14 +109,15 @@ def test_on_two_boxes_a_neuron_is_stable_only_if_stable_on_both(seed: int) -> No
     network, first = _case(seed)
     second = Box(first.boxes[0].lower + 0.5, first.boxes[0].upper + 0.5)
     domain = Domain((first.boxes[0], second))
-    analysis = analyse(network, domain, CONFIG, CONFIG.rng(), smt_timeout=20.0)
+    analysis = analyse(network, domain, CONFIG, CONFIG.rng())
     verdicts = [stability_oracle(network, box) for box in domain.boxes]
     _assert_agrees_with_oracle(analysis, verdicts)
     _assert_evidence_is_in_place(network, analysis)
 
 
-def test_a_claim_that_needs_a_case_split_is_certified_with_its_coverage() -> None:
-    # g(1,0) = -relu(x) + relu(-x) + relu(x + 2) - 2.25 = -0.25 on [-1, 1].
+def _needs_a_split() -> Network:
+    # g(1,0) = -relu(x) + relu(-x) + relu(x + 2) - 2.25 = -0.25 on [-1, 1]; the triangle
+    # relaxation of the two unstable first-layer neurons cannot show it on the whole box.
     layers = (
         AffineLayer(
             np.array([[1.0], [-1.0], [1.0]], dtype=np.float32),
@@ -129,9 +131,14 @@ def test_a_claim_that_needs_a_case_split_is_certified_with_its_coverage() -> Non
         ),
         AffineLayer(np.ones((1, 1), dtype=np.float32), np.zeros(1, dtype=np.float32), relu=False),
     )
-    network = Network(layers)
+    return Network(layers)
+
+
+def test_a_claim_that_needs_a_case_split_is_certified_with_its_coverage() -> None:
+    network = _needs_a_split()
     domain = Domain.box([-1.0], [1.0])
-    analysis = analyse(network, domain, CONFIG, CONFIG.rng())
+    config = dataclasses.replace(CONFIG, max_subboxes=1)
+    analysis = analyse(network, domain, config, config.rng())
     target = Neuron(1, 0)
     assert analysis.statuses[target] is Status.STABLY_INACTIVE
     assert analysis.statuses[Neuron(0, 2)] is Status.STABLY_ACTIVE
@@ -143,6 +150,40 @@ def test_a_claim_that_needs_a_case_split_is_certified_with_its_coverage() -> Non
     assert [o.id for o in obligations][-1] == f"{identifier}.cover"
     assert len(obligations) == len(lemma.leaves) + 1
     _assert_agrees_with_oracle(analysis, [stability_oracle(network, domain.boxes[0])])
+
+
+def test_a_claim_no_relaxation_of_the_whole_box_proves_is_certified_on_its_halves() -> None:
+    network = _needs_a_split()
+    domain = Domain.box([-1.0], [1.0])
+    analysis = analyse(network, domain, CONFIG, CONFIG.rng())
+    target = Neuron(1, 0)
+    assert analysis.statuses[target] is Status.STABLY_INACTIVE
+    halves = analysis.subdomains.boxes
+    assert len(halves) >= 2 and len(analysis.proofs) == len(halves)
+    assert sorted((float(b.lower[0]), float(b.upper[0])) for b in halves)[0][0] == -1.0
+    assert analysis.subdomains.parents == (0,) * len(halves)
+    for box in range(len(halves)):
+        lemma = analysis.proofs[box].lemmas[lemma_id(box, target, UPPER)]
+        assert lemma.value <= 0 and all(leaf.assumptions == () for leaf in lemma.leaves)
+    assert analysis.cover_checks[0].proved
+    _assert_evidence_is_in_place(network, analysis)
+
+
+def test_input_splitting_is_not_tried_on_wide_inputs() -> None:
+    network = _needs_a_split()
+    wide = Network(
+        (
+            AffineLayer(
+                np.repeat(network.layers[0].float_weights.astype(np.float32) / 20, 20, axis=1),
+                network.layers[0].float_bias.astype(np.float32),
+                relu=True,
+            ),
+            *network.layers[1:],
+        )
+    )
+    domain = Domain.box(np.full(20, -1.0), np.full(20, 1.0))
+    analysis = analyse(wide, domain, CONFIG, CONFIG.rng())
+    assert len(analysis.subdomains.boxes) == 1 and analysis.cover_checks == {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +201,7 @@ def test_claims_deliberately_made_false_are_never_reported_stable(seed: int) -> 
         return next(iter(stable)).opposite if len(stable) == 1 else Phase.INACTIVE
 
     with mock.patch.object(stability, "_claimed_phase", wrong_phase):
-        analysis = analyse(network, domain, CONFIG, CONFIG.rng(), smt_timeout=20.0)
+        analysis = analyse(network, domain, CONFIG, CONFIG.rng())
     for neuron, status in analysis.statuses.items():
         if status.is_stable:
             # Only a neuron that is stable in both phases (g == 0 on the box) could be.
@@ -179,7 +220,7 @@ def test_with_a_tiny_time_limit_every_stable_status_is_confirmed_by_the_oracle()
         network, domain = _case(seed)
         for limit in (0.001, 0.01, 0.05):
             config = Config(time_limit=limit, samples=200)
-            analysis = analyse(network, domain, config, config.rng(), smt_timeout=20.0)
+            analysis = analyse(network, domain, config, config.rng())
             _assert_agrees_with_oracle(analysis, [stability_oracle(network, domain.boxes[0])])
             _assert_evidence_is_in_place(network, analysis)
 
@@ -226,7 +267,7 @@ def proved() -> Proved:
     claims = {Neuron(1, 0): Phase.INACTIVE, Neuron(0, 2): Phase.ACTIVE}
     proof = prove_box(network, domain.boxes[0], 0, claims, time.monotonic() + 60)
     table = WitnessTable(network, domain)
-    checks = check_lemmas(network, domain, [proof], claims, table, 30.0, None)
+    checks = check_lemmas(network, domain, [proof], claims, table)
     return network, domain, proof, claims, checks
 
 
@@ -286,7 +327,8 @@ def test_a_split_lemma_whose_leaves_do_not_cover_is_not_established(proved: Prov
     # Z3 agrees: the coverage obligation of the partial split is refuted, the full one proved.
     assert check(coverage_obligation(lemma)).verdict is SmtVerdict.PROVED
     assert check(coverage_obligation(partial)).verdict is SmtVerdict.REFUTED
-    assert [o.id for o in lemma_obligations(network, domain, proof, lemma)][-1] == f"{target}.cover"
+    obligations = lemma_obligations(network, domain.boxes[0], proof, lemma)
+    assert obligations[-1].id == f"{target}.cover"
 
 
 def test_a_wrong_phase_claim_on_a_proved_neuron_is_not_stable(proved: Proved) -> None:
@@ -324,7 +366,14 @@ def test_stability_lemmas_name_one_lemma_per_box_of_the_right_sense(proved: Prov
         network.hidden_neurons(), WitnessTable(network, domain), [proof], checks, claims
     )
     analysis = StabilityAnalysis(
-        statuses, WitnessTable(network, domain), [proof], checks, [], claims
+        statuses,
+        WitnessTable(network, domain),
+        [proof],
+        checks,
+        [],
+        claims,
+        Subdomains.whole(domain),
+        {},
     )
     assert analysis.stability_lemmas(Neuron(1, 0)) == ["b0.L1.n0.upper"]
     assert analysis.stability_lemmas(Neuron(0, 2)) == ["b0.L0.n2.lower"]

@@ -420,8 +420,25 @@ class BoxProof:
 WitnessHook = Callable[[np.ndarray, int], None]
 
 
+MULTIPLIER_BITS = 24
+
+
+def short_rational(value: float, bits: int = MULTIPLIER_BITS) -> Fraction:
+    """`value` rounded to `bits` significant bits, as an exact dyadic rational.
+
+    Any multipliers give a valid bound (it is recomputed exactly from them), so rounding only
+    costs a relative 2**-bits of tightness; in exchange every product in an obligation has
+    short numbers, which is most of what Z3 spends its time on.
+    """
+    mantissa, exponent = math.frexp(value)
+    return Fraction(round(mantissa * 2**bits)) * Fraction(2) ** (exponent - bits)
+
+
 def _multipliers_from_duals(
-    keys: Sequence[str], duals: np.ndarray, assumptions: Mapping[Neuron, Phase]
+    keys: Sequence[str],
+    duals: np.ndarray,
+    assumptions: Mapping[Neuron, Phase],
+    bits: int = MULTIPLIER_BITS,
 ) -> dict[str, Fraction]:
     """Exact multipliers from GLOP's duals (y = -dual), inequality multipliers clipped at 0.
 
@@ -438,7 +455,7 @@ def _multipliers_from_duals(
         if key.startswith(("above", "triangle")):
             value = max(value, 0.0)
         if value != 0.0:
-            multipliers[key] = Fraction(value)
+            multipliers[key] = short_rational(value, bits)
     return multipliers
 
 
@@ -466,6 +483,12 @@ def _solve_leaf(
         return _LeafAttempt(None, None, None, {})
     multipliers = _multipliers_from_duals(keys, solution.row_duals, relaxation.assumptions)
     bound = leaf_bound(relaxation, target, sign, multipliers)
+    if 0 < bound < 1e-6:
+        # Short multipliers may cost a sign claim its last bit of margin: use them all.
+        precise = _multipliers_from_duals(keys, solution.row_duals, relaxation.assumptions, 53)
+        precise_bound = leaf_bound(relaxation, target, sign, precise)
+        if precise_bound < bound:
+            multipliers, bound = precise, precise_bound
     leaf = Leaf(tuple(sorted(relaxation.assumptions.items())), multipliers, bound)
     return _LeafAttempt(leaf, bound, solution.primal, multipliers)
 
@@ -505,7 +528,7 @@ def _empty_branch_leaf(
     combined: dict[str, float] = {}
     for (key, direction), dual in zip(origins, solution.row_duals.tolist(), strict=True):
         combined[key] = combined.get(key, 0.0) + direction * max(-float(dual), 0.0)
-    base = {key: Fraction(value) for key, value in combined.items() if value != 0.0}
+    base = {key: short_rational(value) for key, value in combined.items() if value != 0.0}
     assumptions = tuple(sorted(relaxation.assumptions.items()))
     for exponent in range(0, 64, 4):
         scale = Fraction(2**exponent)

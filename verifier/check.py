@@ -10,7 +10,10 @@ Everything else is re-derived or re-checked:
   recomputed in exact arithmetic, case splits must cover every phase combination, every
   context must consist of exactly the earlier-layer lemmas of its box, and every obligation is
   regenerated and run by a fresh Z3 (its text must also match the recorded SHA-256);
-- every stable status must rest on verified lemmas on every box;
+- the sub-boxes lemmas are about are rebuilt from the domain and the recorded bisection trees
+  (every cut strictly inside its interval, every sub-box once), and a fresh solver confirms
+  that each split domain box is covered by its sub-boxes;
+- every stable status must rest on verified lemmas on every sub-box;
 - the compressed network is recomputed from the statuses and the stored compressed ONNX must
   equal its rounding bit for bit; the equivalence obligations are re-run.
 """
@@ -57,6 +60,7 @@ from verifier.relaxation import NeuronFact, Relaxation
 from verifier.smt import SOLVERS, SmtVerdict, check_many
 from verifier.stability import coverage_obligation
 from verifier.status import Neuron, Phase, Status
+from verifier.subdomains import Subdomains, cover_obligation
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -138,17 +142,20 @@ def _check(
     _require(domain.size == network.input_size, "domain: dimension does not match the network")
 
     statuses = _check_neurons(document, network, domain, counts)
+    subdomains = _check_subdomains(document, domain, counts, solver)
     lemmas = {
         identifier: lemma_from_json(identifier, data)
         for identifier, data in document["lemmas"].items()
     }
-    verified = _check_lemmas(document, network, domain, lemmas, counts, progress, workers, solver)
+    verified = _check_lemmas(
+        document, network, subdomains.proof_domain, lemmas, counts, progress, workers, solver
+    )
     for neuron, status in statuses.items():
         if not status.is_stable:
             continue
         phase = Phase.ACTIVE if status is Status.STABLY_ACTIVE else Phase.INACTIVE
         sign = LOWER if phase is Phase.ACTIVE else UPPER
-        for box in range(len(domain.boxes)):
+        for box in range(len(subdomains.boxes)):
             identifier = lemma_id(box, neuron, sign)
             _require(
                 identifier in verified,
@@ -170,7 +177,38 @@ def _check(
                 f"summary.per_layer layer {derived['layer']}: {key} does not match the neurons",
             )
 
-    _check_compression(document, base, network, domain, statuses, counts, progress, solver)
+    _check_compression(
+        document, base, network, domain, subdomains, statuses, counts, progress, solver
+    )
+
+
+def _check_subdomains(
+    document: dict[str, Any], domain: Domain, counts: dict[str, int], solver: str
+) -> Subdomains:
+    """Rebuild the sub-boxes from the domain and the split trees (which validates the trees),
+    and have the solver confirm that each split domain box is covered by its sub-boxes."""
+    recorded = document["subdomains"]
+    subdomains = Subdomains.from_json(domain, recorded["trees"])
+    covers = {int(entry["box"]): entry for entry in recorded["cover"]}
+    obligations = []
+    for parent in range(len(domain.boxes)):
+        if len(subdomains.leaves_of(parent)) == 1:
+            continue
+        obligation = cover_obligation(subdomains, parent)
+        _require(parent in covers, f"subdomains: box {parent} is split but has no cover record")
+        _require(
+            covers[parent]["sha256"] == obligation.sha256,
+            f"subdomains: recorded obligation {obligation.id} differs from the re-derived one",
+        )
+        obligations.append(obligation)
+    results = check_many(obligations, 60.0, 1, solver)
+    for obligation, result in zip(obligations, results, strict=True):
+        _require(
+            result.verdict is SmtVerdict.PROVED,
+            f"obligation {obligation.id}: {solver} says {result.verdict.value} ({result.detail})",
+        )
+    counts["subboxes"] = len(subdomains.boxes)
+    return subdomains
 
 
 def _check_neurons(
@@ -348,6 +386,7 @@ def _check_compression(
     base: Path,
     network: Network,
     domain: Domain,
+    subdomains: Subdomains,
     statuses: dict[Neuron, Status],
     counts: dict[str, int],
     progress: ProgressCallback | None,
@@ -387,7 +426,7 @@ def _check_compression(
     lemma_ids = {
         n: [
             lemma_id(b, n, LOWER if s is Status.STABLY_ACTIVE else UPPER)
-            for b in range(len(domain.boxes))
+            for b in range(len(subdomains.boxes))
         ]
         for n, s in statuses.items()
         if s.is_stable

@@ -27,6 +27,10 @@ class Config:
     lp_tightening: bool = True
     max_split_depth: int = 6
     """Deepest phase case split tried when one relaxation does not prove a claim."""
+    max_subboxes: int = 256
+    """Most sub-boxes one domain box is bisected into for certification (1: no input
+    splitting). Splitting is tried only on inputs of at most 16 dimensions, and only while the
+    time limit allows it."""
     export_dtype: Literal["float32", "float64"] | None = None
     """dtype of the compressed ONNX; None keeps the original network's dtype."""
 

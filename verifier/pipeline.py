@@ -107,6 +107,24 @@ def _lemmas_json(analysis: StabilityAnalysis) -> tuple[JsonDict, JsonDict, list[
     return lemmas, contexts, obligations
 
 
+def _subdomains_json(analysis: StabilityAnalysis) -> tuple[JsonDict, list[Obligation]]:
+    """The split trees (lemma box k is sub-box k) and Z3's check that they cover the domain."""
+    records = []
+    obligations = []
+    for parent, check in sorted(analysis.cover_checks.items()):
+        for obligation, result in zip(check.obligations, check.results, strict=True):
+            records.append(
+                {
+                    "box": parent,
+                    "file": f"smt/{obligation.filename}",
+                    "sha256": obligation.sha256,
+                    "result": result.verdict.value,
+                }
+            )
+            obligations.append(obligation)
+    return {"trees": analysis.subdomains.to_json(), "cover": records}, obligations
+
+
 def _relative(path: Path, start: Path) -> str:
     try:
         return os.path.relpath(path.resolve(), start.resolve())
@@ -169,7 +187,8 @@ def run(
         witnesses = analysis.table.witnesses()
         witness_ids = {id(w): k for k, w in enumerate(witnesses)}
         lemmas, contexts, obligations = _lemmas_json(analysis)
-        obligations = obligations + list(equivalence.obligations)
+        subdomains, cover_obligations = _subdomains_json(analysis)
+        obligations = obligations + cover_obligations + list(equivalence.obligations)
         smt_dir = staging / "smt"
         smt_dir.mkdir()
         for obligation in obligations:
@@ -215,6 +234,7 @@ def run(
                 "dtype": dtype,
             },
             "domain": domain.to_json(),
+            "subdomains": subdomains,
             "semantics": SEMANTICS,
             "config": {k: v for k, v in dataclasses.asdict(config).items()},
             "neurons": _neuron_entries(analysis, witness_ids),

@@ -14,9 +14,10 @@ Float bounds and CP-SAT answers only choose which claims to attempt; they decide
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -36,16 +37,31 @@ from verifier.certify import (
     prove_box,
 )
 from verifier.config import Config
-from verifier.domain import Domain
+from verifier.domain import Box, Domain
 from verifier.errors import VerifyCompressError
 from verifier.ir import Network
 from verifier.relaxation import NeuronFact, Relaxation
 from verifier.smt import Obligation, SmtResult, SmtVerdict, check_many
 from verifier.status import Neuron, Phase, Status
+from verifier.subdomains import (
+    SPLITTABLE_INPUT_SIZE,
+    Bisection,
+    SplitTree,
+    Subdomains,
+    bisect,
+    cover_obligation,
+    split_dimension,
+)
 from verifier.witnesses import WitnessTable, find_witnesses
 
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[str, int, int], None]
+
+SMT_TIMEOUT = 60.0
+SPLIT_SLACK = 1.5
+"""A box is bisected only if its halves' estimated cost, times this, fits in the time left:
+a half that runs out of time proves nothing, which is worse than not splitting."""
+"""Seconds Z3 may take on one obligation (they take milliseconds when the certificate is valid)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +90,10 @@ class StabilityAnalysis:
     lemma_checks: dict[str, LemmaCheck]
     stages: list[StageRecord]
     claims: dict[Neuron, Phase]
+    subdomains: Subdomains
+    """The sub-boxes the proofs are made on: proofs[k] is about subdomains.boxes[k]."""
+    cover_checks: dict[int, LemmaCheck]
+    """Z3's check that the sub-boxes of each split domain box cover it."""
 
     def stability_lemmas(self, neuron: Neuron) -> list[str]:
         """The per-box lemma ids that make a stable neuron stable (empty otherwise)."""
@@ -118,7 +138,6 @@ def analyse(
     rng: np.random.Generator,
     data: FloatArray | None = None,
     progress: Progress | None = None,
-    smt_timeout: float = 60.0,
 ) -> StabilityAnalysis:
     """Run bounds, witnesses, the search and certification within `config.time_limit`."""
     started = time.monotonic()
@@ -173,46 +192,199 @@ def analyse(
         if phase is not None:
             claims[neuron] = phase
 
-    # Z3 checks come last and get the final quarter of the budget; lemmas left unchecked at the
-    # deadline are simply not established (their neurons stay unknown).
-    certify_deadline = deadline - 0.25 * config.time_limit
-    proofs: list[BoxProof] = []
-
-    def offer(point: FloatArray, box_number: int) -> None:
-        bounds = domain.boxes[box_number]
-        table.offer(np.clip(point, bounds.lower, bounds.upper)[None, :], box_number, "lp")
-
-    open_claims = dict(claims)
-    for box_index, box in enumerate(domain.boxes):
-        # Each box gets an equal share of what is left; a claim that failed on an earlier box
-        # cannot make its neuron stable any more, so later boxes do not attempt it.
-        remaining_boxes = len(domain.boxes) - box_index
-        box_deadline = time.monotonic() + (certify_deadline - time.monotonic()) / remaining_boxes
-        open_claims = {n: p for n, p in open_claims.items() if len(table.seen(n)) < 2}
-        proof = prove_box(
-            network,
-            box,
-            box_index,
-            open_claims,
-            box_deadline,
-            config.max_split_depth,
-            offer,
-            (lambda done, total: progress("certify", done, total)) if progress else None,
-        )
-        proofs.append(proof)
-        open_claims = {
-            n: p
-            for n, p in open_claims.items()
-            if proving_lemma(proof, box_index, n, p) is not None
-        }
-    since = record("certify", since, 0)
-
-    lemma_checks = check_lemmas(
-        network, domain, proofs, claims, table, smt_timeout, progress, config.workers, deadline
+    certification = _certify(network, domain, claims, table, config, rng, deadline, progress)
+    stages.append(StageRecord("certify", certification.prove_seconds, 0))
+    statuses = decide_statuses(
+        hidden, table, certification.proofs, certification.checks, claims
     )
-    statuses = decide_statuses(hidden, table, proofs, lemma_checks, claims)
-    record("smt", since, sum(1 for s in statuses.values() if s is Status.UNKNOWN))
-    return StabilityAnalysis(statuses, table, proofs, lemma_checks, stages, claims)
+    stages.append(
+        StageRecord(
+            "smt",
+            certification.check_seconds,
+            sum(1 for s in statuses.values() if s is Status.UNKNOWN),
+        )
+    )
+    return StabilityAnalysis(
+        statuses,
+        table,
+        certification.proofs,
+        certification.checks,
+        stages,
+        claims,
+        certification.subdomains,
+        certification.cover_checks,
+    )
+
+
+@dataclasses.dataclass
+class _Certification:
+    subdomains: Subdomains
+    proofs: list[BoxProof]
+    checks: dict[str, LemmaCheck]
+    cover_checks: dict[int, LemmaCheck] = dataclasses.field(default_factory=dict)
+    """Per domain box that was split: Z3's check that its sub-boxes cover it."""
+    prove_seconds: float = 0.0
+    check_seconds: float = 0.0
+    check_rate: float = 0.03
+    """Measured wall seconds of Z3 per checked lemma (a first guess until measured)."""
+
+
+def _certify(
+    network: Network,
+    domain: Domain,
+    claims: Mapping[Neuron, Phase],
+    table: WitnessTable,
+    config: Config,
+    rng: np.random.Generator,
+    deadline: float,
+    progress: Progress | None,
+) -> _Certification:
+    """Prove the claims box by box, bisecting a box where a claim fails, and Z3-check the
+    lemmas of every accepted sub-box right away (so the time they take steers the splitting).
+
+    A sub-box is split only while the estimated cost of its two halves fits in the time left
+    after what is already queued; otherwise its proof is accepted as it is. Claims that fail
+    on an accepted sub-box cannot make their neuron stable any more and are not attempted
+    again; neither are claims an exact witness has refuted.
+    """
+    splitting = network.input_size <= SPLITTABLE_INPUT_SIZE and config.max_subboxes > 1
+    trees: list[SplitTree] = []
+    boxes: list[Box] = []
+    certification = _Certification(Subdomains.whole(domain), [], {})
+    open_claims = dict(claims)
+    for parent, box in enumerate(domain.boxes):
+        now = time.monotonic()
+        box_deadline = now + (deadline - now) / (len(domain.boxes) - parent)
+
+        def offer(point: FloatArray, _: int, parent: int = parent) -> None:
+            own = domain.boxes[parent]
+            table.offer(np.clip(point, own.lower, own.upper)[None, :], parent, "lp")
+
+        splits: dict[int, tuple[int, float, int, int]] = {}
+        leaf_numbers: dict[int, int] = {}
+        first_estimate = certification.check_rate * _expected_lemmas(network, open_claims)
+        queue: collections.deque[tuple[int, Box, float]] = collections.deque(
+            [(0, box, first_estimate)]
+        )
+        node_count, committed = 1, first_estimate
+        while queue:
+            node, node_box, estimate = queue.popleft()
+            committed -= estimate
+            open_claims = {n: p for n, p in open_claims.items() if len(table.seen(n)) < 2}
+            if node > 0:
+                table.offer(node_box.sample(64, rng), parent, "random")
+            index = len(certification.proofs)
+            # A node that will not be split gets the phase case splits instead; one whose
+            # halves would not fit in the time left is not split.
+            can_split = (
+                splitting
+                and node_count + 1 <= config.max_subboxes
+                and any(bisect(node_box, d) is not None for d in range(node_box.size))
+                and box_deadline - time.monotonic() - committed > SPLIT_SLACK * 2 * estimate
+            )
+            started = time.monotonic()
+            own_checks = certification.check_rate * _expected_lemmas(network, open_claims)
+            proof = prove_box(
+                network,
+                node_box,
+                index,
+                open_claims,
+                max(started, box_deadline - committed - own_checks),
+                0 if can_split else config.max_split_depth,
+                offer,
+                (lambda done, total: progress("certify", done, total)) if progress else None,
+            )
+            proved_in = time.monotonic() - started
+            certification.prove_seconds += proved_in
+            failed = [
+                n
+                for n, p in open_claims.items()
+                if len(table.seen(n)) < 2 and proving_lemma(proof, index, n, p) is None
+            ]
+            child_cost = proved_in + certification.check_rate * len(proof.lemmas)
+            if (
+                failed
+                and can_split
+                and box_deadline - time.monotonic() - committed > SPLIT_SLACK * 2 * child_cost
+            ):
+                dimension = split_dimension(network, node_box, failed, rng)
+                halves = bisect(node_box, dimension)
+                if halves is not None:
+                    at, below, above = halves
+                    splits[node] = (dimension, at, node_count, node_count + 1)
+                    queue.append((node_count, below, child_cost))
+                    queue.append((node_count + 1, above, child_cost))
+                    node_count += 2
+                    committed += 2 * child_cost
+                    continue
+            if failed and can_split and config.max_split_depth > 0:
+                # It was proved without phase case splits in view of bisecting it, but its
+                # halves do not fit in the time left: give the failed claims their case splits.
+                started = time.monotonic()
+                proof = prove_box(
+                    network,
+                    node_box,
+                    index,
+                    open_claims,
+                    max(started, box_deadline - committed - own_checks),
+                    config.max_split_depth,
+                    offer,
+                    (lambda done, total: progress("certify", done, total)) if progress else None,
+                )
+                certification.prove_seconds += time.monotonic() - started
+                failed = [
+                    n
+                    for n, p in open_claims.items()
+                    if len(table.seen(n)) < 2 and proving_lemma(proof, index, n, p) is None
+                ]
+            leaf_numbers[node] = index
+            certification.proofs.append(proof)
+            boxes.append(node_box)
+            open_claims = {n: p for n, p in open_claims.items() if n not in failed}
+            started = time.monotonic()
+            checks = check_proof(
+                network, node_box, index, proof, open_claims, table, config.workers, deadline
+            )
+            checked_in = time.monotonic() - started
+            certification.check_seconds += checked_in
+            if checks:
+                certification.check_rate = checked_in / len(checks)
+            certification.checks.update(checks)
+            if progress is not None:
+                progress("sub-boxes", len(certification.proofs), 0)
+        trees.append(_tree(0, splits, leaf_numbers))
+    subdomains = Subdomains.from_trees(domain, trees)
+    if any(
+        not (np.array_equal(a.lower, b.lower) and np.array_equal(a.upper, b.upper))
+        for a, b in zip(subdomains.boxes, boxes, strict=True)
+    ):
+        raise InconsistentEvidenceError("sub-boxes rebuilt from the split trees differ")
+    for parent in range(len(domain.boxes)):
+        if len(subdomains.leaves_of(parent)) > 1:
+            obligation = cover_obligation(subdomains, parent)
+            result = check_many([obligation], SMT_TIMEOUT)[0]
+            if result.verdict is not SmtVerdict.PROVED:
+                raise InconsistentEvidenceError(f"{obligation.id}: {result.verdict.value}")
+            certification.cover_checks[parent] = LemmaCheck([obligation], [result])
+    certification.subdomains = subdomains
+    return certification
+
+
+def _expected_lemmas(network: Network, claims: Mapping[Neuron, Phase]) -> int:
+    """Lemmas a proof of `claims` needs: both bounds of every neuron before the deepest claim."""
+    if not claims:
+        return 0
+    deepest = max(n.layer for n in claims)
+    return 2 * sum(network.layers[k].outputs for k in range(deepest)) + len(claims)
+
+
+def _tree(
+    node: int, splits: Mapping[int, tuple[int, float, int, int]], leaves: Mapping[int, int]
+) -> SplitTree:
+    if node in leaves:
+        return leaves[node]
+    dimension, at, below, above = splits[node]
+    return Bisection(dimension, at, _tree(below, splits, leaves), _tree(above, splits, leaves))
 
 
 def proving_lemma(proof: BoxProof, box: int, neuron: Neuron, phase: Phase) -> BoundLemma | None:
@@ -227,7 +399,7 @@ def proving_lemma(proof: BoxProof, box: int, neuron: Neuron, phase: Phase) -> Bo
 
 def lemma_obligations(
     network: Network,
-    domain: Domain,
+    box: Box,
     proof: BoxProof,
     lemma: BoundLemma,
     rows: DefinitionRows | None = None,
@@ -236,9 +408,7 @@ def lemma_obligations(
     facts = facts_from_context(proof.lemmas, proof.contexts[lemma.context])
     obligations = []
     for position, leaf in enumerate(lemma.leaves):
-        relaxation = Relaxation(
-            network, domain.boxes[lemma.box], lemma.neuron.layer, facts, dict(leaf.assumptions)
-        )
+        relaxation = Relaxation(network, box, lemma.neuron.layer, facts, dict(leaf.assumptions))
         obligations.append(
             leaf_obligation(
                 relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}", rows
@@ -284,33 +454,47 @@ def facts_from_context(
 def check_lemmas(
     network: Network,
     domain: Domain,
-    proofs: list[BoxProof],
+    proofs: Sequence[BoxProof],
     claims: Mapping[Neuron, Phase],
     table: WitnessTable,
-    timeout: float,
-    progress: Progress | None,
+    progress: Progress | None = None,
     workers: int = 1,
     deadline: float | None = None,
 ) -> dict[str, LemmaCheck]:
-    """Z3 checks of every lemma that a stability claim rests on (the claim's and its contexts').
+    """`check_proof` for proof k on box k of `domain`, for every k."""
+    checks: dict[str, LemmaCheck] = {}
+    for index, (box, proof) in enumerate(zip(domain.boxes, proofs, strict=True)):
+        checks.update(check_proof(network, box, index, proof, claims, table, workers, deadline))
+        if progress is not None:
+            progress("smt", index + 1, len(proofs))
+    return checks
+
+
+def check_proof(
+    network: Network,
+    box: Box,
+    box_index: int,
+    proof: BoxProof,
+    claims: Mapping[Neuron, Phase],
+    table: WitnessTable,
+    workers: int = 1,
+    deadline: float | None = None,
+) -> dict[str, LemmaCheck]:
+    """Z3 checks of every lemma of one box proof that a stability claim rests on (the claim's
+    and its context's).
 
     Past `deadline` no further obligation is started: the lemmas not checked by then are
     absent from the result, hence not established.
     """
-    needed: list[tuple[BoxProof, BoundLemma]] = []
-    for box_index, proof in enumerate(proofs):
-        wanted: set[str] = set()
-        for neuron, phase in claims.items():
-            if len(table.seen(neuron)) == 2:
-                continue
-            lemma = proving_lemma(proof, box_index, neuron, phase)
-            if lemma is not None:
-                wanted.add(lemma.id)
-                wanted.update(proof.contexts[lemma.context])
-        needed.extend(
-            (proof, proof.lemmas[i])
-            for i in sorted(wanted, key=lambda i: (proof.lemmas[i].neuron, i))
-        )
+    wanted: set[str] = set()
+    for neuron, phase in claims.items():
+        if len(table.seen(neuron)) == 2:
+            continue
+        lemma = proving_lemma(proof, box_index, neuron, phase)
+        if lemma is not None:
+            wanted.add(lemma.id)
+            wanted.update(proof.contexts[lemma.context])
+    needed = [proof.lemmas[i] for i in sorted(wanted, key=lambda i: (proof.lemmas[i].neuron, i))]
     checks: dict[str, LemmaCheck] = {}
     rows = DefinitionRows(network)
     batch = 64
@@ -318,15 +502,11 @@ def check_lemmas(
         if deadline is not None and time.monotonic() > deadline:
             break
         chunk = needed[start : start + batch]
-        per_lemma = [
-            lemma_obligations(network, domain, proof, lemma, rows) for proof, lemma in chunk
-        ]
+        per_lemma = [lemma_obligations(network, box, proof, lemma, rows) for lemma in chunk]
         flat = [o for obligations in per_lemma for o in obligations]
-        results = iter(check_many(flat, timeout, workers))
-        for (_, lemma), obligations in zip(chunk, per_lemma, strict=True):
+        results = iter(check_many(flat, SMT_TIMEOUT, workers))
+        for lemma, obligations in zip(chunk, per_lemma, strict=True):
             checks[lemma.id] = LemmaCheck(obligations, [next(results) for _ in obligations])
-        if progress is not None:
-            progress("smt", start + len(chunk), len(needed))
     return checks
 
 
