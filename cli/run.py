@@ -346,6 +346,7 @@ def run_json(certificate: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     return {
         **certificate["summary"],
         "domain_boxes": len(certificate["domain"]["boxes"]),
+        "proof_subboxes": certificate["subdomains"]["subboxes"],
         "equivalence_proved": certificate["compression"]["equivalence"]["proved"],
         "rounding_bound": certificate["compression"]["rounding_bound"],
         "timings": certificate["timings"],
@@ -361,6 +362,13 @@ def print_run(certificate: Mapping[str, Any], out_dir: Path, console: Console) -
     console.print(layer_table(summary["per_layer"], totals))
     console.print(counts_table(totals))
     console.print(timings_table(certificate["timings"]))
+    subboxes = certificate["subdomains"]["subboxes"]
+    boxes = len(certificate["domain"]["boxes"])
+    if subboxes > boxes:
+        console.print(
+            f"proofs made on {subboxes} sub-boxes bisected from the {boxes} domain "
+            f"box{'es' if boxes != 1 else ''} (their cover is checked by Z3)"
+        )
     equivalence = certificate["compression"]["equivalence"]
     if equivalence["proved"]:
         console.print(

@@ -483,6 +483,14 @@ def test_a_certificate_with_sub_boxes_is_valid_and_its_stable_neurons_rest_on_ea
     stable = [e for e in document["neurons"] if e["status"].startswith("stably")]
     assert stable and all(len(e["evidence"]["lemmas"]) == subboxes for e in stable)
     assert [c["result"] for c in document["subdomains"]["cover"]] == ["proved"]
+    assert document["subdomains"]["subboxes"] == subboxes
+
+
+def test_a_wrong_sub_box_count_is_rejected(split_inputs: tuple[Path, Document]) -> None:
+    def recount(document: Document) -> None:
+        document["subdomains"]["subboxes"] += 1
+
+    _assert_rejected(_tampered(split_inputs, "recount", recount), "sub-boxes recorded")
 
 
 def test_a_moved_cut_is_rejected(split_inputs: tuple[Path, Document]) -> None:
@@ -506,6 +514,7 @@ def test_a_sub_box_dropped_from_the_tree_is_rejected(split_inputs: tuple[Path, D
     def drop(document: Document) -> None:
         cut = _first_cut(document)
         document["subdomains"]["trees"][0] = cut["below"]
+        document["subdomains"]["subboxes"] -= 1
 
     # The kept half now stands for the whole box: its lemmas no longer hold there, and the
     # other half's lemmas name a sub-box that does not exist.

@@ -186,7 +186,7 @@ def test_max_subboxes_one_keeps_every_domain_box_whole(tiny: Path, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     certificate = json.loads((tmp_path / "out" / "certificate.json").read_text())
     assert certificate["config"]["max_subboxes"] == 1
-    assert certificate["subdomains"] == {"trees": [0], "cover": []}
+    assert certificate["subdomains"] == {"trees": [0], "subboxes": 1, "cover": []}
 
 
 def test_max_subboxes_below_one_is_refused_naming_the_option(tiny: Path, tmp_path: Path) -> None:

@@ -213,6 +213,16 @@ def test_the_domain_summary_counts_boxes_and_groups_equal_inputs() -> None:
     assert "<details>" in page
 
 
+def test_proofs_on_bisected_sub_boxes_are_said_with_their_count() -> None:
+    certificate = hand_made_certificate()
+    certificate["subdomains"] = {"trees": [], "subboxes": 7, "cover": []}
+    text = " ".join(visible_text(render_report(certificate)).split())
+    assert "Proofs were made on 7 sub-boxes" in text
+    whole = hand_made_certificate()
+    whole["subdomains"] = {"trees": [0, 1], "subboxes": 2, "cover": []}
+    assert "sub-boxes" not in visible_text(render_report(whole))
+
+
 def test_a_long_domain_table_is_cut_short_with_a_note() -> None:
     certificate = hand_made_certificate()
     inputs = DOMAIN_DETAIL_ROWS + 10

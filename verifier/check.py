@@ -189,6 +189,11 @@ def _check_subdomains(
     and have the solver confirm that each split domain box is covered by its sub-boxes."""
     recorded = document["subdomains"]
     subdomains = Subdomains.from_json(domain, recorded["trees"])
+    _require(
+        recorded["subboxes"] == len(subdomains.boxes),
+        f"subdomains: {recorded['subboxes']} sub-boxes recorded, the trees have "
+        f"{len(subdomains.boxes)}",
+    )
     covers = {int(entry["box"]): entry for entry in recorded["cover"]}
     obligations = []
     for parent in range(len(domain.boxes)):

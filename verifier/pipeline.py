@@ -122,7 +122,9 @@ def _subdomains_json(analysis: StabilityAnalysis) -> tuple[JsonDict, list[Obliga
                 }
             )
             obligations.append(obligation)
-    return {"trees": analysis.subdomains.to_json(), "cover": records}, obligations
+    trees = analysis.subdomains.to_json()
+    count = len(analysis.subdomains.boxes)
+    return {"trees": trees, "subboxes": count, "cover": records}, obligations
 
 
 def _relative(path: Path, start: Path) -> str:

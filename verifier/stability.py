@@ -194,9 +194,7 @@ def analyse(
 
     certification = _certify(network, domain, claims, table, config, rng, deadline, progress)
     stages.append(StageRecord("certify", certification.prove_seconds, 0))
-    statuses = decide_statuses(
-        hidden, table, certification.proofs, certification.checks, claims
-    )
+    statuses = decide_statuses(hidden, table, certification.proofs, certification.checks, claims)
     stages.append(
         StageRecord(
             "smt",
