@@ -45,8 +45,8 @@ def main() -> None:
     if arguments.only:
         selected = [p for p in selected if any(s in p[0] for s in arguments.only.split(","))]
     print(f"time limit {arguments.time_limit:.0f} s per run; outputs in {out}\n")
-    print("| case | active | inactive | unstable | unknown | neurons | connections | removed | equivalence | run s | check | check s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| case | active | inactive | unstable | unknown | neurons | connections | removed | equivalence | sub-boxes | run s | check | check s | run/check |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, network, domain in selected:
         target = out / name.replace(" ", "_").replace("[", "").replace("]", "").replace(",", "-").replace("^", "")
         command = [sys.executable, "-m", "cli.main", str(network), "--out", str(target), "--json",
@@ -71,7 +71,8 @@ def main() -> None:
             f"{totals['unknown']} | {totals['neurons_before']} -> {totals['neurons_after']} | "
             f"{totals['connections_before']} -> {totals['connections_after']} | "
             f"{totals['percent_connections_removed']:.1f}% | {summary.get('equivalence_proved')} | "
-            f"{run_seconds:.0f} | {verdict} | {check_seconds:.0f} |",
+            f"{summary.get('proof_subboxes')} | {run_seconds:.0f} | {verdict} | {check_seconds:.0f} | "
+            f"{run_seconds / check_seconds:.1f}x |",
             flush=True,
         )
 

@@ -341,7 +341,15 @@ def _certify(
             open_claims = {n: p for n, p in open_claims.items() if n not in failed}
             started = time.monotonic()
             checks = check_proof(
-                network, node_box, index, proof, open_claims, table, config.workers, deadline
+                network,
+                node_box,
+                index,
+                proof,
+                open_claims,
+                table,
+                config.workers,
+                deadline,
+                progress,
             )
             checked_in = time.monotonic() - started
             certification.check_seconds += checked_in
@@ -477,6 +485,7 @@ def check_proof(
     table: WitnessTable,
     workers: int = 1,
     deadline: float | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, LemmaCheck]:
     """Z3 checks of every lemma of one box proof that a stability claim rests on (the claim's
     and its context's).
@@ -505,6 +514,8 @@ def check_proof(
         results = iter(check_many(flat, SMT_TIMEOUT, workers))
         for lemma, obligations in zip(chunk, per_lemma, strict=True):
             checks[lemma.id] = LemmaCheck(obligations, [next(results) for _ in obligations])
+        if progress is not None:
+            progress("smt", start + len(chunk), len(needed))
     return checks
 
 
