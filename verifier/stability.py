@@ -14,9 +14,10 @@ Float bounds and CP-SAT answers only choose which claims to attempt; they decide
 
 from __future__ import annotations
 
-import collections
 import dataclasses
+import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 
@@ -58,7 +59,7 @@ FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[str, int, int], None]
 
 SMT_TIMEOUT = 60.0
-SPLIT_SLACK = 1.5
+SPLIT_SLACK = 1.2
 """A box is bisected only if its halves' estimated cost, times this, fits in the time left:
 a half that runs out of time proves nothing, which is worse than not splitting."""
 """Seconds Z3 may take on one obligation (they take milliseconds when the certificate is valid)."""
@@ -172,7 +173,11 @@ def analyse(
     if candidates and time.monotonic() < deadline:
         # The search gets at most a third of what is left: certification and the Z3 checks
         # need the rest (the search only finds witnesses; proofs come from certification).
-        search_deadline = time.monotonic() + (deadline - time.monotonic()) / 3
+        # Where certification can bisect the input box it both proves and refutes claims
+        # better than the search (measured on ACAS Xu: the search found no witness there), so
+        # the search gets a sixth.
+        share = 6 if _splittable(network, config) else 3
+        search_deadline = time.monotonic() + (deadline - time.monotonic()) / share
         run_search = (
             search_module.per_neuron_search
             if config.method == "per-neuron"
@@ -224,7 +229,21 @@ class _Certification:
     prove_seconds: float = 0.0
     check_seconds: float = 0.0
     check_rate: float = 0.03
-    """Measured wall seconds of Z3 per checked lemma (a first guess until measured)."""
+    """Wall seconds Z3 takes per lemma (2 workers, ACAS Xu size) until measured on this run."""
+    rate_measured: bool = False
+
+
+@dataclasses.dataclass
+class _Node:
+    """A sub-box in the making: its proof (lemma ids numbered by `number`) and its cost."""
+
+    number: int
+    box: Box
+    proof: BoxProof
+    failed: set[Neuron]
+    seconds: float
+    needed: int
+    """Lemmas Z3 would check on this sub-box: those of the claims it proves, with contexts."""
 
 
 def _certify(
@@ -237,132 +256,62 @@ def _certify(
     deadline: float,
     progress: Progress | None,
 ) -> _Certification:
-    """Prove the claims box by box, bisecting a box where a claim fails, and Z3-check the
-    lemmas of every accepted sub-box right away (so the time they take steers the splitting).
+    """Prove the claims box by box, then have Z3 check the lemmas the proved claims rest on.
 
-    A sub-box is split only while the estimated cost of its two halves fits in the time left
-    after what is already queued; otherwise its proof is accepted as it is. Claims that fail
-    on an accepted sub-box cannot make their neuron stable any more and are not attempted
-    again; neither are claims an exact witness has refuted.
+    Per domain box, in two phases:
+    1. Proofs (LP relaxations, exact certificates). On a splittable domain the box is bisected,
+       sub-box with the most failed claims first, while the LP time of two more halves plus
+       the projected Z3 time of every sub-box fits in the box's share of the budget (with
+       `SPLIT_SLACK`); then the sub-boxes that still fail claims get phase case splits as time
+       allows. The projection uses Z3's measured speed on a sample of the first proof.
+    2. Z3 checks of the lemmas of the claims proved on every sub-box, shallow layers first,
+       so that the time limit cuts deep claims before shallow ones.
+    Claims refuted by a witness meanwhile, or failed on a sub-box, make no neuron stable.
     """
-    splitting = network.input_size <= SPLITTABLE_INPUT_SIZE and config.max_subboxes > 1
-    trees: list[SplitTree] = []
-    boxes: list[Box] = []
+    splitting = _splittable(network, config)
     certification = _Certification(Subdomains.whole(domain), [], {})
     open_claims = dict(claims)
+    trees: list[SplitTree] = []
+    leaf_boxes: list[Box] = []
     for parent, box in enumerate(domain.boxes):
         now = time.monotonic()
         box_deadline = now + (deadline - now) / (len(domain.boxes) - parent)
-
-        def offer(point: FloatArray, _: int, parent: int = parent) -> None:
-            own = domain.boxes[parent]
-            table.offer(np.clip(point, own.lower, own.upper)[None, :], parent, "lp")
-
-        splits: dict[int, tuple[int, float, int, int]] = {}
-        leaf_numbers: dict[int, int] = {}
-        first_estimate = certification.check_rate * _expected_lemmas(network, open_claims)
-        queue: collections.deque[tuple[int, Box, float]] = collections.deque(
-            [(0, box, first_estimate)]
+        open_claims = {n: p for n, p in open_claims.items() if len(table.seen(n)) < 2}
+        certifier = _BoxCertifier(
+            network, domain, parent, open_claims, table, config, rng, progress, certification
         )
-        node_count, committed = 1, first_estimate
-        while queue:
-            node, node_box, estimate = queue.popleft()
-            committed -= estimate
-            open_claims = {n: p for n, p in open_claims.items() if len(table.seen(n)) < 2}
-            if node > 0:
-                table.offer(node_box.sample(64, rng), parent, "random")
-            index = len(certification.proofs)
-            # A node that will not be split gets the phase case splits instead; one whose
-            # halves would not fit in the time left is not split.
-            can_split = (
-                splitting
-                and node_count + 1 <= config.max_subboxes
-                and any(bisect(node_box, d) is not None for d in range(node_box.size))
-                and box_deadline - time.monotonic() - committed > SPLIT_SLACK * 2 * estimate
+        leaves, tree = certifier.prove(box, box_deadline, splitting)
+        certification.prove_seconds += certifier.prove_seconds
+        first = len(certification.proofs)
+        proofs = [_renumbered(leaf.proof, leaf.number, first + k) for k, leaf in enumerate(leaves)]
+        numbering = {leaf.number: first + k for k, leaf in enumerate(leaves)}
+        trees.append(_renumbered_tree(tree, numbering))
+        proved = {
+            n: p
+            for n, p in open_claims.items()
+            if len(table.seen(n)) < 2
+            and all(
+                proving_lemma(proof, first + k, n, p) is not None for k, proof in enumerate(proofs)
             )
-            started = time.monotonic()
-            own_checks = certification.check_rate * _expected_lemmas(network, open_claims)
-            proof = prove_box(
-                network,
-                node_box,
-                index,
-                open_claims,
-                max(started, box_deadline - committed - own_checks),
-                0 if can_split else config.max_split_depth,
-                offer,
-                (lambda done, total: progress("certify", done, total)) if progress else None,
-            )
-            proved_in = time.monotonic() - started
-            certification.prove_seconds += proved_in
-            failed = [
-                n
-                for n, p in open_claims.items()
-                if len(table.seen(n)) < 2 and proving_lemma(proof, index, n, p) is None
-            ]
-            child_cost = proved_in + certification.check_rate * len(proof.lemmas)
-            if (
-                failed
-                and can_split
-                and box_deadline - time.monotonic() - committed > SPLIT_SLACK * 2 * child_cost
-            ):
-                dimension = split_dimension(network, node_box, failed, rng)
-                halves = bisect(node_box, dimension)
-                if halves is not None:
-                    at, below, above = halves
-                    splits[node] = (dimension, at, node_count, node_count + 1)
-                    queue.append((node_count, below, child_cost))
-                    queue.append((node_count + 1, above, child_cost))
-                    node_count += 2
-                    committed += 2 * child_cost
-                    continue
-            if failed and can_split and config.max_split_depth > 0:
-                # It was proved without phase case splits in view of bisecting it, but its
-                # halves do not fit in the time left: give the failed claims their case splits.
-                started = time.monotonic()
-                proof = prove_box(
-                    network,
-                    node_box,
-                    index,
-                    open_claims,
-                    max(started, box_deadline - committed - own_checks),
-                    config.max_split_depth,
-                    offer,
-                    (lambda done, total: progress("certify", done, total)) if progress else None,
-                )
-                certification.prove_seconds += time.monotonic() - started
-                failed = [
-                    n
-                    for n, p in open_claims.items()
-                    if len(table.seen(n)) < 2 and proving_lemma(proof, index, n, p) is None
-                ]
-            leaf_numbers[node] = index
-            certification.proofs.append(proof)
-            boxes.append(node_box)
-            open_claims = {n: p for n, p in open_claims.items() if n not in failed}
-            started = time.monotonic()
-            checks = check_proof(
-                network,
-                node_box,
-                index,
-                proof,
-                open_claims,
-                table,
-                config.workers,
-                deadline,
-                progress,
-            )
-            checked_in = time.monotonic() - started
-            certification.check_seconds += checked_in
-            if checks:
-                certification.check_rate = checked_in / len(checks)
-            certification.checks.update(checks)
-            if progress is not None:
-                progress("sub-boxes", len(certification.proofs), 0)
-        trees.append(_tree(0, splits, leaf_numbers))
+        }
+        started = time.monotonic()
+        boxes = [leaf.box for leaf in leaves]
+        checks = _check_shallow_first(
+            network, boxes, proofs, first, proved, config.workers, box_deadline, progress
+        )
+        checked_in = time.monotonic() - started
+        certification.check_seconds += checked_in
+        if len(checks) >= 24:
+            certification.check_rate = checked_in / len(checks)
+            certification.rate_measured = True
+        leaf_boxes.extend(boxes)
+        certification.checks.update(checks)
+        certification.proofs.extend(proofs)
+        open_claims = proved
     subdomains = Subdomains.from_trees(domain, trees)
     if any(
         not (np.array_equal(a.lower, b.lower) and np.array_equal(a.upper, b.upper))
-        for a, b in zip(subdomains.boxes, boxes, strict=True)
+        for a, b in zip(subdomains.boxes, leaf_boxes, strict=True)
     ):
         raise InconsistentEvidenceError("sub-boxes rebuilt from the split trees differ")
     for parent in range(len(domain.boxes)):
@@ -374,6 +323,253 @@ def _certify(
             certification.cover_checks[parent] = LemmaCheck([obligation], [result])
     certification.subdomains = subdomains
     return certification
+
+
+class _BoxCertifier:
+    """Phase 1 of `_certify` on one domain box: the sub-boxes and their proofs."""
+
+    def __init__(
+        self,
+        network: Network,
+        domain: Domain,
+        parent: int,
+        claims: Mapping[Neuron, Phase],
+        table: WitnessTable,
+        config: Config,
+        rng: np.random.Generator,
+        progress: Progress | None,
+        certification: _Certification,
+    ) -> None:
+        self.network = network
+        self.domain = domain
+        self.parent = parent
+        self.claims = claims
+        self.table = table
+        self.config = config
+        self.rng = rng
+        self.progress = progress
+        self.certification = certification
+        """Where Z3's measured speed is kept (shared by the boxes of one run)."""
+        self.prove_seconds = 0.0
+        self.splits: dict[int, tuple[int, float, int, int]] = {}
+        self.count = 0
+
+    def _open(self) -> dict[Neuron, Phase]:
+        return {n: p for n, p in self.claims.items() if len(self.table.seen(n)) < 2}
+
+    def _offer(self, point: FloatArray, _: int) -> None:
+        own = self.domain.boxes[self.parent]
+        self.table.offer(np.clip(point, own.lower, own.upper)[None, :], self.parent, "lp")
+
+    def _node(self, box: Box, deadline: float, split_depth: int) -> _Node:
+        number = self.count
+        self.count += 1
+        if number > 0:
+            self.table.offer(box.sample(64, self.rng), self.parent, "random")
+        claims = self._open()
+        progress = self.progress
+        started = time.monotonic()
+        proof = prove_box(
+            self.network,
+            box,
+            number,
+            claims,
+            max(started, deadline),
+            split_depth,
+            self._offer,
+            (lambda done, total: progress("certify", done, total)) if progress else None,
+        )
+        seconds = time.monotonic() - started
+        self.prove_seconds += seconds
+        failed = {
+            n
+            for n, p in claims.items()
+            if len(self.table.seen(n)) < 2 and proving_lemma(proof, number, n, p) is None
+        }
+        proved = {n: p for n, p in claims.items() if n not in failed}
+        needed = len(_needed_lemmas(proof, number, proved))
+        return _Node(number, box, proof, failed, seconds, needed)
+
+    def _projected_checks(self, leaves: Sequence[_Node]) -> float:
+        return self.certification.check_rate * sum(leaf.needed for leaf in leaves)
+
+    def prove(self, box: Box, deadline: float, splitting: bool) -> tuple[list[_Node], SplitTree]:
+        rate = self.certification.check_rate
+        reserve = rate * _expected_lemmas(self.network, self._open())
+        root = self._node(box, deadline - reserve, 0 if splitting else self.config.max_split_depth)
+        if splitting and root.failed and not self.certification.rate_measured:
+            self._calibrate(root)
+        leaves = [root]
+        while splitting and len(leaves) < self.config.max_subboxes:
+            candidates = [
+                leaf
+                for leaf in leaves
+                if leaf.failed - self.table.unstable()
+                and any(bisect(leaf.box, d) is not None for d in range(leaf.box.size))
+            ]
+            if not candidates:
+                break
+            node = max(candidates, key=lambda leaf: (len(leaf.failed), -leaf.number))
+            needed = SPLIT_SLACK * (
+                2 * node.seconds
+                + self._projected_checks(leaves)
+                + self.certification.check_rate * node.needed
+            )
+            if time.monotonic() + needed > deadline:
+                break
+            dimension = split_dimension(self.network, node.box, sorted(node.failed), self.rng)
+            halves = bisect(node.box, dimension)
+            if halves is None:
+                break
+            at, below, above = halves
+            position = leaves.index(node)
+            children = [
+                self._node(half, deadline - self._projected_checks(leaves), 0)
+                for half in (below, above)
+            ]
+            self.splits[node.number] = (dimension, at, children[0].number, children[1].number)
+            leaves[position : position + 1] = children
+            if self.progress is not None:
+                self.progress("sub-boxes", len(leaves), 0)
+        if splitting and self.config.max_split_depth > 0:
+            leaves = self._with_case_splits(leaves, deadline)
+        return leaves, _tree(
+            root.number, self.splits, {leaf.number: leaf.number for leaf in leaves}
+        )
+
+    def _with_case_splits(self, leaves: list[_Node], deadline: float) -> list[_Node]:
+        """Re-prove the sub-boxes that fail claims with phase case splits, as time allows:
+        first those whose failed claims fail on the fewest sub-boxes (the nearest to proved)."""
+        result = list(leaves)
+        retried: set[int] = set()
+        while True:
+            unstable = self.table.unstable()
+            failing = Counter(n for leaf in result for n in leaf.failed - unstable)
+            pending = [
+                (min(failing[n] for n in leaf.failed - unstable), position)
+                for position, leaf in enumerate(result)
+                if leaf.failed - unstable and leaf.number not in retried
+            ]
+            if not pending:
+                return result
+            _, position = min(pending)
+            leaf = result[position]
+            retried.add(leaf.number)
+            needed = SPLIT_SLACK * (2 * leaf.seconds + self._projected_checks(result))
+            if time.monotonic() + needed > deadline:
+                return result
+            redone = self._node(
+                leaf.box, deadline - self._projected_checks(result), self.config.max_split_depth
+            )
+            # Keep the first numbering: the split tree already names this sub-box.
+            result[position] = dataclasses.replace(
+                redone,
+                number=leaf.number,
+                proof=_renumbered(redone.proof, redone.number, leaf.number),
+            )
+
+    def _calibrate(self, node: _Node) -> None:
+        """Measure Z3's speed on a sample of the node's lemmas (deepest layers included)."""
+        ordered = sorted(node.proof.lemmas.values(), key=lambda lemma: lemma.neuron)
+        sample = ordered[:: max(1, len(ordered) // 24)][:24]
+        if not sample:
+            return
+        started = time.monotonic()
+        rows = DefinitionRows(self.network)
+        obligations = [
+            o
+            for lemma in sample
+            for o in lemma_obligations(self.network, node.box, node.proof, lemma, rows)
+        ]
+        writing = time.monotonic() - started
+        # The solver's own time per obligation, spread over the workers (a pool's start-up
+        # time would dominate so small a sample), plus writing the obligations.
+        solving = sum(r.seconds for r in check_many(obligations, SMT_TIMEOUT, self.config.workers))
+        per_lemma = (writing + solving / max(1, self.config.workers)) / len(sample)
+        self.certification.check_rate = per_lemma
+        self.certification.rate_measured = True
+
+
+def _renumbered(proof: BoxProof, old: int, new: int) -> BoxProof:
+    """The same proof with its lemma and context ids naming box `new` instead of `old`."""
+    if old == new:
+        return proof
+
+    def rename(identifier: str) -> str:
+        prefix = f"b{old}."
+        if not identifier.startswith(prefix):
+            raise InconsistentEvidenceError(f"{identifier} is not a lemma of box {old}")
+        return f"b{new}." + identifier[len(prefix) :]
+
+    lemmas = {
+        rename(i): dataclasses.replace(lemma, id=rename(i), box=new, context=rename(lemma.context))
+        for i, lemma in proof.lemmas.items()
+    }
+    contexts = {rename(c): [rename(i) for i in ids] for c, ids in proof.contexts.items()}
+    return BoxProof(dict(proof.facts), lemmas, contexts)
+
+
+def _renumbered_tree(tree: SplitTree, numbering: Mapping[int, int]) -> SplitTree:
+    if isinstance(tree, int):
+        return numbering[tree]
+    return Bisection(
+        tree.dimension,
+        tree.at,
+        _renumbered_tree(tree.below, numbering),
+        _renumbered_tree(tree.above, numbering),
+    )
+
+
+def _needed_lemmas(proof: BoxProof, box: int, claims: Mapping[Neuron, Phase]) -> set[str]:
+    """Ids of the lemmas that the claims proved in `proof` rest on (theirs and contexts)."""
+    wanted: set[str] = set()
+    for neuron, phase in claims.items():
+        lemma = proving_lemma(proof, box, neuron, phase)
+        if lemma is not None:
+            wanted.add(lemma.id)
+            wanted.update(proof.contexts[lemma.context])
+    return wanted
+
+
+def _check_shallow_first(
+    network: Network,
+    boxes: Sequence[Box],
+    proofs: Sequence[BoxProof],
+    first: int,
+    claims: Mapping[Neuron, Phase],
+    workers: int,
+    deadline: float,
+    progress: Progress | None,
+) -> dict[str, LemmaCheck]:
+    """Z3 checks of the lemmas `claims` rest on, on sub-boxes first..first+len(proofs)-1,
+    in order of layer, so that the deadline cuts deep claims before shallow ones."""
+    needed = [
+        (k, proof.lemmas[i])
+        for k, proof in enumerate(proofs)
+        for i in _needed_lemmas(proof, first + k, claims)
+    ]
+    needed.sort(key=lambda item: (item[1].neuron.layer, item[0], item[1].neuron, item[1].id))
+    checks: dict[str, LemmaCheck] = {}
+    rows = DefinitionRows(network)
+    batch = 64
+    for start in range(0, len(needed), batch):
+        if time.monotonic() > deadline:
+            break
+        chunk = needed[start : start + batch]
+        per_lemma = [
+            lemma_obligations(network, boxes[k], proofs[k], lemma, rows) for k, lemma in chunk
+        ]
+        flat = [o for obligations in per_lemma for o in obligations]
+        results = iter(check_many(flat, SMT_TIMEOUT, workers))
+        for (_, lemma), obligations in zip(chunk, per_lemma, strict=True):
+            checks[lemma.id] = LemmaCheck(obligations, [next(results) for _ in obligations])
+        if progress is not None:
+            progress("smt", start + len(chunk), len(needed))
+    return checks
+
+
+def _splittable(network: Network, config: Config) -> bool:
+    return network.input_size <= SPLITTABLE_INPUT_SIZE and config.max_subboxes > 1
 
 
 def _expected_lemmas(network: Network, claims: Mapping[Neuron, Phase]) -> int:
@@ -465,58 +661,18 @@ def check_lemmas(
     table: WitnessTable,
     progress: Progress | None = None,
     workers: int = 1,
-    deadline: float | None = None,
+    deadline: float = math.inf,
 ) -> dict[str, LemmaCheck]:
-    """`check_proof` for proof k on box k of `domain`, for every k."""
-    checks: dict[str, LemmaCheck] = {}
-    for index, (box, proof) in enumerate(zip(domain.boxes, proofs, strict=True)):
-        checks.update(check_proof(network, box, index, proof, claims, table, workers, deadline))
-        if progress is not None:
-            progress("smt", index + 1, len(proofs))
-    return checks
-
-
-def check_proof(
-    network: Network,
-    box: Box,
-    box_index: int,
-    proof: BoxProof,
-    claims: Mapping[Neuron, Phase],
-    table: WitnessTable,
-    workers: int = 1,
-    deadline: float | None = None,
-    progress: Progress | None = None,
-) -> dict[str, LemmaCheck]:
-    """Z3 checks of every lemma of one box proof that a stability claim rests on (the claim's
-    and its context's).
+    """Z3 checks of every lemma that a claim without two witnesses rests on (the claim's and
+    its context's), proof k being about box k of `domain`.
 
     Past `deadline` no further obligation is started: the lemmas not checked by then are
     absent from the result, hence not established.
     """
-    wanted: set[str] = set()
-    for neuron, phase in claims.items():
-        if len(table.seen(neuron)) == 2:
-            continue
-        lemma = proving_lemma(proof, box_index, neuron, phase)
-        if lemma is not None:
-            wanted.add(lemma.id)
-            wanted.update(proof.contexts[lemma.context])
-    needed = [proof.lemmas[i] for i in sorted(wanted, key=lambda i: (proof.lemmas[i].neuron, i))]
-    checks: dict[str, LemmaCheck] = {}
-    rows = DefinitionRows(network)
-    batch = 64
-    for start in range(0, len(needed), batch):
-        if deadline is not None and time.monotonic() > deadline:
-            break
-        chunk = needed[start : start + batch]
-        per_lemma = [lemma_obligations(network, box, proof, lemma, rows) for lemma in chunk]
-        flat = [o for obligations in per_lemma for o in obligations]
-        results = iter(check_many(flat, SMT_TIMEOUT, workers))
-        for lemma, obligations in zip(chunk, per_lemma, strict=True):
-            checks[lemma.id] = LemmaCheck(obligations, [next(results) for _ in obligations])
-        if progress is not None:
-            progress("smt", start + len(chunk), len(needed))
-    return checks
+    open_claims = {n: p for n, p in claims.items() if len(table.seen(n)) < 2}
+    return _check_shallow_first(
+        network, domain.boxes, proofs, 0, open_claims, workers, deadline, progress
+    )
 
 
 def lemma_is_established(
