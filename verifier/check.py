@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ from verifier.ir import Network
 from verifier.onnx_export import rounded_layers
 from verifier.onnx_import import load_network
 from verifier.relaxation import NeuronFact, Relaxation
-from verifier.smt import SOLVERS, SmtVerdict, check_many
+from verifier.smt import SOLVERS, Obligation, SmtVerdict, check_many
 from verifier.stability import coverage_obligation
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import Subdomains, cover_obligation
@@ -285,10 +285,35 @@ def _check_lemmas(
     workers: int,
     solver: str,
 ) -> set[str]:
-    """Verify every lemma in dependency order; returns the ids verified."""
+    """Verify every lemma in dependency order; returns the ids verified.
+
+    The obligations are re-derived one lemma at a time and go to the solver as they are
+    written (each is compared with its recorded hash first).
+    """
+    obligations: list[Obligation] = []
+    derived = _derived_obligations(document, network, domain, lemmas, progress, obligations)
+    results = check_many(derived, 60.0, workers, solver)
+    for obligation, result in zip(obligations, results, strict=True):
+        _require(
+            result.verdict is SmtVerdict.PROVED,
+            f"obligation {obligation.id}: {solver} says {result.verdict.value} ({result.detail})",
+        )
+    counts["lemmas"] = len(lemmas)
+    counts["obligations"] = len(obligations)
+    return set(lemmas)
+
+
+def _derived_obligations(
+    document: dict[str, Any],
+    network: Network,
+    domain: Domain,
+    lemmas: dict[str, BoundLemma],
+    progress: ProgressCallback | None,
+    derived: list[Obligation],
+) -> Iterator[Obligation]:
+    """Check each lemma's certificate exactly and yield its obligations re-derived from the
+    network (also appended to `derived`); raises _Failed at the first problem."""
     contexts = document["contexts"]
-    obligations = []
-    expected_hashes = []
     rows = DefinitionRows(network)
     ordered = sorted(lemmas.values(), key=lambda lemma: (lemma.box, lemma.neuron.layer, lemma.id))
     for lemma in ordered:
@@ -359,31 +384,25 @@ def _check_lemmas(
                 leaf.bound <= allowed,
                 f"{item} leaf {position}: bound {leaf.bound} does not give value {lemma.value}",
             )
-            obligations.append(
-                leaf_obligation(
-                    relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}", rows
-                )
+            obligation = leaf_obligation(
+                relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}", rows
             )
-            expected_hashes.append((item, recorded[position]["sha256"]))
+            yield _matching(obligation, recorded[position]["sha256"], item, derived)
         if len(lemma.leaves) > 1:
-            obligations.append(coverage_obligation(lemma))
-            expected_hashes.append((item, recorded[-1]["sha256"]))
+            yield _matching(coverage_obligation(lemma), recorded[-1]["sha256"], item, derived)
         if progress is not None:
-            progress("lemmas", len(expected_hashes), 0)
-    for obligation, (item, digest) in zip(obligations, expected_hashes, strict=True):
-        _require(
-            obligation.sha256 == digest,
-            f"{item}: recorded obligation {obligation.id} differs from the re-derived one",
-        )
-    results = check_many(obligations, 60.0, workers, solver)
-    for obligation, result in zip(obligations, results, strict=True):
-        _require(
-            result.verdict is SmtVerdict.PROVED,
-            f"obligation {obligation.id}: {solver} says {result.verdict.value} ({result.detail})",
-        )
-    counts["lemmas"] = len(lemmas)
-    counts["obligations"] = len(obligations)
-    return set(lemmas)
+            progress("lemmas", len(derived), 0)
+
+
+def _matching(
+    obligation: Obligation, digest: str, item: str, derived: list[Obligation]
+) -> Obligation:
+    _require(
+        obligation.sha256 == digest,
+        f"{item}: recorded obligation {obligation.id} differs from the re-derived one",
+    )
+    derived.append(obligation)
+    return obligation
 
 
 def _check_compression(

@@ -14,7 +14,8 @@ import dataclasses
 import enum
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
 
 import z3
@@ -159,29 +160,50 @@ def find_model(
 
 
 def check_many(
-    obligations: list[Obligation],
+    obligations: Iterable[Obligation],
     timeout_seconds: float = 60.0,
     workers: int = 1,
     solver: str = "z3",
 ) -> list[SmtResult]:
     """`check` every obligation, in `workers` processes (each with its own fresh contexts)."""
-    if workers <= 1 or len(obligations) < 8:
-        return [check(o, timeout_seconds, solver) for o in obligations]
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(
-            pool.map(
-                _check_with_timeout,
-                obligations,
-                [timeout_seconds] * len(obligations),
-                [solver] * len(obligations),
-                chunksize=4,
-            )
-        )
+    with SolverPool(workers, timeout_seconds, solver) as pool:
+        return pool.check(obligations)
 
 
-def _check_with_timeout(obligation: Obligation, timeout_seconds: float, solver: str) -> SmtResult:
+class SolverPool:
+    """Worker processes that `check` obligations, kept for several batches.
+
+    Obligations may come from a generator: the workers start on the first ones while the rest
+    are still being written, so writing and solving overlap. Every obligation still gets a
+    fresh solver context of its own (see `check`).
+    """
+
+    def __init__(self, workers: int = 1, timeout_seconds: float = 60.0, solver: str = "z3"):
+        self.workers = workers
+        self.timeout_seconds = timeout_seconds
+        self.solver = solver
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> SolverPool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def check(self, obligations: Iterable[Obligation]) -> list[SmtResult]:
+        few = isinstance(obligations, Sequence) and len(obligations) < 8
+        if self.workers <= 1 or few:
+            return [check(o, self.timeout_seconds, self.solver) for o in obligations]
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+        pending = ((o, self.timeout_seconds, self.solver) for o in obligations)
+        return list(self._pool.map(_check_with_timeout, pending, chunksize=2))
+
+
+def _check_with_timeout(task: tuple[Obligation, float, str]) -> SmtResult:
+    obligation, timeout_seconds, solver = task
     return check(obligation, timeout_seconds, solver)
 
 

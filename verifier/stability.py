@@ -18,7 +18,7 @@ import dataclasses
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -42,7 +42,7 @@ from verifier.domain import Box, Domain
 from verifier.errors import VerifyCompressError
 from verifier.ir import Network
 from verifier.relaxation import NeuronFact, Relaxation
-from verifier.smt import Obligation, SmtResult, SmtVerdict, check_many
+from verifier.smt import Obligation, SmtResult, SmtVerdict, SolverPool, check_many
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import (
     SPLITTABLE_INPUT_SIZE,
@@ -471,22 +471,22 @@ class _BoxCertifier:
     def _calibrate(self, node: _Node) -> None:
         """Measure Z3's speed on a sample of the node's lemmas (deepest layers included)."""
         ordered = sorted(node.proof.lemmas.values(), key=lambda lemma: lemma.neuron)
-        sample = ordered[:: max(1, len(ordered) // 24)][:24]
+        sample = ordered[:: max(1, len(ordered) // 64)][:64]
         if not sample:
             return
         started = time.monotonic()
-        rows = DefinitionRows(self.network)
-        obligations = [
-            o
-            for lemma in sample
-            for o in lemma_obligations(self.network, node.box, node.proof, lemma, rows)
-        ]
-        writing = time.monotonic() - started
-        # The solver's own time per obligation, spread over the workers (a pool's start-up
-        # time would dominate so small a sample), plus writing the obligations.
-        solving = sum(r.seconds for r in check_many(obligations, SMT_TIMEOUT, self.config.workers))
-        per_lemma = (writing + solving / max(1, self.config.workers)) / len(sample)
-        self.certification.check_rate = per_lemma
+        _check_shallow_first(
+            self.network,
+            [node.box],
+            [node.proof],
+            node.number,
+            {},
+            self.config.workers,
+            math.inf,
+            None,
+            sample,
+        )
+        self.certification.check_rate = (time.monotonic() - started) / len(sample)
         self.certification.rate_measured = True
 
 
@@ -520,6 +520,21 @@ def _renumbered_tree(tree: SplitTree, numbering: Mapping[int, int]) -> SplitTree
     )
 
 
+def _written(
+    network: Network,
+    boxes: Sequence[Box],
+    proofs: Sequence[BoxProof],
+    chunk: Sequence[tuple[int, BoundLemma]],
+    rows: DefinitionRows,
+    per_lemma: list[list[Obligation]],
+) -> Iterator[Obligation]:
+    """The obligations of each (sub-box, lemma) of `chunk`, written one lemma at a time (and
+    also collected per lemma into `per_lemma`)."""
+    for k, lemma in chunk:
+        per_lemma.append(lemma_obligations(network, boxes[k], proofs[k], lemma, rows))
+        yield from per_lemma[-1]
+
+
 def _needed_lemmas(proof: BoxProof, box: int, claims: Mapping[Neuron, Phase]) -> set[str]:
     """Ids of the lemmas that the claims proved in `proof` rest on (theirs and contexts)."""
     wanted: set[str] = set()
@@ -540,31 +555,36 @@ def _check_shallow_first(
     workers: int,
     deadline: float,
     progress: Progress | None,
+    lemmas: Sequence[BoundLemma] | None = None,
 ) -> dict[str, LemmaCheck]:
-    """Z3 checks of the lemmas `claims` rest on, on sub-boxes first..first+len(proofs)-1,
-    in order of layer, so that the deadline cuts deep claims before shallow ones."""
-    needed = [
-        (k, proof.lemmas[i])
-        for k, proof in enumerate(proofs)
-        for i in _needed_lemmas(proof, first + k, claims)
-    ]
+    """Z3 checks of the lemmas `claims` rest on (or of `lemmas` of the first proof, if given),
+    on sub-boxes first..first+len(proofs)-1, in order of layer, so that the deadline cuts deep
+    claims before shallow ones. Writing obligations overlaps with solving them."""
+    needed = (
+        [(0, lemma) for lemma in lemmas]
+        if lemmas is not None
+        else [
+            (k, proof.lemmas[i])
+            for k, proof in enumerate(proofs)
+            for i in _needed_lemmas(proof, first + k, claims)
+        ]
+    )
     needed.sort(key=lambda item: (item[1].neuron.layer, item[0], item[1].neuron, item[1].id))
     checks: dict[str, LemmaCheck] = {}
     rows = DefinitionRows(network)
     batch = 64
-    for start in range(0, len(needed), batch):
-        if time.monotonic() > deadline:
-            break
-        chunk = needed[start : start + batch]
-        per_lemma = [
-            lemma_obligations(network, boxes[k], proofs[k], lemma, rows) for k, lemma in chunk
-        ]
-        flat = [o for obligations in per_lemma for o in obligations]
-        results = iter(check_many(flat, SMT_TIMEOUT, workers))
-        for (_, lemma), obligations in zip(chunk, per_lemma, strict=True):
-            checks[lemma.id] = LemmaCheck(obligations, [next(results) for _ in obligations])
-        if progress is not None:
-            progress("smt", start + len(chunk), len(needed))
+    with SolverPool(workers, SMT_TIMEOUT) as pool:
+        for start in range(0, len(needed), batch):
+            if time.monotonic() > deadline:
+                break
+            chunk = needed[start : start + batch]
+            per_lemma: list[list[Obligation]] = []
+            written = _written(network, boxes, proofs, chunk, rows, per_lemma)
+            results = iter(pool.check(written))
+            for (_, lemma), obligations in zip(chunk, per_lemma, strict=True):
+                checks[lemma.id] = LemmaCheck(obligations, [next(results) for _ in obligations])
+            if progress is not None:
+                progress("smt", start + len(chunk), len(needed))
     return checks
 
 
