@@ -259,11 +259,12 @@ def _certify(
     """Prove the claims box by box, then have Z3 check the lemmas the proved claims rest on.
 
     Per domain box, in two phases:
-    1. Proofs (LP relaxations, exact certificates). On a splittable domain the box is bisected,
-       sub-box with the most failed claims first, while the LP time of two more halves plus
-       the projected Z3 time of every sub-box fits in the box's share of the budget (with
-       `SPLIT_SLACK`); then the sub-boxes that still fail claims get phase case splits as time
-       allows. The projection uses Z3's measured speed on a sample of the first proof.
+    1. Proofs (LP relaxations, exact certificates, phase case splits). On a splittable domain
+       whose box still fails claims, the box is bisected, sub-box with the most failed claims
+       first, while the LP time of two more halves plus the projected Z3 time of every sub-box
+       fits in the box's share of the budget (with `SPLIT_SLACK`); then the sub-boxes that
+       still fail claims get phase case splits as time allows. The projection uses Z3's
+       measured speed on one batch of the first proof's lemmas.
     2. Z3 checks of the lemmas of the claims proved on every sub-box, shallow layers first,
        so that the time limit cuts deep claims before shallow ones.
     Claims refuted by a witness meanwhile, or failed on a sub-box, make no neuron stable.
@@ -394,22 +395,25 @@ class _BoxCertifier:
         return self.certification.check_rate * sum(leaf.needed for leaf in leaves)
 
     def prove(self, box: Box, deadline: float, splitting: bool) -> tuple[list[_Node], SplitTree]:
+        # The whole box first gets the phase case splits too: they cost LP time only, and
+        # its proof is the one kept when bisecting does not fit in the time left.
         rate = self.certification.check_rate
         reserve = rate * _expected_lemmas(self.network, self._open())
-        root = self._node(box, deadline - reserve, 0 if splitting else self.config.max_split_depth)
+        root = self._node(box, deadline - reserve, self.config.max_split_depth)
         if splitting and root.failed and not self.certification.rate_measured:
             self._calibrate(root)
         leaves = [root]
         while splitting and len(leaves) < self.config.max_subboxes:
+            unstable = self.table.unstable()
             candidates = [
                 leaf
                 for leaf in leaves
-                if leaf.failed - self.table.unstable()
+                if leaf.failed - unstable
                 and any(bisect(leaf.box, d) is not None for d in range(leaf.box.size))
             ]
             if not candidates:
                 break
-            node = max(candidates, key=lambda leaf: (len(leaf.failed), -leaf.number))
+            node = max(candidates, key=lambda leaf: (len(leaf.failed - unstable), -leaf.number))
             needed = SPLIT_SLACK * (
                 2 * node.seconds
                 + self._projected_checks(leaves)
@@ -431,7 +435,7 @@ class _BoxCertifier:
             leaves[position : position + 1] = children
             if self.progress is not None:
                 self.progress("sub-boxes", len(leaves), 0)
-        if splitting and self.config.max_split_depth > 0:
+        if len(leaves) > 1 and self.config.max_split_depth > 0:
             leaves = self._with_case_splits(leaves, deadline)
         return leaves, _tree(
             root.number, self.splits, {leaf.number: leaf.number for leaf in leaves}
