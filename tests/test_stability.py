@@ -155,7 +155,8 @@ def test_a_claim_that_needs_a_case_split_is_certified_with_its_coverage() -> Non
 def test_a_claim_no_relaxation_of_the_whole_box_proves_is_certified_on_its_halves() -> None:
     network = _needs_a_split()
     domain = Domain.box([-1.0], [1.0])
-    analysis = analyse(network, domain, CONFIG, CONFIG.rng())
+    config = dataclasses.replace(CONFIG, max_split_depth=0)
+    analysis = analyse(network, domain, config, config.rng())
     target = Neuron(1, 0)
     assert analysis.statuses[target] is Status.STABLY_INACTIVE
     halves = analysis.subdomains.boxes
