@@ -228,9 +228,40 @@ class _Certification:
     """Per domain box that was split: Z3's check that its sub-boxes cover it."""
     prove_seconds: float = 0.0
     check_seconds: float = 0.0
-    check_rate: float = 0.03
-    """Wall seconds Z3 takes per lemma (2 workers, ACAS Xu size) until measured on this run."""
-    rate_measured: bool = False
+    check_cost: _CheckCost = dataclasses.field(default_factory=lambda: _CheckCost())
+
+
+@dataclasses.dataclass
+class _CheckCost:
+    """Projected wall seconds of Z3 per lemma, by the layer of the lemma's neuron (a deeper
+    lemma's obligation spells out more rows). A first guess until measured on the run."""
+
+    per_layer: dict[int, float] = dataclasses.field(default_factory=dict)
+    guess: float = 0.03
+    measured: bool = False
+
+    def of(self, lemmas_by_layer: Mapping[int, int]) -> float:
+        return sum(
+            count * self.per_layer.get(layer, self.guess)
+            for layer, count in lemmas_by_layer.items()
+        )
+
+    def calibrate(self, samples: Sequence[tuple[int, float]]) -> None:
+        """Per-layer means of measured (layer, seconds per lemma)."""
+        by_layer: dict[int, list[float]] = {}
+        for layer, seconds in samples:
+            by_layer.setdefault(layer, []).append(seconds)
+        self.per_layer = {layer: sum(v) / len(v) for layer, v in by_layer.items()}
+        self.guess = max(self.per_layer.values(), default=self.guess)
+        self.measured = True
+
+    def rescale(self, lemmas_by_layer: Mapping[int, int], seconds: float) -> None:
+        """Scale the projection to what checking these lemmas really took."""
+        predicted = self.of(lemmas_by_layer)
+        if predicted > 0 and sum(lemmas_by_layer.values()) >= 24:
+            factor = seconds / predicted
+            self.per_layer = {layer: v * factor for layer, v in self.per_layer.items()}
+            self.guess *= factor
 
 
 @dataclasses.dataclass
@@ -242,8 +273,9 @@ class _Node:
     proof: BoxProof
     failed: set[Neuron]
     seconds: float
-    needed: int
-    """Lemmas Z3 would check on this sub-box: those of the claims it proves, with contexts."""
+    needed: Counter[int]
+    """Lemmas Z3 would check on this sub-box (those of the claims it proves, with contexts),
+    counted by layer."""
 
 
 def _certify(
@@ -302,9 +334,9 @@ def _certify(
         )
         checked_in = time.monotonic() - started
         certification.check_seconds += checked_in
-        if len(checks) >= 24:
-            certification.check_rate = checked_in / len(checks)
-            certification.rate_measured = True
+        layers = {i: lemma.neuron.layer for proof in proofs for i, lemma in proof.lemmas.items()}
+        checked = Counter(layers[i] for i in checks)
+        certification.check_cost.rescale(checked, checked_in)
         leaf_boxes.extend(boxes)
         certification.checks.update(checks)
         certification.proofs.extend(proofs)
@@ -388,19 +420,20 @@ class _BoxCertifier:
             if len(self.table.seen(n)) < 2 and proving_lemma(proof, number, n, p) is None
         }
         proved = {n: p for n, p in claims.items() if n not in failed}
-        needed = len(_needed_lemmas(proof, number, proved))
+        needed = Counter(
+            proof.lemmas[i].neuron.layer for i in _needed_lemmas(proof, number, proved)
+        )
         return _Node(number, box, proof, failed, seconds, needed)
 
     def _projected_checks(self, leaves: Sequence[_Node]) -> float:
-        return self.certification.check_rate * sum(leaf.needed for leaf in leaves)
+        return sum(self.certification.check_cost.of(leaf.needed) for leaf in leaves)
 
     def prove(self, box: Box, deadline: float, splitting: bool) -> tuple[list[_Node], SplitTree]:
         # The whole box first gets the phase case splits too: they cost LP time only, and
         # its proof is the one kept when bisecting does not fit in the time left.
-        rate = self.certification.check_rate
-        reserve = rate * _expected_lemmas(self.network, self._open())
+        reserve = self.certification.check_cost.guess * _expected_lemmas(self.network, self._open())
         root = self._node(box, deadline - reserve, self.config.max_split_depth)
-        if splitting and root.failed and not self.certification.rate_measured:
+        if splitting and root.failed and not self.certification.check_cost.measured:
             self._calibrate(root)
         leaves = [root]
         while splitting and len(leaves) < self.config.max_subboxes:
@@ -417,7 +450,7 @@ class _BoxCertifier:
             needed = SPLIT_SLACK * (
                 2 * node.seconds
                 + self._projected_checks(leaves)
-                + self.certification.check_rate * node.needed
+                + self.certification.check_cost.of(node.needed)
             )
             if time.monotonic() + needed > deadline:
                 break
@@ -473,25 +506,26 @@ class _BoxCertifier:
             )
 
     def _calibrate(self, node: _Node) -> None:
-        """Measure Z3's speed on a sample of the node's lemmas (deepest layers included)."""
+        """Measure Z3's speed per layer on a sample of the node's lemmas: the time to write a
+        lemma's obligations plus the solver's own time on them, spread over the workers."""
         ordered = sorted(node.proof.lemmas.values(), key=lambda lemma: lemma.neuron)
         sample = ordered[:: max(1, len(ordered) // 64)][:64]
-        if not sample:
-            return
-        started = time.monotonic()
-        _check_shallow_first(
-            self.network,
-            [node.box],
-            [node.proof],
-            node.number,
-            {},
-            self.config.workers,
-            math.inf,
-            None,
-            sample,
+        rows = DefinitionRows(self.network)
+        written: list[tuple[int, float, list[Obligation]]] = []
+        for lemma in sample:
+            started = time.monotonic()
+            obligations = lemma_obligations(self.network, node.box, node.proof, lemma, rows)
+            written.append((lemma.neuron.layer, time.monotonic() - started, obligations))
+        flat = [o for _, _, obligations in written for o in obligations]
+        with SolverPool(self.config.workers, SMT_TIMEOUT) as pool:
+            results = iter(pool.check(flat))
+        workers = max(1, self.config.workers)
+        self.certification.check_cost.calibrate(
+            [
+                (layer, writing + sum(next(results).seconds for _ in obligations) / workers)
+                for layer, writing, obligations in written
+            ]
         )
-        self.certification.check_rate = (time.monotonic() - started) / len(sample)
-        self.certification.rate_measured = True
 
 
 def _renumbered(proof: BoxProof, old: int, new: int) -> BoxProof:
