@@ -478,7 +478,7 @@ def test_a_certificate_with_sub_boxes_is_valid_and_its_stable_neurons_rest_on_ea
     path, document = split_inputs
     report = check_certificate(path, workers=1)
     assert report.valid, report.first_failure
-    subboxes = report.counts["subboxes"]
+    subboxes = report.counts["sub_boxes"]
     assert subboxes >= 2
     stable = [e for e in document["neurons"] if e["status"].startswith("stably")]
     assert stable and all(len(e["evidence"]["lemmas"]) == subboxes for e in stable)

@@ -212,7 +212,7 @@ def _check_subdomains(
             result.verdict is SmtVerdict.PROVED,
             f"obligation {obligation.id}: {solver} says {result.verdict.value} ({result.detail})",
         )
-    counts["subboxes"] = len(subdomains.boxes)
+    counts["sub_boxes"] = len(subdomains.boxes)
     return subdomains
 
 
