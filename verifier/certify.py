@@ -483,8 +483,8 @@ def _solve_leaf(
         return _LeafAttempt(None, None, None, {})
     multipliers = _multipliers_from_duals(keys, solution.row_duals, relaxation.assumptions)
     bound = leaf_bound(relaxation, target, sign, multipliers)
-    if 0 < bound < 1e-6:
-        # Short multipliers may cost a sign claim its last bit of margin: use them all.
+    if bound > 0 >= solution.value:
+        # The LP shows the sign, but short multipliers cost it the margin: use them all.
         precise = _multipliers_from_duals(keys, solution.row_duals, relaxation.assumptions, 53)
         precise_bound = leaf_bound(relaxation, target, sign, precise)
         if precise_bound < bound:
