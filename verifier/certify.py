@@ -659,6 +659,7 @@ def prove_box(
         1 for n in claims if n.layer == deepest
     )
     done = 0
+    claims_left = len(claims) + 1
     previous_context: list[str] = []
     for k in range(deepest + 1):
         context = context_id(box_index, k)
@@ -674,6 +675,8 @@ def prove_box(
         for index in targets:
             neuron = Neuron(k, index)
             claimed = claims.get(neuron)
+            if claimed is not None:
+                claims_left -= 1
             senses = (
                 [UPPER, LOWER] if k < deepest else [UPPER if claimed is Phase.INACTIVE else LOWER]
             )
@@ -698,8 +701,17 @@ def prove_box(
                     if attempt.primal is not None and offer_witness is not None:
                         offer_witness(attempt.primal[: network.input_size], box_index)
                     if program is not None:
+                        # A fair share of the time left per claim still to come, so that one
+                        # stubborn claim's case splits cannot starve the others.
+                        share = (deadline - time.monotonic()) / max(1, claims_left)
                         split = _prove_with_splits(
-                            relaxation, program, neuron, sign, attempt, max_split_depth, deadline
+                            relaxation,
+                            program,
+                            neuron,
+                            sign,
+                            attempt,
+                            max_split_depth,
+                            min(deadline, time.monotonic() + max(share, 0.5)),
                         )
                         if split is not None:
                             leaves = split
