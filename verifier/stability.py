@@ -635,7 +635,8 @@ def _expected_lemmas(network: Network, claims: Mapping[Neuron, Phase]) -> int:
     if not claims:
         return 0
     deepest = max(n.layer for n in claims)
-    return 2 * sum(network.layers[k].outputs for k in range(deepest)) + len(claims)
+    earlier = 2 * sum(network.layers[k].outputs for k in range(deepest))
+    return earlier + sum(1 for n in claims if n.layer == deepest)
 
 
 def _tree(
