@@ -313,12 +313,12 @@ def _certify(
         certifier = _BoxCertifier(
             network, domain, parent, open_claims, table, config, rng, progress, certification
         )
-        leaves, tree = certifier.prove(box, box_deadline, splitting)
+        leaves = certifier.prove(box, box_deadline, splitting)
         certification.prove_seconds += certifier.prove_seconds
         first = len(certification.proofs)
         proofs = [_renumbered(leaf.proof, leaf.number, first + k) for k, leaf in enumerate(leaves)]
         numbering = {leaf.number: first + k for k, leaf in enumerate(leaves)}
-        trees.append(_renumbered_tree(tree, numbering))
+        trees.append(_tree(0, certifier.splits, numbering))
         proved = {
             n: p
             for n, p in open_claims.items()
@@ -428,7 +428,8 @@ class _BoxCertifier:
     def _projected_checks(self, leaves: Sequence[_Node]) -> float:
         return sum(self.certification.check_cost.of(leaf.needed) for leaf in leaves)
 
-    def prove(self, box: Box, deadline: float, splitting: bool) -> tuple[list[_Node], SplitTree]:
+    def prove(self, box: Box, deadline: float, splitting: bool) -> list[_Node]:
+        """The sub-boxes' proofs; `self.splits` records how node 0 (the box) was bisected."""
         # The whole box first gets the phase case splits too: they cost LP time only, and
         # its proof is the one kept when bisecting does not fit in the time left.
         reserve = self.certification.check_cost.guess * _expected_lemmas(self.network, self._open())
@@ -470,9 +471,7 @@ class _BoxCertifier:
                 self.progress("sub-boxes", len(leaves), 0)
         if len(leaves) > 1 and self.config.max_split_depth > 0:
             leaves = self._with_case_splits(leaves, deadline)
-        return leaves, _tree(
-            root.number, self.splits, {leaf.number: leaf.number for leaf in leaves}
-        )
+        return leaves
 
     def _with_case_splits(self, leaves: list[_Node], deadline: float) -> list[_Node]:
         """Re-prove the sub-boxes that fail claims with phase case splits, as time allows:
@@ -545,17 +544,6 @@ def _renumbered(proof: BoxProof, old: int, new: int) -> BoxProof:
     }
     contexts = {rename(c): [rename(i) for i in ids] for c, ids in proof.contexts.items()}
     return BoxProof(dict(proof.facts), lemmas, contexts)
-
-
-def _renumbered_tree(tree: SplitTree, numbering: Mapping[int, int]) -> SplitTree:
-    if isinstance(tree, int):
-        return numbering[tree]
-    return Bisection(
-        tree.dimension,
-        tree.at,
-        _renumbered_tree(tree.below, numbering),
-        _renumbered_tree(tree.above, numbering),
-    )
 
 
 def _written(
