@@ -74,34 +74,29 @@ def _network() -> Network:
     )
 
 
-@pytest.fixture(scope="module")
-def certified(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Document]:
-    """(certificate path, certificate document) of one pipeline run."""
-    root = tmp_path_factory.mktemp("check")
+def _pipeline_certificate(root: Path, config: Config) -> tuple[Path, Document]:
+    """(certificate path, certificate document) of one pipeline run of `_network()`."""
     save_onnx(_network(), root / "net.onnx", "float32")
-    result = run(
-        root / "net.onnx",
-        Domain.box(np.zeros(3), np.ones(3)),
-        root / "out",
-        Config(time_limit=20, samples=200, max_subboxes=1),
-    )
+    result = run(root / "net.onnx", Domain.box(np.zeros(3), np.ones(3)), root / "out", config)
     path = result.out_dir / "certificate.json"
     return path, json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def certified(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Document]:
+    """The network certified on the whole box (phase case splits, no sub-boxes)."""
+    return _pipeline_certificate(
+        tmp_path_factory.mktemp("check"), Config(time_limit=20, samples=200, max_subboxes=1)
+    )
 
 
 @pytest.fixture(scope="module")
 def split_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Document]:
     """The same network certified with input splitting (proofs on bisected sub-boxes)."""
-    root = tmp_path_factory.mktemp("check-split")
-    save_onnx(_network(), root / "net.onnx", "float32")
-    result = run(
-        root / "net.onnx",
-        Domain.box(np.zeros(3), np.ones(3)),
-        root / "out",
+    return _pipeline_certificate(
+        tmp_path_factory.mktemp("check-split"),
         Config(time_limit=20, samples=200, max_split_depth=0),
     )
-    path = result.out_dir / "certificate.json"
-    return path, json.loads(path.read_text())
 
 
 def _tampered(
