@@ -26,6 +26,7 @@ from verifier.ir import AffineLayer, Network
 from verifier.onnx_export import save_onnx
 from verifier.pipeline import run
 from verifier.smt import Obligation, SmtVerdict, check
+from verifier.subdomains import Subdomains
 
 Document = dict[str, Any]
 
@@ -475,8 +476,17 @@ def test_a_certificate_with_sub_boxes_is_valid_and_its_stable_neurons_rest_on_ea
     assert report.valid, report.first_failure
     subboxes = report.counts["sub_boxes"]
     assert subboxes >= 2
+    subdomains = Subdomains.from_json(
+        Domain.from_json(document["domain"]), document["subdomains"]["trees"]
+    )
     stable = [e for e in document["neurons"] if e["status"].startswith("stably")]
-    assert stable and all(len(e["evidence"]["lemmas"]) == subboxes for e in stable)
+    assert stable
+    for entry in stable:
+        boxes = {document["lemmas"][i]["box"] for i in entry["evidence"]["lemmas"]}
+        for leaf in subdomains.leaves:
+            assert boxes & set(subdomains.ancestry(leaf)), f"{entry} on sub-box {leaf}"
+    # Some claim needed the halves: its lemmas are on the sub-boxes, not on the domain box.
+    assert any(len(e["evidence"]["lemmas"]) == subboxes for e in stable)
     assert [c["result"] for c in document["subdomains"]["cover"]] == ["proved"]
     assert document["subdomains"]["subboxes"] == subboxes
 
@@ -508,14 +518,19 @@ def test_a_cut_outside_its_interval_is_rejected(split_inputs: tuple[Path, Docume
 def test_a_sub_box_dropped_from_the_tree_is_rejected(split_inputs: tuple[Path, Document]) -> None:
     def drop(document: Document) -> None:
         cut = _first_cut(document)
-        document["subdomains"]["trees"][0] = cut["below"]
-        document["subdomains"]["subboxes"] -= 1
+        document["subdomains"]["trees"][0] = cut["box"]
+        document["subdomains"]["subboxes"] = 1
+        document["subdomains"]["cover"] = []
 
-    # The kept half now stands for the whole box: its lemmas no longer hold there, and the
-    # other half's lemmas name a sub-box that does not exist.
-    report = _tampered(split_inputs, "dropped-half", drop)
-    assert not report.valid and report.first_failure is not None
-    assert "lemma b" in report.first_failure
+    # A consistent tree without the cut: the lemmas made on the halves name proof boxes that
+    # no longer exist.
+    _assert_rejected(_tampered(split_inputs, "dropped-half", drop), "lemma b", "does not exist")
+
+    def renumber(document: Document) -> None:
+        cut = _first_cut(document)
+        document["subdomains"]["trees"][0] = {**cut, "above": cut["below"] + 5}
+
+    _assert_rejected(_tampered(split_inputs, "renumbered", renumber), "numbered 0..m-1")
 
 
 def test_a_sub_box_listed_twice_is_rejected(split_inputs: tuple[Path, Document]) -> None:
@@ -539,13 +554,70 @@ def test_a_stable_neuron_missing_its_lemma_on_one_sub_box_is_rejected(
     split_inputs: tuple[Path, Document],
 ) -> None:
     _, document = split_inputs
-    entry = next(e for e in document["neurons"] if e["status"].startswith("stably"))
+    subboxes = document["subdomains"]["subboxes"]
+    entry = next(
+        e
+        for e in document["neurons"]
+        if e["status"].startswith("stably") and len(e["evidence"]["lemmas"]) == subboxes
+    )
     last = entry["evidence"]["lemmas"][-1]
+    box = document["lemmas"][last]["box"]
 
     def remove(document: Document) -> None:
         del document["lemmas"][last]
 
-    _assert_rejected(_tampered(split_inputs, "missing-subbox-lemma", remove), last)
+    _assert_rejected(
+        _tampered(split_inputs, "missing-subbox-lemma", remove),
+        f"neuron ({entry['layer']},{entry['index']})",
+        f"sub-box {box}",
+    )
+
+
+def _sub_box_context(document: Document) -> tuple[str, int, int]:
+    """(context id, its sub-box, the sibling sub-box) of the 'above' half of the first cut."""
+    cut = _first_cut(document)
+    above, below = cut["above"], cut["below"]
+    assert isinstance(above, int) and isinstance(below, int)
+    return f"b{above}.ctx1", above, below
+
+
+def test_a_context_lemma_from_a_box_that_does_not_enclose_the_lemma_is_rejected(
+    split_inputs: tuple[Path, Document],
+) -> None:
+    # Proved on the sibling half, so it need not hold on this one.
+    _, document = split_inputs
+    context, _, sibling = _sub_box_context(document)
+    root = _first_cut(document)["box"]
+    borrowed = next(
+        i
+        for i in document["contexts"][context]
+        if i.startswith(f"b{root}.") and f"b{sibling}." + i.split(".", 1)[1] in document["lemmas"]
+    )
+
+    def borrow(document: Document) -> None:
+        ids = document["contexts"][context]
+        ids[ids.index(borrowed)] = f"b{sibling}." + borrowed.split(".", 1)[1]
+
+    _assert_rejected(
+        _tampered(split_inputs, "sibling-context", borrow), f"box {sibling}", "does not enclose"
+    )
+
+
+def test_a_context_with_two_bounds_of_the_same_sense_for_a_neuron_is_rejected(
+    split_inputs: tuple[Path, Document],
+) -> None:
+    # Say an enclosing box's weaker lower bound and the sub-box's own: which one is meant?
+    _, document = split_inputs
+    context, box, _ = _sub_box_context(document)
+    root = _first_cut(document)["box"]
+    own = next(i for i in document["contexts"][context] if i.startswith(f"b{box}."))
+    enclosing = f"b{root}." + own.split(".", 1)[1]
+    assert enclosing in document["lemmas"]
+
+    def double(document: Document) -> None:
+        document["contexts"][context].append(enclosing)
+
+    _assert_rejected(_tampered(split_inputs, "double-bound", double), "context has two")
 
 
 def test_a_file_that_is_not_a_certificate_is_a_certificate_error(tmp_path: Path) -> None:

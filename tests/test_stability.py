@@ -28,6 +28,7 @@ from verifier.stability import (
     InconsistentEvidenceError,
     LemmaCheck,
     StabilityAnalysis,
+    all_lemmas,
     analyse,
     check_lemmas,
     coverage_obligation,
@@ -68,7 +69,8 @@ def _assert_agrees_with_oracle(analysis: StabilityAnalysis, verdicts: list[Oracl
 
 
 def _assert_evidence_is_in_place(network: Network, analysis: StabilityAnalysis) -> None:
-    """Unstable: exact witnesses of both strict signs. Stable: Z3-proved lemmas on every box."""
+    """Unstable: exact witnesses of both strict signs. Stable: Z3-proved lemmas that show the
+    phase, on every sub-box or a proof box enclosing it."""
     for neuron, status in analysis.statuses.items():
         if status is Status.UNSTABLE:
             for phase, sign in ((Phase.ACTIVE, 1), (Phase.INACTIVE, -1)):
@@ -77,12 +79,14 @@ def _assert_evidence_is_in_place(network: Network, analysis: StabilityAnalysis) 
                 assert network.evaluate_exact(witness.point).sign(neuron) == sign
         elif status.is_stable:
             identifiers = analysis.stability_lemmas(neuron)
-            assert len(identifiers) == len(analysis.proofs)
-            for box, identifier in enumerate(identifiers):
-                lemma = analysis.proofs[box].lemmas[identifier]
-                assert analysis.lemma_checks[identifier].proved
+            lemmas = [all_lemmas(analysis.proofs)[i] for i in identifiers]
+            for lemma in lemmas:
+                assert analysis.lemma_checks[lemma.id].proved and lemma.neuron == neuron
                 shows = lemma.value <= 0 if status is Status.STABLY_INACTIVE else lemma.value >= 0
-                assert shows, f"{identifier} = {lemma.value} does not show {status}"
+                assert shows, f"{lemma.id} = {lemma.value} does not show {status}"
+            subdomains = analysis.subdomains
+            for leaf in subdomains.leaves:
+                assert any(lemma.box in subdomains.ancestry(leaf) for lemma in lemmas)
         else:
             assert analysis.stability_lemmas(neuron) == []
 
@@ -159,11 +163,14 @@ def test_a_claim_no_relaxation_of_the_whole_box_proves_is_certified_on_its_halve
     analysis = analyse(network, domain, config, config.rng())
     target = Neuron(1, 0)
     assert analysis.statuses[target] is Status.STABLY_INACTIVE
-    halves = analysis.subdomains.boxes
-    assert len(halves) >= 2 and len(analysis.proofs) == len(halves)
+    subdomains = analysis.subdomains
+    assert len(subdomains.leaves) >= 2 and len(analysis.proofs) == len(subdomains.boxes)
+    halves = [subdomains.boxes[k] for k in subdomains.leaves]
     assert sorted((float(b.lower[0]), float(b.upper[0])) for b in halves)[0][0] == -1.0
-    assert analysis.subdomains.parents == (0,) * len(halves)
-    for box in range(len(halves)):
+    assert subdomains.parents == (0,) * len(subdomains.boxes)
+    # The whole box (proof box 0) does not show the claim; each sub-box's own lemma does.
+    assert lemma_id(0, target, UPPER) not in analysis.stability_lemmas(target)
+    for box in subdomains.leaves:
         lemma = analysis.proofs[box].lemmas[lemma_id(box, target, UPPER)]
         assert lemma.value <= 0 and all(leaf.assumptions == () for leaf in lemma.leaves)
     assert analysis.cover_checks[0].proved
@@ -185,6 +192,7 @@ def test_input_splitting_is_not_tried_on_wide_inputs() -> None:
     domain = Domain.box(np.full(20, -1.0), np.full(20, 1.0))
     analysis = analyse(wide, domain, CONFIG, CONFIG.rng())
     assert len(analysis.subdomains.boxes) == 1 and analysis.cover_checks == {}
+    assert analysis.subdomains.leaves == (0,)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,7 +336,7 @@ def test_a_split_lemma_whose_leaves_do_not_cover_is_not_established(proved: Prov
     # Z3 agrees: the coverage obligation of the partial split is refuted, the full one proved.
     assert check(coverage_obligation(lemma)).verdict is SmtVerdict.PROVED
     assert check(coverage_obligation(partial)).verdict is SmtVerdict.REFUTED
-    obligations = lemma_obligations(network, domain.boxes[0], proof, lemma)
+    obligations = lemma_obligations(network, domain.boxes[0], proof.lemmas, proof.contexts, lemma)
     assert obligations[-1].id == f"{target}.cover"
 
 

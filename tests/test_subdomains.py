@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 
 import numpy as np
@@ -26,20 +27,27 @@ from verifier.subdomains import (
 UNIT_SQUARE = Domain.box([0.0, 0.0], [1.0, 1.0])
 
 
-def _random_tree(box: Box, rng: np.random.Generator, depth: int, leaves: list[int]) -> SplitTree:
+def _random_tree(box: Box, rng: np.random.Generator, depth: int, nodes: list[int]) -> SplitTree:
+    """A random bisection tree whose nodes are numbered in pre-order."""
+    nodes.append(len(nodes))
+    number = nodes[-1]
     if depth == 0 or rng.random() < 0.3:
-        leaves.append(len(leaves))
-        return leaves[-1]
+        return number
     dimension = int(rng.integers(box.size))
     halves = bisect(box, dimension)
     assert halves is not None
     at, below, above = halves
     return Bisection(
+        number,
         dimension,
         at,
-        _random_tree(below, rng, depth - 1, leaves),
-        _random_tree(above, rng, depth - 1, leaves),
+        _random_tree(below, rng, depth - 1, nodes),
+        _random_tree(above, rng, depth - 1, nodes),
     )
+
+
+def _inside(inner: Box, outer: Box) -> bool:
+    return bool(np.all(outer.lower <= inner.lower) and np.all(inner.upper <= outer.upper))
 
 
 def _volume(box: Box) -> Fraction:
@@ -56,10 +64,28 @@ def test_the_sub_boxes_of_a_bisection_tree_tile_the_box_exactly(seed: int) -> No
     box = Box(rng.uniform(-2, 0, 3), rng.uniform(0.5, 2, 3))
     tree = _random_tree(box, rng, 5, [])
     subdomains = Subdomains.from_trees(Domain((box,)), [tree])
-    assert sum(_volume(b) for b in subdomains.boxes) == _volume(box)
+    sub_boxes = [subdomains.boxes[k] for k in subdomains.leaves]
+    assert sum(_volume(b) for b in sub_boxes) == _volume(box)
     for point in box.sample(200, rng):
-        assert any(b.contains(point) for b in subdomains.boxes)
+        assert any(b.contains(point) for b in sub_boxes)
     assert all(p == 0 for p in subdomains.parents)
+
+
+@settings(deadline=None, max_examples=30)
+@given(st.integers(0, 2**32 - 1))
+def test_every_proof_box_lies_inside_the_boxes_of_its_ancestry(seed: int) -> None:
+    # What makes a lemma of an enclosing box usable on a sub-box.
+    rng = np.random.default_rng(seed)
+    box = Box(rng.uniform(-2, 0, 3), rng.uniform(0.5, 2, 3))
+    tree = _random_tree(box, rng, 5, [])
+    subdomains = Subdomains.from_trees(Domain((box,)), [tree])
+    for k in range(len(subdomains.boxes)):
+        chain = subdomains.ancestry(k)
+        assert chain[0] == k and subdomains.enclosing[chain[-1]] is None
+        assert all(_inside(subdomains.boxes[k], subdomains.boxes[a]) for a in chain)
+    assert subdomains.ancestry(0) == [0]
+    assert np.array_equal(subdomains.boxes[0].lower, box.lower)
+    assert np.array_equal(subdomains.boxes[0].upper, box.upper)
     again = Subdomains.from_json(Domain((box,)), subdomains.to_json())
     assert again.trees == subdomains.trees
 
@@ -76,21 +102,23 @@ def test_without_splits_sub_box_k_is_domain_box_k() -> None:
 
 
 def test_z3_proves_the_cover_and_refutes_it_when_a_sub_box_is_missing() -> None:
-    tree = Bisection(0, 0.5, 0, Bisection(1, 0.5, 1, 2))
+    tree = Bisection(0, 0, 0.5, 1, Bisection(2, 1, 0.5, 3, 4))
     subdomains = Subdomains.from_trees(UNIT_SQUARE, [tree])
+    assert subdomains.leaves == (1, 3, 4)
     assert check(cover_obligation(subdomains, 0)).verdict is SmtVerdict.PROVED
-    holey = Subdomains(UNIT_SQUARE, (tree,), subdomains.boxes[:2], subdomains.parents[:2])
+    holey = dataclasses.replace(subdomains, leaves=(1, 3))
     assert check(cover_obligation(holey, 0)).verdict is SmtVerdict.REFUTED
 
 
 @pytest.mark.parametrize(
     ("tree", "message"),
     [
-        (Bisection(0, 1.5, 0, 1), "not strictly inside"),
-        (Bisection(0, 0.0, 0, 1), "not strictly inside"),
-        (Bisection(2, 0.5, 0, 1), "input 2"),
-        (Bisection(0, 0.5, 0, 0), "appears twice"),
-        (Bisection(0, 0.5, 0, 2), "numbered"),
+        (Bisection(2, 0, 1.5, 0, 1), "not strictly inside"),
+        (Bisection(2, 0, 0.0, 0, 1), "not strictly inside"),
+        (Bisection(2, 2, 0.5, 0, 1), "input 2"),
+        (Bisection(2, 0, 0.5, 0, 0), "appears twice"),
+        (Bisection(0, 0, 0.5, 0, 1), "appears twice"),
+        (Bisection(3, 0, 0.5, 0, 1), "numbered"),
     ],
 )
 def test_a_malformed_tree_is_rejected_naming_the_problem(tree: SplitTree, message: str) -> None:
@@ -104,7 +132,7 @@ def test_one_tree_is_needed_per_domain_box() -> None:
 
 
 def test_a_cut_that_is_not_exactly_a_float_is_rejected() -> None:
-    data = [{"input": 0, "at": "0.1000000000000000000001", "below": 0, "above": 1}]
+    data = [{"box": 2, "input": 0, "at": "0.1000000000000000000001", "below": 0, "above": 1}]
     with pytest.raises(CertificateError, match="not exactly a float64"):
         Subdomains.from_json(UNIT_SQUARE, data)
 

@@ -28,7 +28,7 @@ from verifier.ir import Network
 from verifier.status import Neuron, Phase, Status
 
 FORMAT = "verify-compress-certificate"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SEMANTICS = (
     "exact real arithmetic over the stored ONNX weights read as the exact rationals their "
     "float values are, preprocessing ops folded exactly (except those listed in "

@@ -409,12 +409,30 @@ def leaf_obligation(
 
 @dataclasses.dataclass
 class BoxProof:
-    """Everything proved on one box."""
+    """Everything proved on one box, and the bounds known there."""
 
     facts: dict[Neuron, NeuronFact]
+    """The bounds known on the box per neuron: its own lemmas' or an enclosing box's."""
     lemmas: dict[str, BoundLemma]
+    """The lemmas proved on this box."""
     contexts: dict[str, list[str]]
-    """context id -> ids of the lemmas it consists of (all lemmas of earlier layers)."""
+    """context id -> ids of the lemmas it consists of (a lower and an upper bound lemma of
+    every earlier-layer neuron, each proved on this box or on a box enclosing it)."""
+    fact_lemmas: dict[Neuron, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    """Per neuron of `facts`: the ids of the lemmas its lower and upper bound come from."""
+
+
+REPROVE_GAIN = 0.02
+"""On a box inside another, a bound is re-proved only for neurons not stable on the enclosing
+box, and the new lemma is kept only if it narrows the enclosing box's bounds by at least this
+fraction of their width or decides the neuron's sign: every kept lemma costs a Z3 check."""
+
+
+def _worth_keeping(sign: int, value: Fraction, known: NeuronFact) -> bool:
+    width = known.upper - known.lower
+    if sign == UPPER:
+        return value <= 0 < known.upper or value <= known.upper - width * Fraction(REPROVE_GAIN)
+    return value >= 0 > known.lower or value >= known.lower + width * Fraction(REPROVE_GAIN)
 
 
 WitnessHook = Callable[[np.ndarray, int], None]
@@ -639,6 +657,7 @@ def prove_box(
     max_split_depth: int = 6,
     offer_witness: WitnessHook | None = None,
     progress: Callable[[int, int], None] | None = None,
+    enclosing: BoxProof | None = None,
 ) -> BoxProof:
     """Prove bounds layer by layer on one box, and try to prove every claim.
 
@@ -648,12 +667,17 @@ def prove_box(
     relaxation does not prove is split on; the LP optimum of a failed attempt is offered as a
     witness (it may refute the claim). After the deadline, remaining claims are simply left
     unproved (their neurons then have no stability lemma: unknown).
+
+    `enclosing` is the proof of a box that contains this one: its bounds hold here too, so
+    neurons stable there keep its lemmas, and a re-proved bound replaces its lemma only where
+    it is worth a Z3 check (`REPROVE_GAIN`) and was found before the deadline.
     """
     facts: dict[Neuron, NeuronFact] = {}
+    fact_lemmas: dict[Neuron, tuple[str, str]] = {}
     lemmas: dict[str, BoundLemma] = {}
     contexts: dict[str, list[str]] = {}
     if not claims:
-        return BoxProof(facts, lemmas, contexts)
+        return BoxProof(facts, lemmas, contexts, fact_lemmas)
     deepest = max(neuron.layer for neuron in claims)
     total = sum(network.layers[k].outputs for k in range(deepest)) + sum(
         1 for n in claims if n.layer == deepest
@@ -677,10 +701,23 @@ def prove_box(
             claimed = claims.get(neuron)
             if claimed is not None:
                 claims_left -= 1
+            known = enclosing.facts.get(neuron) if enclosing is not None else None
+            known_ids = enclosing.fact_lemmas.get(neuron) if enclosing is not None else None
+            done += 1
+            if (
+                k < deepest
+                and known is not None
+                and known_ids is not None
+                and known.phase is not None
+            ):
+                facts[neuron] = known
+                fact_lemmas[neuron] = known_ids
+                layer_lemmas.extend(known_ids)
+                continue
             senses = (
                 [UPPER, LOWER] if k < deepest else [UPPER if claimed is Phase.INACTIVE else LOWER]
             )
-            values: dict[int, Fraction] = {}
+            chosen: dict[int, tuple[Fraction, str]] = {}
             for sign in senses:
                 if time.monotonic() > deadline:
                     break
@@ -717,6 +754,8 @@ def prove_box(
                             leaves = split
                 bound = max(leaf.bound for leaf in leaves)
                 value = round_outward(sign * bound, sign)
+                if known is not None and not _worth_keeping(sign, value, known):
+                    continue
                 lemma = BoundLemma(
                     lemma_id(box_index, neuron, sign),
                     box_index,
@@ -727,11 +766,17 @@ def prove_box(
                     context,
                 )
                 lemmas[lemma.id] = lemma
-                layer_lemmas.append(lemma.id)
-                values[sign] = value
-            if k < deepest and UPPER in values and LOWER in values:
-                facts[neuron] = NeuronFact(values[LOWER], values[UPPER])
-            done += 1
+                chosen[sign] = (value, lemma.id)
+            if k == deepest:
+                layer_lemmas.extend(identifier for _, identifier in chosen.values())
+            else:
+                if known is not None and known_ids is not None:
+                    chosen.setdefault(LOWER, (known.lower, known_ids[0]))
+                    chosen.setdefault(UPPER, (known.upper, known_ids[1]))
+                if UPPER in chosen and LOWER in chosen:
+                    facts[neuron] = NeuronFact(chosen[LOWER][0], chosen[UPPER][0])
+                    fact_lemmas[neuron] = (chosen[LOWER][1], chosen[UPPER][1])
+                    layer_lemmas.extend(fact_lemmas[neuron])
             if progress is not None:
                 progress(done, total)
         if k < deepest:
@@ -741,4 +786,4 @@ def prove_box(
                 # built (time limit): deeper claims stay unproved.
                 break
         previous_context = previous_context + layer_lemmas
-    return BoxProof(facts, lemmas, contexts)
+    return BoxProof(facts, lemmas, contexts, fact_lemmas)

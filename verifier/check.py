@@ -58,7 +58,7 @@ from verifier.onnx_export import rounded_layers
 from verifier.onnx_import import load_network
 from verifier.relaxation import NeuronFact, Relaxation
 from verifier.smt import SOLVERS, Obligation, SmtVerdict, check_many
-from verifier.stability import coverage_obligation
+from verifier.stability import coverage_obligation, covering_lemmas
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import Subdomains, cover_obligation
 
@@ -148,25 +148,23 @@ def _check(
         for identifier, data in document["lemmas"].items()
     }
     verified = _check_lemmas(
-        document, network, subdomains.proof_domain, lemmas, counts, progress, workers, solver
+        document, network, subdomains, lemmas, counts, progress, workers, solver
     )
+    ancestries = [subdomains.ancestry(k) for k in subdomains.leaves]
+    proved = {i: lemmas[i] for i in verified}
+    stability_lemmas: dict[Neuron, list[str]] = {}
     for neuron, status in statuses.items():
         if not status.is_stable:
             continue
         phase = Phase.ACTIVE if status is Status.STABLY_ACTIVE else Phase.INACTIVE
-        sign = LOWER if phase is Phase.ACTIVE else UPPER
-        for box in range(len(subdomains.boxes)):
-            identifier = lemma_id(box, neuron, sign)
+        for leaf, chain in zip(subdomains.leaves, ancestries, strict=True):
             _require(
-                identifier in verified,
-                f"neuron {neuron}: status {status.value} lacks verified lemma {identifier}",
+                covering_lemmas([chain], proved, neuron, phase) is not None,
+                f"neuron {neuron}: status {status.value} lacks a verified lemma showing it on "
+                f"sub-box {leaf} (or a proof box enclosing it)",
             )
-            value = lemmas[identifier].value
-            holds = value <= 0 if sign == UPPER else value >= 0
-            _require(
-                holds,
-                f"neuron {neuron}: lemma {identifier} (value {value}) does not show {status.value}",
-            )
+        covering = covering_lemmas(ancestries, proved, neuron, phase) or []
+        stability_lemmas[neuron] = [lemma.id for lemma in covering]
     counts["stable_neurons"] = sum(1 for s in statuses.values() if s.is_stable)
 
     per_layer = per_layer_summary(network, statuses)
@@ -178,7 +176,7 @@ def _check(
             )
 
     _check_compression(
-        document, base, network, domain, subdomains, statuses, counts, progress, solver
+        document, base, network, domain, stability_lemmas, statuses, counts, progress, solver
     )
 
 
@@ -190,9 +188,9 @@ def _check_subdomains(
     recorded = document["subdomains"]
     subdomains = Subdomains.from_json(domain, recorded["trees"])
     _require(
-        recorded["subboxes"] == len(subdomains.boxes),
+        recorded["subboxes"] == len(subdomains.leaves),
         f"subdomains: {recorded['subboxes']} sub-boxes recorded, the trees have "
-        f"{len(subdomains.boxes)}",
+        f"{len(subdomains.leaves)}",
     )
     covers = {int(entry["box"]): entry for entry in recorded["cover"]}
     obligations = []
@@ -212,7 +210,7 @@ def _check_subdomains(
             result.verdict is SmtVerdict.PROVED,
             f"obligation {obligation.id}: {solver} says {result.verdict.value} ({result.detail})",
         )
-    counts["sub_boxes"] = len(subdomains.boxes)
+    counts["sub_boxes"] = len(subdomains.leaves)
     return subdomains
 
 
@@ -278,7 +276,7 @@ def _check_neurons(
 def _check_lemmas(
     document: dict[str, Any],
     network: Network,
-    domain: Domain,
+    subdomains: Subdomains,
     lemmas: dict[str, BoundLemma],
     counts: dict[str, int],
     progress: ProgressCallback | None,
@@ -291,7 +289,7 @@ def _check_lemmas(
     written (each is compared with its recorded hash first).
     """
     obligations: list[Obligation] = []
-    derived = _derived_obligations(document, network, domain, lemmas, progress, obligations)
+    derived = _derived_obligations(document, network, subdomains, lemmas, progress, obligations)
     results = check_many(derived, 60.0, workers, solver)
     for obligation, result in zip(obligations, results, strict=True):
         _require(
@@ -306,7 +304,7 @@ def _check_lemmas(
 def _derived_obligations(
     document: dict[str, Any],
     network: Network,
-    domain: Domain,
+    subdomains: Subdomains,
     lemmas: dict[str, BoundLemma],
     progress: ProgressCallback | None,
     derived: list[Obligation],
@@ -322,7 +320,7 @@ def _derived_obligations(
             lemma.id == lemma_id(lemma.box, lemma.neuron, lemma.sign),
             f"{item}: id does not match its statement",
         )
-        _require(0 <= lemma.box < len(domain.boxes), f"{item}: box {lemma.box} does not exist")
+        _require(0 <= lemma.box < len(subdomains.boxes), f"{item}: box {lemma.box} does not exist")
         layer = lemma.neuron.layer
         _require(
             0 <= layer < len(network.layers)
@@ -330,27 +328,7 @@ def _derived_obligations(
             f"{item}: neuron {lemma.neuron} does not exist",
         )
         _require(lemma.context in contexts, f"{item}: context {lemma.context} missing")
-        context = list(contexts[lemma.context])
-        expected = {
-            lemma_id(lemma.box, Neuron(k, i), sign)
-            for k in range(layer)
-            for i in range(network.layers[k].outputs)
-            for sign in (UPPER, LOWER)
-        }
-        _require(
-            set(context) == expected,
-            f"{item}: context {lemma.context} is not the earlier-layer lemmas of box {lemma.box}",
-        )
-        facts: dict[Neuron, NeuronFact] = {}
-        for identifier in context:
-            _require(identifier in lemmas, f"{item}: uses missing lemma {identifier}")
-        for k in range(layer):
-            for i in range(network.layers[k].outputs):
-                neuron = Neuron(k, i)
-                facts[neuron] = NeuronFact(
-                    lemmas[lemma_id(lemma.box, neuron, LOWER)].value,
-                    lemmas[lemma_id(lemma.box, neuron, UPPER)].value,
-                )
+        facts = _context_facts(network, subdomains, lemmas, lemma, list(contexts[lemma.context]))
         _require(bool(lemma.leaves), f"{item}: has no leaves")
         # Also for a single leaf: one that carries an assumption proves nothing on its own.
         _require(
@@ -369,7 +347,7 @@ def _derived_obligations(
                     f"{item}: assumption on {neuron} is not an earlier-layer neuron",
                 )
             relaxation = Relaxation(
-                network, domain.boxes[lemma.box], layer, facts, dict(leaf.assumptions)
+                network, subdomains.boxes[lemma.box], layer, facts, dict(leaf.assumptions)
             )
             try:
                 bound = leaf_bound(relaxation, lemma.neuron, lemma.sign, leaf.multipliers)
@@ -394,6 +372,46 @@ def _derived_obligations(
             progress("lemmas", len(derived), 0)
 
 
+def _context_facts(
+    network: Network,
+    subdomains: Subdomains,
+    lemmas: dict[str, BoundLemma],
+    lemma: BoundLemma,
+    context: list[str],
+) -> dict[Neuron, NeuronFact]:
+    """The bounds a lemma's relaxation may use: its context must hold exactly one lower and
+    one upper bound lemma of every earlier-layer neuron, each proved on the lemma's box or on
+    a proof box enclosing it (a lemma holds on every box inside its own)."""
+    item = f"lemma {lemma.id}"
+    boxes = subdomains.ancestry(lemma.box)
+    chosen: dict[tuple[Neuron, int], Fraction] = {}
+    for identifier in context:
+        _require(identifier in lemmas, f"{item}: uses missing lemma {identifier}")
+        used = lemmas[identifier]
+        _require(
+            used.neuron.layer < lemma.neuron.layer,
+            f"{item}: context lemma {identifier} is not about an earlier layer",
+        )
+        _require(
+            used.box in boxes,
+            f"{item}: context lemma {identifier} is on box {used.box}, which does not "
+            f"enclose box {lemma.box}",
+        )
+        key = (used.neuron, used.sign)
+        _require(key not in chosen, f"{item}: context has two {used.sense} bounds of {used.neuron}")
+        chosen[key] = used.value
+    facts: dict[Neuron, NeuronFact] = {}
+    for k in range(lemma.neuron.layer):
+        for i in range(network.layers[k].outputs):
+            neuron = Neuron(k, i)
+            _require(
+                (neuron, LOWER) in chosen and (neuron, UPPER) in chosen,
+                f"{item}: context {lemma.context} lacks a lower or upper bound of {neuron}",
+            )
+            facts[neuron] = NeuronFact(chosen[(neuron, LOWER)], chosen[(neuron, UPPER)])
+    return facts
+
+
 def _matching(
     obligation: Obligation, digest: str, item: str, derived: list[Obligation]
 ) -> Obligation:
@@ -410,7 +428,7 @@ def _check_compression(
     base: Path,
     network: Network,
     domain: Domain,
-    subdomains: Subdomains,
+    stability_lemmas: dict[Neuron, list[str]],
     statuses: dict[Neuron, Status],
     counts: dict[str, int],
     progress: ProgressCallback | None,
@@ -447,16 +465,8 @@ def _check_compression(
             recorded[key] == getattr(compression.counts, key),
             f"compression.{key} does not match the recomputed compression",
         )
-    lemma_ids = {
-        n: [
-            lemma_id(b, n, LOWER if s is Status.STABLY_ACTIVE else UPPER)
-            for b in range(len(subdomains.boxes))
-        ]
-        for n, s in statuses.items()
-        if s.is_stable
-    }
     equivalence = prove_equivalence(
-        network, compression, statuses, lemma_ids, domain, cross_check=False
+        network, compression, statuses, stability_lemmas, domain, cross_check=False
     )
     _require(equivalence.proved, f"equivalence: {equivalence.message}")
     if solver != "z3":

@@ -108,7 +108,8 @@ def _lemmas_json(analysis: StabilityAnalysis) -> tuple[JsonDict, JsonDict, list[
 
 
 def _subdomains_json(analysis: StabilityAnalysis) -> tuple[JsonDict, list[Obligation]]:
-    """The split trees (lemma box k is sub-box k) and Z3's check that they cover the domain."""
+    """The split trees (lemma box k is proof box k) and Z3's check that the sub-boxes cover the
+    domain."""
     records = []
     obligations = []
     for parent, check in sorted(analysis.cover_checks.items()):
@@ -123,7 +124,7 @@ def _subdomains_json(analysis: StabilityAnalysis) -> tuple[JsonDict, list[Obliga
             )
             obligations.append(obligation)
     trees = analysis.subdomains.to_json()
-    count = len(analysis.subdomains.boxes)
+    count = len(analysis.subdomains.leaves)
     return {"trees": trees, "subboxes": count, "cover": records}, obligations
 
 

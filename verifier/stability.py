@@ -4,9 +4,11 @@ Stage: domain and bounds -> witnesses -> stability search -> certification -> **
 
 For every hidden neuron this decides one of four statuses, each with its evidence:
 - UNSTABLE: two exactly checked witnesses (g > 0 at one domain point, g < 0 at another);
-- STABLY_ACTIVE / STABLY_INACTIVE: on every box of the domain, a bound lemma of the right sign
-  whose leaves are Farkas certificates checked in exact arithmetic AND by Z3, and whose context
-  lemmas (every earlier-layer lemma of that box) are proved the same way;
+- STABLY_ACTIVE / STABLY_INACTIVE: on every sub-box of the domain, a bound lemma of the right
+  sign, proved on the sub-box or on a proof box enclosing it, whose leaves are Farkas
+  certificates checked in exact arithmetic AND by Z3, and whose context lemmas (a lower and an
+  upper bound of every earlier-layer neuron, each on that box or one enclosing it) are proved
+  the same way;
 - UNKNOWN: anything else (time limit, a claim no certificate was found for). Never compressed.
 
 Float bounds and CP-SAT answers only choose which claims to attempt; they decide nothing.
@@ -18,7 +20,7 @@ import dataclasses
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -92,17 +94,21 @@ class StabilityAnalysis:
     stages: list[StageRecord]
     claims: dict[Neuron, Phase]
     subdomains: Subdomains
-    """The sub-boxes the proofs are made on: proofs[k] is about subdomains.boxes[k]."""
+    """The proof boxes: proofs[k] is about subdomains.boxes[k]."""
     cover_checks: dict[int, LemmaCheck]
     """Z3's check that the sub-boxes of each split domain box cover it."""
 
     def stability_lemmas(self, neuron: Neuron) -> list[str]:
-        """The per-box lemma ids that make a stable neuron stable (empty otherwise)."""
+        """The lemma ids that make a stable neuron stable (empty otherwise): per sub-box, the
+        innermost proof box's lemma that shows the phase, each id once."""
         status = self.statuses[neuron]
         if not status.is_stable:
             return []
-        sign = LOWER if status is Status.STABLY_ACTIVE else UPPER
-        return [lemma_id(box, neuron, sign) for box in range(len(self.proofs))]
+        phase = Phase.ACTIVE if status is Status.STABLY_ACTIVE else Phase.INACTIVE
+        covering = covering_lemmas(
+            _ancestries(self.subdomains), all_lemmas(self.proofs), neuron, phase
+        )
+        return [lemma.id for lemma in covering or []]
 
 
 class InconsistentEvidenceError(VerifyCompressError):
@@ -199,7 +205,14 @@ def analyse(
 
     certification = _certify(network, domain, claims, table, config, rng, deadline, progress)
     stages.append(StageRecord("certify", certification.prove_seconds, 0))
-    statuses = decide_statuses(hidden, table, certification.proofs, certification.checks, claims)
+    statuses = decide_statuses(
+        hidden,
+        table,
+        certification.proofs,
+        certification.checks,
+        claims,
+        _ancestries(certification.subdomains),
+    )
     stages.append(
         StageRecord(
             "smt",
@@ -224,6 +237,8 @@ class _Certification:
     subdomains: Subdomains
     proofs: list[BoxProof]
     checks: dict[str, LemmaCheck]
+    boxes: list[Box] = dataclasses.field(default_factory=list)
+    """boxes[k]: the box proofs[k] is about."""
     cover_checks: dict[int, LemmaCheck] = dataclasses.field(default_factory=dict)
     """Per domain box that was split: Z3's check that its sub-boxes cover it."""
     prove_seconds: float = 0.0
@@ -266,15 +281,18 @@ class _CheckCost:
 
 @dataclasses.dataclass
 class _Node:
-    """A sub-box in the making: its proof (lemma ids numbered by `number`) and its cost."""
+    """A proof box in the making: its proof (lemma ids numbered by `number`) and its cost."""
 
     number: int
     box: Box
+    enclosing: int | None
+    """The proof box this one is a half of (None for the domain box)."""
     proof: BoxProof
     failed: set[Neuron]
+    """The claims attempted here (those failed on the enclosing box) that are not proved."""
     seconds: float
     needed: Counter[int]
-    """Lemmas Z3 would check on this sub-box (those of the claims it proves, with contexts),
+    """This box's own lemmas that Z3 would check (those kept as facts or proving a claim),
     counted by layer."""
 
 
@@ -290,13 +308,13 @@ def _certify(
 ) -> _Certification:
     """Prove the claims box by box, then have Z3 check the lemmas the proved claims rest on.
 
-    Per domain box, in two phases:
-    1. Proofs (LP relaxations, exact certificates, phase case splits). On a splittable domain
-       whose box still fails claims, the box is bisected, sub-box with the most failed claims
-       first, while the LP time of two more halves plus the projected Z3 time of every sub-box
-       fits in the box's share of the budget (with `SPLIT_SLACK`); then the sub-boxes that
-       still fail claims get phase case splits as time allows. The projection uses Z3's
-       measured speed on one batch of the first proof's lemmas.
+    1. Proofs, per domain box (LP relaxations, exact certificates, phase case splits). On a
+       splittable domain whose box still fails claims, the box is bisected, the sub-box with
+       the most failed claims first, while the LP time of two more halves plus the projected
+       Z3 time of every proof box fits in the box's share of the budget (with `SPLIT_SLACK`);
+       a half inherits its enclosing box's bounds and re-proves only what it improves. Then
+       the sub-boxes that still fail claims get phase case splits as time allows. The
+       projection uses Z3's measured speed on one batch of the first proof's lemmas.
     2. Z3 checks of the lemmas of the claims proved on every sub-box, shallow layers first,
        so that the time limit cuts deep claims before shallow ones.
     Claims refuted by a witness meanwhile, or failed on a sub-box, make no neuron stable.
@@ -305,48 +323,53 @@ def _certify(
     certification = _Certification(Subdomains.whole(domain), [], {})
     open_claims = dict(claims)
     trees: list[SplitTree] = []
-    leaf_boxes: list[Box] = []
     for parent, box in enumerate(domain.boxes):
         now = time.monotonic()
         box_deadline = now + (deadline - now) / (len(domain.boxes) - parent)
         open_claims = {n: p for n, p in open_claims.items() if len(table.seen(n)) < 2}
         certifier = _BoxCertifier(
-            network, domain, parent, open_claims, table, config, rng, progress, certification
+            network,
+            domain,
+            parent,
+            open_claims,
+            table,
+            config,
+            rng,
+            progress,
+            certification,
+            len(certification.proofs),
         )
-        leaves = certifier.prove(box, box_deadline, splitting)
+        certifier.prove(box, box_deadline, splitting)
         certification.prove_seconds += certifier.prove_seconds
-        first = len(certification.proofs)
-        proofs = [_renumbered(leaf.proof, leaf.number, first + k) for k, leaf in enumerate(leaves)]
-        numbering = {leaf.number: first + k for k, leaf in enumerate(leaves)}
-        trees.append(_tree(0, certifier.splits, numbering))
-        proved = {
+        certification.proofs.extend(certifier.proofs())
+        certification.boxes.extend(certifier.boxes())
+        trees.append(certifier.tree())
+        lemmas = all_lemmas(certification.proofs)
+        open_claims = {
             n: p
             for n, p in open_claims.items()
             if len(table.seen(n)) < 2
-            and all(
-                proving_lemma(proof, first + k, n, p) is not None for k, proof in enumerate(proofs)
-            )
+            and covering_lemmas(certifier.leaf_ancestries(), lemmas, n, p) is not None
         }
-        started = time.monotonic()
-        boxes = [leaf.box for leaf in leaves]
-        checks = _check_shallow_first(
-            network, boxes, proofs, first, proved, config.workers, box_deadline, progress
-        )
-        checked_in = time.monotonic() - started
-        certification.check_seconds += checked_in
-        layers = {i: lemma.neuron.layer for proof in proofs for i, lemma in proof.lemmas.items()}
-        checked = Counter(layers[i] for i in checks)
-        certification.check_cost.rescale(checked, checked_in)
-        leaf_boxes.extend(boxes)
-        certification.checks.update(checks)
-        certification.proofs.extend(proofs)
-        open_claims = proved
     subdomains = Subdomains.from_trees(domain, trees)
     if any(
         not (np.array_equal(a.lower, b.lower) and np.array_equal(a.upper, b.upper))
-        for a, b in zip(subdomains.boxes, leaf_boxes, strict=True)
+        for a, b in zip(subdomains.boxes, certification.boxes, strict=True)
     ):
-        raise InconsistentEvidenceError("sub-boxes rebuilt from the split trees differ")
+        raise InconsistentEvidenceError("proof boxes rebuilt from the split trees differ")
+    started = time.monotonic()
+    checks = _check_shallow_first(
+        network,
+        subdomains.boxes,
+        certification.proofs,
+        _ancestries(subdomains),
+        open_claims,
+        config.workers,
+        deadline,
+        progress,
+    )
+    certification.check_seconds = time.monotonic() - started
+    certification.checks.update(checks)
     for parent in range(len(domain.boxes)):
         if len(subdomains.leaves_of(parent)) > 1:
             obligation = cover_obligation(subdomains, parent)
@@ -359,7 +382,7 @@ def _certify(
 
 
 class _BoxCertifier:
-    """Phase 1 of `_certify` on one domain box: the sub-boxes and their proofs."""
+    """Phase 1 of `_certify` on one domain box: the proof boxes and their proofs."""
 
     def __init__(
         self,
@@ -372,6 +395,7 @@ class _BoxCertifier:
         rng: np.random.Generator,
         progress: Progress | None,
         certification: _Certification,
+        first: int,
     ) -> None:
         self.network = network
         self.domain = domain
@@ -384,22 +408,29 @@ class _BoxCertifier:
         self.certification = certification
         """Where Z3's measured speed is kept (shared by the boxes of one run)."""
         self.prove_seconds = 0.0
+        self.first = first
+        """The number of this domain box's proof box; its halves are numbered after it."""
+        self.nodes: dict[int, _Node] = {}
         self.splits: dict[int, tuple[int, float, int, int]] = {}
-        self.count = 0
+        self.leaves: list[int] = []
+        self.halves: list[tuple[float, Counter[int]]] = []
+        """(LP seconds, lemmas needed) of every half proved so far: what the next costs."""
 
-    def _open(self) -> dict[Neuron, Phase]:
-        return {n: p for n, p in self.claims.items() if len(self.table.seen(n)) < 2}
+    def _refuted(self) -> set[Neuron]:
+        return self.table.unstable()
 
     def _offer(self, point: FloatArray, _: int) -> None:
         own = self.domain.boxes[self.parent]
         self.table.offer(np.clip(point, own.lower, own.upper)[None, :], self.parent, "lp")
 
-    def _node(self, box: Box, deadline: float, split_depth: int) -> _Node:
-        number = self.count
-        self.count += 1
-        if number > 0:
+    def _node(
+        self, box: Box, deadline: float, split_depth: int, enclosing: int | None, number: int
+    ) -> _Node:
+        if enclosing is not None:
             self.table.offer(box.sample(64, self.rng), self.parent, "random")
-        claims = self._open()
+        refuted = self._refuted()
+        attempted = self.claims if enclosing is None else self.nodes[enclosing].failed
+        claims = {n: p for n, p in self.claims.items() if n in attempted and n not in refuted}
         progress = self.progress
         started = time.monotonic()
         proof = prove_box(
@@ -411,48 +442,60 @@ class _BoxCertifier:
             split_depth,
             self._offer,
             (lambda done, total: progress("certify", done, total)) if progress else None,
+            self.nodes[enclosing].proof if enclosing is not None else None,
         )
         seconds = time.monotonic() - started
         self.prove_seconds += seconds
+        refuted = self._refuted()
         failed = {
             n
             for n, p in claims.items()
-            if len(self.table.seen(n)) < 2 and proving_lemma(proof, number, n, p) is None
+            if n not in refuted and proving_lemma(proof, number, n, p) is None
         }
-        proved = {n: p for n, p in claims.items() if n not in failed}
-        needed = Counter(
-            proof.lemmas[i].neuron.layer for i in _needed_lemmas(proof, number, proved)
-        )
-        return _Node(number, box, proof, failed, seconds, needed)
+        own_facts = {i for ids in proof.fact_lemmas.values() for i in ids if i in proof.lemmas}
+        proving = {
+            lemma.id
+            for n, p in claims.items()
+            if (lemma := proving_lemma(proof, number, n, p)) is not None
+        }
+        needed = Counter(proof.lemmas[i].neuron.layer for i in own_facts | proving)
+        node = _Node(number, box, enclosing, proof, failed, seconds, needed)
+        self.nodes[number] = node
+        return node
 
-    def _projected_checks(self, leaves: Sequence[_Node]) -> float:
-        return sum(self.certification.check_cost.of(leaf.needed) for leaf in leaves)
+    def _projected_checks(self) -> float:
+        return sum(self.certification.check_cost.of(n.needed) for n in self.nodes.values())
 
-    def prove(self, box: Box, deadline: float, splitting: bool) -> list[_Node]:
-        """The sub-boxes' proofs; `self.splits` records how node 0 (the box) was bisected."""
+    def _next_halves(self, node: _Node) -> float:
+        """Projected LP and Z3 seconds of bisecting `node`: like the last halves, or like
+        `node` itself before any half was proved."""
+        recent = self.halves[-8:]
+        if not recent:
+            return 2 * (node.seconds + self.certification.check_cost.of(node.needed))
+        return 2 * sum(s + self.certification.check_cost.of(c) for s, c in recent) / len(recent)
+
+    def prove(self, box: Box, deadline: float, splitting: bool) -> None:
+        """Prove the box, bisected as time allows (`self.nodes`, `self.splits`, `self.leaves`)."""
         # The whole box first gets the phase case splits too: they cost LP time only, and
         # its proof is the one kept when bisecting does not fit in the time left.
-        reserve = self.certification.check_cost.guess * _expected_lemmas(self.network, self._open())
-        root = self._node(box, deadline - reserve, self.config.max_split_depth)
+        open_claims = {n: p for n, p in self.claims.items() if n not in self._refuted()}
+        reserve = self.certification.check_cost.guess * _expected_lemmas(self.network, open_claims)
+        root = self._node(box, deadline - reserve, self.config.max_split_depth, None, self.first)
+        self.leaves = [root.number]
         if splitting and root.failed and not self.certification.check_cost.measured:
             self._calibrate(root)
-        leaves = [root]
-        while splitting and len(leaves) < self.config.max_subboxes:
-            unstable = self.table.unstable()
+        while splitting and len(self.leaves) < self.config.max_subboxes:
+            refuted = self._refuted()
             candidates = [
-                leaf
-                for leaf in leaves
-                if leaf.failed - unstable
-                and any(bisect(leaf.box, d) is not None for d in range(leaf.box.size))
+                self.nodes[k]
+                for k in self.leaves
+                if self.nodes[k].failed - refuted
+                and any(bisect(self.nodes[k].box, d) is not None for d in range(box.size))
             ]
             if not candidates:
                 break
-            node = max(candidates, key=lambda leaf: (len(leaf.failed - unstable), -leaf.number))
-            needed = SPLIT_SLACK * (
-                2 * node.seconds
-                + self._projected_checks(leaves)
-                + self.certification.check_cost.of(node.needed)
-            )
+            node = max(candidates, key=lambda n: (len(n.failed - refuted), -n.number))
+            needed = SPLIT_SLACK * (self._next_halves(node) + self._projected_checks())
             if time.monotonic() + needed > deadline:
                 break
             dimension = split_dimension(self.network, node.box, sorted(node.failed), self.rng)
@@ -460,49 +503,68 @@ class _BoxCertifier:
             if halves is None:
                 break
             at, below, above = halves
-            position = leaves.index(node)
-            children = [
-                self._node(half, deadline - self._projected_checks(leaves), 0)
-                for half in (below, above)
-            ]
-            self.splits[node.number] = (dimension, at, children[0].number, children[1].number)
-            leaves[position : position + 1] = children
+            numbers = []
+            for half in (below, above):
+                number = self.first + len(self.nodes)
+                child = self._node(
+                    half, deadline - self._projected_checks(), 0, node.number, number
+                )
+                self.halves.append((child.seconds, child.needed))
+                numbers.append(number)
+            self.splits[node.number] = (dimension, at, numbers[0], numbers[1])
+            position = self.leaves.index(node.number)
+            self.leaves[position : position + 1] = numbers
             if self.progress is not None:
-                self.progress("sub-boxes", len(leaves), 0)
-        if len(leaves) > 1 and self.config.max_split_depth > 0:
-            leaves = self._with_case_splits(leaves, deadline)
-        return leaves
+                self.progress("sub-boxes", len(self.leaves), 0)
+        if len(self.leaves) > 1 and self.config.max_split_depth > 0:
+            self._with_case_splits(deadline)
 
-    def _with_case_splits(self, leaves: list[_Node], deadline: float) -> list[_Node]:
+    def _with_case_splits(self, deadline: float) -> None:
         """Re-prove the sub-boxes that fail claims with phase case splits, as time allows:
         first those whose failed claims fail on the fewest sub-boxes (the nearest to proved)."""
-        result = list(leaves)
         retried: set[int] = set()
         while True:
-            unstable = self.table.unstable()
-            failing = Counter(n for leaf in result for n in leaf.failed - unstable)
+            refuted = self._refuted()
+            leaves = [self.nodes[k] for k in self.leaves]
+            failing = Counter(n for leaf in leaves for n in leaf.failed - refuted)
             pending = [
-                (min(failing[n] for n in leaf.failed - unstable), position)
-                for position, leaf in enumerate(result)
-                if leaf.failed - unstable and leaf.number not in retried
+                (min(failing[n] for n in leaf.failed - refuted), leaf.number)
+                for leaf in leaves
+                if leaf.failed - refuted and leaf.number not in retried
             ]
             if not pending:
-                return result
-            _, position = min(pending)
-            leaf = result[position]
-            retried.add(leaf.number)
-            needed = SPLIT_SLACK * (2 * leaf.seconds + self._projected_checks(result))
+                return
+            _, number = min(pending)
+            leaf = self.nodes[number]
+            retried.add(number)
+            needed = SPLIT_SLACK * (2 * leaf.seconds + self._projected_checks())
             if time.monotonic() + needed > deadline:
-                return result
-            redone = self._node(
-                leaf.box, deadline - self._projected_checks(result), self.config.max_split_depth
+                return
+            # The same number: the split tree already names this sub-box.
+            self._node(
+                leaf.box,
+                deadline - self._projected_checks(),
+                self.config.max_split_depth,
+                leaf.enclosing,
+                number,
             )
-            # Keep the first numbering: the split tree already names this sub-box.
-            result[position] = dataclasses.replace(
-                redone,
-                number=leaf.number,
-                proof=_renumbered(redone.proof, redone.number, leaf.number),
-            )
+
+    def proofs(self) -> list[BoxProof]:
+        """The proofs of the proof boxes, in order of their numbers."""
+        return [self.nodes[self.first + k].proof for k in range(len(self.nodes))]
+
+    def boxes(self) -> list[Box]:
+        return [self.nodes[self.first + k].box for k in range(len(self.nodes))]
+
+    def tree(self) -> SplitTree:
+        return _tree(self.first, self.splits)
+
+    def leaf_ancestries(self) -> list[list[int]]:
+        def chain(k: int) -> list[int]:
+            up = self.nodes[k].enclosing
+            return [k] if up is None else [k, *chain(up)]
+
+        return [chain(k) for k in self.leaves]
 
     def _calibrate(self, node: _Node) -> None:
         """Measure Z3's speed per layer on a sample of the node's lemmas: the time to write a
@@ -513,7 +575,9 @@ class _BoxCertifier:
         written: list[tuple[int, float, list[Obligation]]] = []
         for lemma in sample:
             started = time.monotonic()
-            obligations = lemma_obligations(self.network, node.box, node.proof, lemma, rows)
+            obligations = lemma_obligations(
+                self.network, node.box, node.proof.lemmas, node.proof.contexts, lemma, rows
+            )
             written.append((lemma.neuron.layer, time.monotonic() - started, obligations))
         flat = [o for _, _, obligations in written for o in obligations]
         with SolverPool(self.config.workers, SMT_TIMEOUT) as pool:
@@ -527,48 +591,51 @@ class _BoxCertifier:
         )
 
 
-def _renumbered(proof: BoxProof, old: int, new: int) -> BoxProof:
-    """The same proof with its lemma and context ids naming box `new` instead of `old`."""
-    if old == new:
-        return proof
+def all_lemmas(proofs: Sequence[BoxProof]) -> dict[str, BoundLemma]:
+    """Every lemma of every proof box by id (ids name their box, so they never clash)."""
+    return {i: lemma for proof in proofs for i, lemma in proof.lemmas.items()}
 
-    def rename(identifier: str) -> str:
-        prefix = f"b{old}."
-        if not identifier.startswith(prefix):
-            raise InconsistentEvidenceError(f"{identifier} is not a lemma of box {old}")
-        return f"b{new}." + identifier[len(prefix) :]
 
-    lemmas = {
-        rename(i): dataclasses.replace(lemma, id=rename(i), box=new, context=rename(lemma.context))
-        for i, lemma in proof.lemmas.items()
-    }
-    contexts = {rename(c): [rename(i) for i in ids] for c, ids in proof.contexts.items()}
-    return BoxProof(dict(proof.facts), lemmas, contexts)
+def all_contexts(proofs: Sequence[BoxProof]) -> dict[str, list[str]]:
+    return {c: ids for proof in proofs for c, ids in proof.contexts.items()}
+
+
+def _ancestries(subdomains: Subdomains) -> list[list[int]]:
+    """Per sub-box: it and the proof boxes enclosing it, innermost first."""
+    return [subdomains.ancestry(k) for k in subdomains.leaves]
 
 
 def _written(
     network: Network,
     boxes: Sequence[Box],
-    proofs: Sequence[BoxProof],
-    chunk: Sequence[tuple[int, BoundLemma]],
+    lemmas: Mapping[str, BoundLemma],
+    contexts: Mapping[str, list[str]],
+    chunk: Sequence[BoundLemma],
     rows: DefinitionRows,
     per_lemma: list[list[Obligation]],
 ) -> Iterator[Obligation]:
-    """The obligations of each (sub-box, lemma) of `chunk`, written one lemma at a time (and
-    also collected per lemma into `per_lemma`)."""
-    for k, lemma in chunk:
-        per_lemma.append(lemma_obligations(network, boxes[k], proofs[k], lemma, rows))
+    """The obligations of each lemma of `chunk`, written one lemma at a time (and also
+    collected per lemma into `per_lemma`)."""
+    for lemma in chunk:
+        per_lemma.append(
+            lemma_obligations(network, boxes[lemma.box], lemmas, contexts, lemma, rows)
+        )
         yield from per_lemma[-1]
 
 
-def _needed_lemmas(proof: BoxProof, box: int, claims: Mapping[Neuron, Phase]) -> set[str]:
-    """Ids of the lemmas that the claims proved in `proof` rest on (theirs and contexts)."""
+def _needed_lemmas(
+    lemmas: Mapping[str, BoundLemma],
+    contexts: Mapping[str, list[str]],
+    ancestries: Sequence[Sequence[int]],
+    claims: Mapping[Neuron, Phase],
+) -> set[str]:
+    """Ids of the lemmas that the claims proved on every sub-box rest on (theirs and their
+    contexts')."""
     wanted: set[str] = set()
     for neuron, phase in claims.items():
-        lemma = proving_lemma(proof, box, neuron, phase)
-        if lemma is not None:
+        for lemma in covering_lemmas(ancestries, lemmas, neuron, phase) or []:
             wanted.add(lemma.id)
-            wanted.update(proof.contexts[lemma.context])
+            wanted.update(contexts[lemma.context])
     return wanted
 
 
@@ -576,26 +643,19 @@ def _check_shallow_first(
     network: Network,
     boxes: Sequence[Box],
     proofs: Sequence[BoxProof],
-    first: int,
+    ancestries: Sequence[Sequence[int]],
     claims: Mapping[Neuron, Phase],
     workers: int,
     deadline: float,
     progress: Progress | None,
-    lemmas: Sequence[BoundLemma] | None = None,
 ) -> dict[str, LemmaCheck]:
-    """Z3 checks of the lemmas `claims` rest on (or of `lemmas` of the first proof, if given),
-    on sub-boxes first..first+len(proofs)-1, in order of layer, so that the deadline cuts deep
-    claims before shallow ones. Writing obligations overlaps with solving them."""
-    needed = (
-        [(0, lemma) for lemma in lemmas]
-        if lemmas is not None
-        else [
-            (k, proof.lemmas[i])
-            for k, proof in enumerate(proofs)
-            for i in _needed_lemmas(proof, first + k, claims)
-        ]
-    )
-    needed.sort(key=lambda item: (item[1].neuron.layer, item[0], item[1].neuron, item[1].id))
+    """Z3 checks of the lemmas `claims` rest on (proof k is about boxes[k]), in order of
+    layer, so that the deadline cuts deep claims before shallow ones. Writing obligations
+    overlaps with solving them."""
+    lemmas = all_lemmas(proofs)
+    contexts = all_contexts(proofs)
+    needed = [lemmas[i] for i in _needed_lemmas(lemmas, contexts, ancestries, claims)]
+    needed.sort(key=lambda lemma: (lemma.neuron.layer, lemma.box, lemma.neuron, lemma.id))
     checks: dict[str, LemmaCheck] = {}
     rows = DefinitionRows(network)
     batch = 64
@@ -605,9 +665,9 @@ def _check_shallow_first(
                 break
             chunk = needed[start : start + batch]
             per_lemma: list[list[Obligation]] = []
-            written = _written(network, boxes, proofs, chunk, rows, per_lemma)
+            written = _written(network, boxes, lemmas, contexts, chunk, rows, per_lemma)
             results = iter(pool.check(written))
-            for (_, lemma), obligations in zip(chunk, per_lemma, strict=True):
+            for lemma, obligations in zip(chunk, per_lemma, strict=True):
                 checks[lemma.id] = LemmaCheck(obligations, [next(results) for _ in obligations])
             if progress is not None:
                 progress("smt", start + len(chunk), len(needed))
@@ -627,34 +687,63 @@ def _expected_lemmas(network: Network, claims: Mapping[Neuron, Phase]) -> int:
     return earlier + sum(1 for n in claims if n.layer == deepest)
 
 
-def _tree(
-    node: int, splits: Mapping[int, tuple[int, float, int, int]], leaves: Mapping[int, int]
-) -> SplitTree:
-    if node in leaves:
-        return leaves[node]
+def _tree(node: int, splits: Mapping[int, tuple[int, float, int, int]]) -> SplitTree:
+    if node not in splits:
+        return node
     dimension, at, below, above = splits[node]
-    return Bisection(dimension, at, _tree(below, splits, leaves), _tree(above, splits, leaves))
+    return Bisection(node, dimension, at, _tree(below, splits), _tree(above, splits))
+
+
+def covering_lemmas(
+    ancestries: Iterable[Sequence[int]],
+    lemmas: Mapping[str, BoundLemma],
+    neuron: Neuron,
+    phase: Phase,
+) -> list[BoundLemma] | None:
+    """Per sub-box (given by its ancestry, innermost first), the innermost proof box's lemma
+    that shows `neuron` in `phase` there, each lemma once; None if some sub-box has none.
+
+    Sound because a lemma proved on a box holds on every box inside it.
+    """
+    sign = UPPER if phase is Phase.INACTIVE else LOWER
+    found: dict[str, BoundLemma] = {}
+    for chain in ancestries:
+        showing = [
+            lemma
+            for box in chain
+            if (lemma := lemmas.get(lemma_id(box, neuron, sign))) is not None
+            and shows_phase(lemma, phase)
+        ]
+        if not showing:
+            return None
+        found.setdefault(showing[0].id, showing[0])
+    return list(found.values())
+
+
+def shows_phase(lemma: BoundLemma, phase: Phase) -> bool:
+    if phase is Phase.INACTIVE:
+        return lemma.sign == UPPER and lemma.value <= 0
+    return lemma.sign == LOWER and lemma.value >= 0
 
 
 def proving_lemma(proof: BoxProof, box: int, neuron: Neuron, phase: Phase) -> BoundLemma | None:
     """The lemma that shows `neuron` is in `phase` on this box, if one was proved."""
     sign = UPPER if phase is Phase.INACTIVE else LOWER
     lemma = proof.lemmas.get(lemma_id(box, neuron, sign))
-    if lemma is None:
-        return None
-    holds = lemma.value <= 0 if sign == UPPER else lemma.value >= 0
-    return lemma if holds else None
+    return lemma if lemma is not None and shows_phase(lemma, phase) else None
 
 
 def lemma_obligations(
     network: Network,
     box: Box,
-    proof: BoxProof,
+    lemmas: Mapping[str, BoundLemma],
+    contexts: Mapping[str, list[str]],
     lemma: BoundLemma,
     rows: DefinitionRows | None = None,
 ) -> list[Obligation]:
-    """The SMT obligations of one lemma: one per leaf, plus the case-split coverage."""
-    facts = facts_from_context(proof.lemmas, proof.contexts[lemma.context])
+    """The SMT obligations of one lemma on its `box`: one per leaf, plus the case-split
+    coverage. `lemmas` and `contexts` must include those of the boxes enclosing `box`."""
+    facts = facts_from_context(lemmas, contexts[lemma.context])
     obligations = []
     for position, leaf in enumerate(lemma.leaves):
         relaxation = Relaxation(network, box, lemma.neuron.layer, facts, dict(leaf.assumptions))
@@ -711,19 +800,20 @@ def check_lemmas(
     deadline: float = math.inf,
 ) -> dict[str, LemmaCheck]:
     """Z3 checks of every lemma that a claim without two witnesses rests on (the claim's and
-    its context's), proof k being about box k of `domain`.
+    its context's), proof k being about box k of `domain` (each box its own sub-box).
 
     Past `deadline` no further obligation is started: the lemmas not checked by then are
     absent from the result, hence not established.
     """
     open_claims = {n: p for n, p in claims.items() if len(table.seen(n)) < 2}
+    ancestries = [[k] for k in range(len(proofs))]
     return _check_shallow_first(
-        network, domain.boxes, proofs, 0, open_claims, workers, deadline, progress
+        network, domain.boxes, proofs, ancestries, open_claims, workers, deadline, progress
     )
 
 
 def lemma_is_established(
-    proof: BoxProof, lemma: BoundLemma, checks: Mapping[str, LemmaCheck]
+    lemma: BoundLemma, contexts: Mapping[str, list[str]], checks: Mapping[str, LemmaCheck]
 ) -> bool:
     """Proved by Z3, and so is every lemma of its context."""
     own = checks.get(lemma.id)
@@ -732,7 +822,7 @@ def lemma_is_established(
     # Also for a single leaf: one that carries an assumption proves nothing on its own.
     if not covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves):
         return False
-    return all(i in checks and checks[i].proved for i in proof.contexts[lemma.context])
+    return all(i in checks and checks[i].proved for i in contexts[lemma.context])
 
 
 def decide_statuses(
@@ -741,15 +831,20 @@ def decide_statuses(
     proofs: list[BoxProof],
     checks: Mapping[str, LemmaCheck],
     claims: Mapping[Neuron, Phase],
+    ancestries: Sequence[Sequence[int]] | None = None,
 ) -> dict[Neuron, Status]:
+    """The status of every hidden neuron. `ancestries` lists per sub-box the proof boxes it
+    lies in, innermost first (default: proof box k is sub-box k, enclosed by none)."""
+    chains = ancestries if ancestries is not None else [[k] for k in range(len(proofs))]
+    lemmas = all_lemmas(proofs)
+    contexts = all_contexts(proofs)
     statuses: dict[Neuron, Status] = {}
     for neuron in hidden:
         seen = table.seen(neuron)
         phase = claims.get(neuron)
-        established = phase is not None and all(
-            (lemma := proving_lemma(proof, box, neuron, phase)) is not None
-            and lemma_is_established(proof, lemma, checks)
-            for box, proof in enumerate(proofs)
+        covering = covering_lemmas(chains, lemmas, neuron, phase) if phase is not None else None
+        established = covering is not None and all(
+            lemma_is_established(lemma, contexts, checks) for lemma in covering
         )
         if len(seen) == 2:
             if established:

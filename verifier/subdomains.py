@@ -7,12 +7,16 @@ certification may prove a claim on each half of a box instead of on the whole bo
 that is stable on every sub-box is stable on their union, and the sub-boxes of one domain box
 cover it exactly when they are the leaves of a bisection tree.
 
-A `SplitTree` per domain box is either an int (the index of a sub-box, i.e. a leaf) or a
-`Bisection` of one input at a float64 value `at` strictly between the bounds: the sub-boxes
+A `SplitTree` per domain box is either an int (a sub-box, i.e. a leaf) or a `Bisection` of
+one input at a float64 value `at` strictly between the bounds: the halves
 `lower <= x_d <= at` and `at <= x_d <= upper` cover the box (closed halves, so nothing is lost
-at the cut). `Subdomains.from_trees` rebuilds every leaf box from the domain and the trees and
-rejects malformed trees, which is how the checker re-derives the sub-boxes instead of trusting
-them; `cover_obligation` states the same cover as an SMT query for Z3.
+at the cut). Every node of a tree, leaf or bisection, is a *proof box* with a number of its own
+(all nodes of all trees are numbered 0..m-1, each once): a lemma proved on a proof box holds on
+every proof box inside it, so a sub-box proof reuses what its enclosing boxes proved and only
+re-proves what the smaller box improves. `Subdomains.from_trees` rebuilds every proof box from
+the domain and the trees and rejects malformed trees, which is how the checker re-derives the
+boxes instead of trusting them; `cover_obligation` states that the leaves cover their domain
+box as an SMT query for Z3.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ hundreds of pixels barely changes any bound."""
 
 @dataclasses.dataclass(frozen=True)
 class Bisection:
+    box: int
+    """The proof box number of the box being cut."""
     dimension: int
     at: float
     below: SplitTree
@@ -52,38 +58,50 @@ SplitTree: TypeAlias = "int | Bisection"
 
 @dataclasses.dataclass(frozen=True)
 class Subdomains:
-    """The sub-boxes proofs are made on, with the domain box each one lies in."""
+    """The proof boxes (every node of the split trees) and the sub-boxes (the leaves)."""
 
     domain: Domain
     trees: tuple[SplitTree, ...]
     """One tree per domain box."""
     boxes: tuple[Box, ...]
-    """Sub-box k is the leaf numbered k."""
+    """Proof box k is the tree node numbered k."""
     parents: tuple[int, ...]
-    """parents[k]: the domain box that sub-box k lies in."""
+    """parents[k]: the domain box that proof box k lies in."""
+    enclosing: tuple[int | None, ...]
+    """enclosing[k]: the proof box that was bisected into k (None for a domain box itself)."""
+    leaves: tuple[int, ...]
+    """The sub-boxes: the proof boxes that were not bisected, in increasing order."""
 
     @staticmethod
     def whole(domain: Domain) -> Subdomains:
-        """No splitting: sub-box k is domain box k."""
+        """No splitting: proof box k is domain box k."""
         return Subdomains.from_trees(domain, tuple(range(len(domain.boxes))))
 
     @staticmethod
     def from_trees(domain: Domain, trees: Sequence[SplitTree]) -> Subdomains:
-        """Rebuild the leaf boxes; raises CertificateError unless the trees are a valid cover:
-        one tree per domain box, every cut strictly inside its interval, leaves numbered
-        0..n-1 each exactly once."""
+        """Rebuild the proof boxes; raises CertificateError unless the trees are a valid
+        cover: one tree per domain box, every cut strictly inside its interval, the nodes
+        numbered 0..m-1 each exactly once."""
         if len(trees) != len(domain.boxes):
             raise CertificateError(
                 f"subdomains: {len(trees)} split trees for {len(domain.boxes)} domain boxes"
             )
-        leaves: dict[int, tuple[Box, int]] = {}
+        nodes: dict[int, tuple[Box, int, int | None]] = {}
+        leaves: list[int] = []
 
-        def walk(tree: SplitTree, lower: FloatArray, upper: FloatArray, parent: int) -> None:
+        def number(k: int, box: Box, parent: int, enclosing: int | None) -> None:
+            if k in nodes:
+                raise CertificateError(f"subdomains: proof box {k} appears twice")
+            nodes[k] = (box, parent, enclosing)
+
+        def walk(
+            tree: SplitTree, lower: FloatArray, upper: FloatArray, parent: int, up: int | None
+        ) -> None:
             if isinstance(tree, int):
-                if tree in leaves:
-                    raise CertificateError(f"subdomains: sub-box {tree} appears twice")
-                leaves[tree] = (Box(lower, upper), parent)
+                number(tree, Box(lower, upper), parent, up)
+                leaves.append(tree)
                 return
+            number(tree.box, Box(lower, upper), parent, up)
             d, at = tree.dimension, tree.at
             if not 0 <= d < domain.size:
                 raise CertificateError(f"subdomains: split on input {d}, which does not exist")
@@ -96,25 +114,39 @@ class Subdomains:
             below_upper[d] = at
             above_lower = lower.copy()
             above_lower[d] = at
-            walk(tree.below, lower, below_upper, parent)
-            walk(tree.above, above_lower, upper, parent)
+            walk(tree.below, lower, below_upper, parent, tree.box)
+            walk(tree.above, above_lower, upper, parent, tree.box)
 
         for parent, (tree, box) in enumerate(zip(trees, domain.boxes, strict=True)):
-            walk(tree, box.lower.copy(), box.upper.copy(), parent)
-        if sorted(leaves) != list(range(len(leaves))):
-            raise CertificateError("subdomains: sub-boxes are not numbered 0..n-1")
-        ordered = [leaves[k] for k in range(len(leaves))]
+            walk(tree, box.lower.copy(), box.upper.copy(), parent, None)
+        if sorted(nodes) != list(range(len(nodes))):
+            raise CertificateError("subdomains: proof boxes are not numbered 0..m-1")
+        ordered = [nodes[k] for k in range(len(nodes))]
         return Subdomains(
-            domain, tuple(trees), tuple(b for b, _ in ordered), tuple(p for _, p in ordered)
+            domain,
+            tuple(trees),
+            tuple(b for b, _, _ in ordered),
+            tuple(p for _, p, _ in ordered),
+            tuple(e for _, _, e in ordered),
+            tuple(sorted(leaves)),
         )
 
     @property
     def proof_domain(self) -> Domain:
-        """The sub-boxes as a domain (box k of it is sub-box k)."""
-        return Domain(self.boxes, f"{self.domain.source} (sub-boxes)")
+        """The proof boxes as a domain (box k of it is proof box k)."""
+        return Domain(self.boxes, f"{self.domain.source} (proof boxes)")
 
     def leaves_of(self, parent: int) -> list[int]:
-        return [k for k, p in enumerate(self.parents) if p == parent]
+        """The sub-boxes of domain box `parent`."""
+        return [k for k in self.leaves if self.parents[k] == parent]
+
+    def ancestry(self, k: int) -> list[int]:
+        """Proof box k and every proof box enclosing it, innermost first: a lemma proved on
+        any of them holds on box k."""
+        chain = [k]
+        while (up := self.enclosing[chain[-1]]) is not None:
+            chain.append(up)
+        return chain
 
     def to_json(self) -> list[Any]:
         return [_tree_to_json(tree) for tree in self.trees]
@@ -130,6 +162,7 @@ def _tree_to_json(tree: SplitTree) -> Any:
     if isinstance(tree, int):
         return tree
     return {
+        "box": tree.box,
         "input": tree.dimension,
         "at": str(Decimal(tree.at)),
         "below": _tree_to_json(tree.below),
@@ -139,18 +172,22 @@ def _tree_to_json(tree: SplitTree) -> Any:
 
 def _tree_from_json(data: Any) -> SplitTree:
     if isinstance(data, bool):
-        raise CertificateError("subdomains: a leaf must be a sub-box number")
+        raise CertificateError("subdomains: a leaf must be a proof box number")
     if isinstance(data, int):
         return data
     if not isinstance(data, Mapping):
-        raise CertificateError("subdomains: a split must be an object or a sub-box number")
+        raise CertificateError("subdomains: a split must be an object or a proof box number")
     try:
         at_text = str(data["at"])
         at = float(at_text)
         if Fraction(at) != Fraction(Decimal(at_text)):
             raise CertificateError(f"subdomains: cut {at_text} is not exactly a float64")
         return Bisection(
-            int(data["input"]), at, _tree_from_json(data["below"]), _tree_from_json(data["above"])
+            int(data["box"]),
+            int(data["input"]),
+            at,
+            _tree_from_json(data["below"]),
+            _tree_from_json(data["above"]),
         )
     except (KeyError, ValueError, ArithmeticError) as error:
         raise CertificateError(f"subdomains: malformed split ({error!r})") from None
