@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.conftest import random_network
 from verifier.check import CheckReport, check_certificate
 from verifier.config import Config
 from verifier.domain import Domain
@@ -618,6 +619,24 @@ def test_a_context_with_two_bounds_of_the_same_sense_for_a_neuron_is_rejected(
         document["contexts"][context].append(enclosing)
 
     _assert_rejected(_tampered(split_inputs, "double-bound", double), "context has two")
+
+
+def test_a_deep_network_proved_on_nested_sub_boxes_passes_the_checker(tmp_path: Path) -> None:
+    # Five hidden layers and a split tree several levels deep: a sub-box's context names
+    # lemmas of enclosing boxes whose own contexts name lemmas the sub-box re-proved, so the
+    # run must have Z3 check (and write) the lemmas its stable neurons rest on transitively.
+    network = random_network(np.random.default_rng(0), [2, 6, 6, 6, 6, 6, 2])
+    save_onnx(network, tmp_path / "deep.onnx", "float32")
+    config = Config(time_limit=20, samples=50, gradient_steps=0, max_split_depth=0)
+    domain = Domain.box(-np.ones(2), np.ones(2))
+    result = run(tmp_path / "deep.onnx", domain, tmp_path / "out", config)
+    document = json.loads((result.out_dir / "certificate.json").read_text())
+    subdomains = Subdomains.from_json(domain, document["subdomains"]["trees"])
+    deepest = max(len(subdomains.ancestry(k)) for k in subdomains.leaves)
+    assert deepest >= 3, "the tree should be at least two cuts deep"
+    report = check_certificate(result.out_dir / "certificate.json", workers=1)
+    assert report.valid, report.first_failure
+    assert report.counts["stable_neurons"] > 0
 
 
 def test_a_file_that_is_not_a_certificate_is_a_certificate_error(tmp_path: Path) -> None:

@@ -467,11 +467,15 @@ class _BoxCertifier:
         return sum(self.certification.check_cost.of(n.needed) for n in self.nodes.values())
 
     def _next_halves(self, node: _Node) -> float:
-        """Projected LP and Z3 seconds of bisecting `node`: like the last halves, or like
-        `node` itself before any half was proved."""
+        """Projected LP and Z3 seconds of bisecting `node`: like the last halves, or before
+        any half was proved, `node`'s share of neurons a half re-proves."""
         recent = self.halves[-8:]
         if not recent:
-            return 2 * (node.seconds + self.certification.check_cost.of(node.needed))
+            # A half re-proves only the neurons not stable on `node`.
+            facts = node.proof.facts.values()
+            unsettled = sum(1 for f in facts if f.phase is None) / max(1, len(facts))
+            cost = node.seconds + self.certification.check_cost.of(node.needed)
+            return 2 * max(0.1, unsettled) * cost
         return 2 * sum(s + self.certification.check_cost.of(c) for s, c in recent) / len(recent)
 
     def prove(self, box: Box, deadline: float, splitting: bool) -> None:
@@ -631,11 +635,26 @@ def _needed_lemmas(
 ) -> set[str]:
     """Ids of the lemmas that the claims proved on every sub-box rest on (theirs and their
     contexts')."""
+    pending = [
+        lemma.id
+        for neuron, phase in claims.items()
+        for lemma in covering_lemmas(ancestries, lemmas, neuron, phase) or []
+    ]
+    return _with_contexts(pending, lemmas, contexts)
+
+
+def _with_contexts(
+    identifiers: Iterable[str], lemmas: Mapping[str, BoundLemma], contexts: Mapping[str, list[str]]
+) -> set[str]:
+    """The lemmas and, transitively, those their contexts name (a context lemma of an
+    enclosing box has a context of its own that the sub-box's context need not repeat)."""
     wanted: set[str] = set()
-    for neuron, phase in claims.items():
-        for lemma in covering_lemmas(ancestries, lemmas, neuron, phase) or []:
-            wanted.add(lemma.id)
-            wanted.update(contexts[lemma.context])
+    pending = list(identifiers)
+    while pending:
+        identifier = pending.pop()
+        if identifier not in wanted:
+            wanted.add(identifier)
+            pending.extend(contexts[lemmas[identifier].context])
     return wanted
 
 
@@ -813,16 +832,22 @@ def check_lemmas(
 
 
 def lemma_is_established(
-    lemma: BoundLemma, contexts: Mapping[str, list[str]], checks: Mapping[str, LemmaCheck]
+    lemma: BoundLemma,
+    lemmas: Mapping[str, BoundLemma],
+    contexts: Mapping[str, list[str]],
+    checks: Mapping[str, LemmaCheck],
 ) -> bool:
-    """Proved by Z3, and so is every lemma of its context."""
-    own = checks.get(lemma.id)
-    if own is None or not own.proved:
-        return False
-    # Also for a single leaf: one that carries an assumption proves nothing on its own.
-    if not covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves):
-        return False
-    return all(i in checks and checks[i].proved for i in contexts[lemma.context])
+    """Proved by Z3 with leaves that cover every phase, and so is every lemma its context
+    names, transitively."""
+    for identifier in _with_contexts([lemma.id], lemmas, contexts):
+        own = checks.get(identifier)
+        if own is None or not own.proved:
+            return False
+        # Also for a single leaf: one that carries an assumption proves nothing on its own.
+        leaves = lemmas[identifier].leaves
+        if not covers_all_phases(dict(leaf.assumptions) for leaf in leaves):
+            return False
+    return True
 
 
 def decide_statuses(
@@ -844,7 +869,7 @@ def decide_statuses(
         phase = claims.get(neuron)
         covering = covering_lemmas(chains, lemmas, neuron, phase) if phase is not None else None
         established = covering is not None and all(
-            lemma_is_established(lemma, contexts, checks) for lemma in covering
+            lemma_is_established(lemma, lemmas, contexts, checks) for lemma in covering
         )
         if len(seen) == 2:
             if established:
