@@ -39,7 +39,7 @@ from verifier.exact import RationalArray
 from verifier.ir import Network
 from verifier.lp import LinearProgram, LpStatus, SparseRow
 from verifier.relaxation import NeuronFact, Relaxation
-from verifier.smt import Obligation, smt_number
+from verifier.smt import Obligation, smt_number, smt_ratio
 from verifier.status import Neuron, Phase
 
 UPPER, LOWER = 1, -1
@@ -183,17 +183,23 @@ def _accumulate_residual(
     return total
 
 
-def residual(
+def scaled_residual(
     relaxation: Relaxation, target: Neuron, sign: int, multipliers: Mapping[str, Fraction]
-) -> tuple[list[Fraction], Fraction]:
-    """r = sign * g_target + sum_r y_r * s_r, exactly, as (coefficient per variable, constant).
+) -> tuple[list[int], int, Fraction]:
+    """r = sign * g_target + sum_r y_r * s_r, exactly, as (integer numerator per variable,
+    their common denominator, constant).
 
     Raises ValueError for a multiplier on an unknown row or a negative multiplier on an
     inequality row (a certificate that cannot be valid).
     """
-    numerators, denominator, constant = _accumulate_residual(
-        relaxation, target, sign, multipliers
-    ).scaled()
+    return _accumulate_residual(relaxation, target, sign, multipliers).scaled()
+
+
+def residual(
+    relaxation: Relaxation, target: Neuron, sign: int, multipliers: Mapping[str, Fraction]
+) -> tuple[list[Fraction], Fraction]:
+    """The residual of `scaled_residual` as (coefficient per variable, constant)."""
+    numerators, denominator, constant = scaled_residual(relaxation, target, sign, multipliers)
     return [Fraction(n, denominator) for n in numerators], constant
 
 
@@ -226,12 +232,19 @@ def _maximum_of_linear_part(
 
 
 def leaf_bound(
-    relaxation: Relaxation, target: Neuron, sign: int, multipliers: Mapping[str, Fraction]
+    relaxation: Relaxation,
+    target: Neuron,
+    sign: int,
+    multipliers: Mapping[str, Fraction],
+    scaled: tuple[list[int], int, Fraction] | None = None,
 ) -> Fraction:
-    """Exact max of the residual over the variable bounds (integer arithmetic throughout)."""
-    numerators, denominator, constant = _accumulate_residual(
-        relaxation, target, sign, multipliers
-    ).scaled()
+    """Exact max of the residual over the variable bounds (integer arithmetic throughout).
+
+    `scaled` is the residual as `scaled_residual` gives it, when the caller has it already.
+    """
+    numerators, denominator, constant = (
+        scaled if scaled is not None else scaled_residual(relaxation, target, sign, multipliers)
+    )
     lower, upper, bounds_denominator = relaxation.scaled_variable_bounds()
     scaled_maximum = _maximum_of_linear_part(numerators, lower, upper)
     return constant + scaled_maximum / (denominator * bounds_denominator)
@@ -275,6 +288,12 @@ def _smt_sum(terms: list[str]) -> str:
     if not terms:
         return "0.0"
     return terms[0] if len(terms) == 1 else f"(+ {' '.join(terms)})"
+
+
+def _smt_reduced(numerator: int, denominator: int) -> str:
+    """numerator/denominator as an SMT-LIB2 term, in lowest terms (like `Fraction`, faster)."""
+    divisor = math.gcd(numerator, denominator)
+    return smt_ratio(numerator // divisor, denominator // divisor)
 
 
 def _smt_affine(coefficients: Mapping[str, Fraction], constant: Fraction) -> str:
@@ -326,8 +345,10 @@ def leaf_obligation(
     leaf: Leaf,
     obligation_id: str,
     rows: DefinitionRows | None = None,
+    scaled: tuple[list[int], int, Fraction] | None = None,
 ) -> Obligation:
-    """SMT-LIB2 script whose check-sats are all unsat iff the leaf certificate is valid.
+    """SMT-LIB2 script whose check-sats are all unsat iff the leaf certificate is valid
+    (`scaled`: the leaf's `scaled_residual`, when the caller has it already).
 
     Query 1, the Farkas identity: r(z) == sign*g(z) + sum y_r s_r(z) for all z (written with
     every row spelled out from the network's weights).
@@ -337,7 +358,11 @@ def leaf_obligation(
     network = relaxation.network
     layout = relaxation.variables
     name = layout.name
-    coefficients, constant = residual(relaxation, target, sign, leaf.multipliers)
+    numerators, denominator, constant = (
+        scaled
+        if scaled is not None
+        else scaled_residual(relaxation, target, sign, leaf.multipliers)
+    )
     lower, upper = relaxation.variable_bounds()
     rows = rows if rows is not None and rows.network is network else DefinitionRows(network)
 
@@ -359,8 +384,13 @@ def leaf_obligation(
             if not equality:
                 inequality_multipliers.append(value)
         combination.append(f"(* {smt_number(value)} {row_text})")
-    residual_terms = {name(index): c for index, c in enumerate(coefficients) if c != 0}
-    residual_text = _smt_affine(residual_terms, constant)
+    residual_terms = {name(index): n for index, n in enumerate(numerators) if n}
+    residual_parts = [
+        f"(* {_smt_reduced(n, denominator)} {variable})" for variable, n in residual_terms.items()
+    ]
+    if constant != 0:
+        residual_parts.append(smt_number(constant))
+    residual_text = _smt_sum(residual_parts)
 
     mentioned = set(residual_terms) | set(target_terms)
     for key in leaf.multipliers:
@@ -383,7 +413,7 @@ def leaf_obligation(
     )
     bound_lines = [
         f"(assert (and (<= {smt_number(lower[index])} {n}) (<= {n} {smt_number(upper[index])})))"
-        for index, _ in enumerate(coefficients)
+        for index in range(len(numerators))
         if (n := name(index)) in residual_terms
     ]
     residual_bound = (

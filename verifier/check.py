@@ -47,6 +47,7 @@ from verifier.certify import (
     leaf_bound,
     leaf_obligation,
     lemma_id,
+    scaled_residual,
 )
 from verifier.compress import compress
 from verifier.domain import Domain
@@ -58,7 +59,7 @@ from verifier.onnx_export import rounded_layers
 from verifier.onnx_import import load_network
 from verifier.relaxation import NeuronFact, Relaxation
 from verifier.smt import SOLVERS, Obligation, SmtVerdict, check_many
-from verifier.stability import coverage_obligation, covering_lemmas
+from verifier.stability import RelaxationCache, coverage_obligation, covering_lemmas
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import Subdomains, cover_obligation
 
@@ -313,6 +314,7 @@ def _derived_obligations(
     network (also appended to `derived`); raises _Failed at the first problem."""
     contexts = document["contexts"]
     rows = DefinitionRows(network)
+    relaxations = RelaxationCache()
     ordered = sorted(lemmas.values(), key=lambda lemma: (lemma.box, lemma.neuron.layer, lemma.id))
     for lemma in ordered:
         item = f"lemma {lemma.id}"
@@ -346,11 +348,15 @@ def _derived_obligations(
                     neuron.layer < layer,
                     f"{item}: assumption on {neuron} is not an earlier-layer neuron",
                 )
-            relaxation = Relaxation(
-                network, subdomains.boxes[lemma.box], layer, facts, dict(leaf.assumptions)
-            )
+            key = (lemma.box, layer, lemma.context, leaf.assumptions)
+            relaxation = relaxations.get(key)
+            if relaxation is None:
+                box = subdomains.boxes[lemma.box]
+                relaxation = Relaxation(network, box, layer, facts, dict(leaf.assumptions))
+                relaxations.put(key, relaxation)
             try:
-                bound = leaf_bound(relaxation, lemma.neuron, lemma.sign, leaf.multipliers)
+                scaled = scaled_residual(relaxation, lemma.neuron, lemma.sign, leaf.multipliers)
+                bound = leaf_bound(relaxation, lemma.neuron, lemma.sign, leaf.multipliers, scaled)
             except ValueError as error:
                 raise _Failed(f"{item} leaf {position}: {error}") from None
             _require(
@@ -363,7 +369,13 @@ def _derived_obligations(
                 f"{item} leaf {position}: bound {leaf.bound} does not give value {lemma.value}",
             )
             obligation = leaf_obligation(
-                relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}", rows
+                relaxation,
+                lemma.neuron,
+                lemma.sign,
+                leaf,
+                f"{lemma.id}.leaf{position}",
+                rows,
+                scaled,
             )
             yield _matching(obligation, recorded[position]["sha256"], item, derived)
         if len(lemma.leaves) > 1:

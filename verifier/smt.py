@@ -62,13 +62,14 @@ SOLVERS = ("z3", "cvc5")
 
 def smt_number(value: Fraction) -> str:
     """An exact rational as an SMT-LIB2 Real term: 3.0, (/ 1.0 3.0), (- (/ 1.0 3.0))."""
-    magnitude = abs(value)
-    text = (
-        f"{magnitude.numerator}.0"
-        if magnitude.denominator == 1
-        else f"(/ {magnitude.numerator}.0 {magnitude.denominator}.0)"
-    )
-    return f"(- {text})" if value < 0 else text
+    return smt_ratio(value.numerator, value.denominator)
+
+
+def smt_ratio(numerator: int, denominator: int) -> str:
+    """numerator/denominator (denominator > 0, in lowest terms) as an SMT-LIB2 Real term."""
+    magnitude = -numerator if numerator < 0 else numerator
+    text = f"{magnitude}.0" if denominator == 1 else f"(/ {magnitude}.0 {denominator}.0)"
+    return f"(- {text})" if numerator < 0 else text
 
 
 def check(obligation: Obligation, timeout_seconds: float = 60.0, solver: str = "z3") -> SmtResult:

@@ -20,7 +20,7 @@ import dataclasses
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -480,11 +480,12 @@ class _BoxCertifier:
 
     def prove(self, box: Box, deadline: float, splitting: bool) -> None:
         """Prove the box, bisected as time allows (`self.nodes`, `self.splits`, `self.leaves`)."""
-        # The whole box first gets the phase case splits too: they cost LP time only, and
-        # its proof is the one kept when bisecting does not fit in the time left.
+        # Where the box can be bisected, phase case splits come last, on the sub-boxes that
+        # still fail claims: on the whole box they can take most of the budget for little.
         open_claims = {n: p for n, p in self.claims.items() if n not in self._refuted()}
         reserve = self.certification.check_cost.guess * _expected_lemmas(self.network, open_claims)
-        root = self._node(box, deadline - reserve, self.config.max_split_depth, None, self.first)
+        depth = 0 if splitting else self.config.max_split_depth
+        root = self._node(box, deadline - reserve, depth, None, self.first)
         self.leaves = [root.number]
         if splitting and root.failed and not self.certification.check_cost.measured:
             self._calibrate(root)
@@ -520,7 +521,7 @@ class _BoxCertifier:
             self.leaves[position : position + 1] = numbers
             if self.progress is not None:
                 self.progress("sub-boxes", len(self.leaves), 0)
-        if len(self.leaves) > 1 and self.config.max_split_depth > 0:
+        if splitting and self.config.max_split_depth > 0:
             self._with_case_splits(deadline)
 
     def _with_case_splits(self, deadline: float) -> None:
@@ -609,6 +610,24 @@ def _ancestries(subdomains: Subdomains) -> list[list[int]]:
     return [subdomains.ancestry(k) for k in subdomains.leaves]
 
 
+class RelaxationCache:
+    """Relaxations by (box, layer, context, assumptions): the lemmas of one layer on one box share a
+    context, so their obligations can share one relaxation and its exact variable bounds.
+    Keeps the most recent few (callers visit lemmas grouped by box and layer)."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._kept: dict[Hashable, Relaxation] = {}
+
+    def get(self, key: Hashable) -> Relaxation | None:
+        return self._kept.get(key)
+
+    def put(self, key: Hashable, relaxation: Relaxation) -> None:
+        self._kept[key] = relaxation
+        if len(self._kept) > self.size:
+            del self._kept[next(iter(self._kept))]
+
+
 def _written(
     network: Network,
     boxes: Sequence[Box],
@@ -617,12 +636,13 @@ def _written(
     chunk: Sequence[BoundLemma],
     rows: DefinitionRows,
     per_lemma: list[list[Obligation]],
+    relaxations: RelaxationCache,
 ) -> Iterator[Obligation]:
     """The obligations of each lemma of `chunk`, written one lemma at a time (and also
     collected per lemma into `per_lemma`)."""
     for lemma in chunk:
         per_lemma.append(
-            lemma_obligations(network, boxes[lemma.box], lemmas, contexts, lemma, rows)
+            lemma_obligations(network, boxes[lemma.box], lemmas, contexts, lemma, rows, relaxations)
         )
         yield from per_lemma[-1]
 
@@ -677,6 +697,7 @@ def _check_shallow_first(
     needed.sort(key=lambda lemma: (lemma.neuron.layer, lemma.box, lemma.neuron, lemma.id))
     checks: dict[str, LemmaCheck] = {}
     rows = DefinitionRows(network)
+    relaxations = RelaxationCache()
     batch = 64
     with SolverPool(workers, SMT_TIMEOUT) as pool:
         for start in range(0, len(needed), batch):
@@ -684,7 +705,9 @@ def _check_shallow_first(
                 break
             chunk = needed[start : start + batch]
             per_lemma: list[list[Obligation]] = []
-            written = _written(network, boxes, lemmas, contexts, chunk, rows, per_lemma)
+            written = _written(
+                network, boxes, lemmas, contexts, chunk, rows, per_lemma, relaxations
+            )
             results = iter(pool.check(written))
             for lemma, obligations in zip(chunk, per_lemma, strict=True):
                 checks[lemma.id] = LemmaCheck(obligations, [next(results) for _ in obligations])
@@ -759,13 +782,19 @@ def lemma_obligations(
     contexts: Mapping[str, list[str]],
     lemma: BoundLemma,
     rows: DefinitionRows | None = None,
+    relaxations: RelaxationCache | None = None,
 ) -> list[Obligation]:
     """The SMT obligations of one lemma on its `box`: one per leaf, plus the case-split
     coverage. `lemmas` and `contexts` must include those of the boxes enclosing `box`."""
-    facts = facts_from_context(lemmas, contexts[lemma.context])
+    cache = relaxations if relaxations is not None else RelaxationCache()
     obligations = []
     for position, leaf in enumerate(lemma.leaves):
-        relaxation = Relaxation(network, box, lemma.neuron.layer, facts, dict(leaf.assumptions))
+        key = (lemma.box, lemma.neuron.layer, lemma.context, leaf.assumptions)
+        relaxation = cache.get(key)
+        if relaxation is None:
+            facts = facts_from_context(lemmas, contexts[lemma.context])
+            relaxation = Relaxation(network, box, lemma.neuron.layer, facts, dict(leaf.assumptions))
+            cache.put(key, relaxation)
         obligations.append(
             leaf_obligation(
                 relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}", rows
