@@ -294,6 +294,8 @@ class _Node:
     needed: Counter[int]
     """This box's own lemmas that Z3 would check (those kept as facts or proving a claim),
     counted by layer."""
+    proving: set[str]
+    """Ids of this box's lemmas that show a claim."""
 
 
 def _certify(
@@ -459,12 +461,23 @@ class _BoxCertifier:
             if (lemma := proving_lemma(proof, number, n, p)) is not None
         }
         needed = Counter(proof.lemmas[i].neuron.layer for i in own_facts | proving)
-        node = _Node(number, box, enclosing, proof, failed, seconds, needed)
+        node = _Node(number, box, enclosing, proof, failed, seconds, needed, proving)
         self.nodes[number] = node
         return node
 
     def _projected_checks(self) -> float:
-        return sum(self.certification.check_cost.of(n.needed) for n in self.nodes.values())
+        """Projected Z3 seconds for the lemmas the proof boxes so far would have checked:
+        every lemma showing a claim, and per sub-box the context of its deepest claim (as if
+        all its claims were proved), with their contexts transitively."""
+        lemmas = all_lemmas([n.proof for n in self.nodes.values()])
+        contexts = all_contexts([n.proof for n in self.nodes.values()])
+        wanted = [i for n in self.nodes.values() for i in n.proving]
+        for k in self.leaves:
+            # prove_box adds the contexts layer by layer: the last is the deepest.
+            deepest = list(self.nodes[k].proof.contexts.values())[-1:]
+            wanted.extend(i for ids in deepest for i in ids)
+        needed = _with_contexts(wanted, lemmas, contexts)
+        return self.certification.check_cost.of(Counter(lemmas[i].neuron.layer for i in needed))
 
     def _next_halves(self, node: _Node) -> float:
         """Projected LP and Z3 seconds of bisecting `node`: like the last halves, or before
