@@ -19,6 +19,7 @@ from tests.conftest import random_network
 from tests.oracle import stability_oracle
 from verifier.certify import (
     LOWER,
+    REPROVE_GAIN,
     UPPER,
     BoundLemma,
     BoxProof,
@@ -39,6 +40,7 @@ from verifier.relaxation import Relaxation
 from verifier.smt import SmtVerdict, check
 from verifier.stability import check_lemmas, decide_statuses, facts_from_context
 from verifier.status import Neuron, Phase, Status
+from verifier.subdomains import bisect
 from verifier.witnesses import WitnessTable
 
 
@@ -106,6 +108,43 @@ def test_every_proved_lemma_bounds_every_exact_forward_pass_in_the_box(seed: int
             assert leaf.bound <= allowed
             relaxation = _relaxation_of(network, box, proof, lemma, leaf)
             assert leaf_bound(relaxation, lemma.neuron, lemma.sign, leaf.multipliers) == leaf.bound
+
+
+@settings(deadline=None, max_examples=20)
+@given(st.integers(0, 2**32 - 1))
+def test_a_half_keeps_the_enclosing_lemmas_of_stable_neurons_and_re_proves_only_what_it_narrows(
+    seed: int,
+) -> None:
+    network, box, rng = _case(seed)
+    outputs = network.layers[-1].outputs
+    claims = {Neuron(2, i): Phase(rng.choice(["active", "inactive"])) for i in range(outputs)}
+    whole = prove_box(network, box, 0, claims, _far_future())
+    dimension = int(np.argmax(box.upper - box.lower))
+    halves = bisect(box, dimension)
+    assert halves is not None
+    half = halves[1 + int(rng.integers(2))]
+    proof = prove_box(network, half, 1, claims, _far_future(), enclosing=whole)
+    for neuron, fact in whole.facts.items():
+        lower_id, upper_id = proof.fact_lemmas[neuron]
+        if fact.phase is not None:
+            assert proof.fact_lemmas[neuron] == whole.fact_lemmas[neuron]
+        for identifier in (lower_id, upper_id):
+            assert identifier.startswith(("b0.", "b1."))
+            if identifier.startswith("b1."):
+                lemma = proof.lemmas[identifier]
+                known = fact.upper if lemma.sign == UPPER else fact.lower
+                gain = (known - lemma.value) * lemma.sign
+                decides = (
+                    (lemma.value <= 0 < known)
+                    if lemma.sign == UPPER
+                    else (lemma.value >= 0 > known)
+                )
+                assert decides or gain >= (fact.upper - fact.lower) * Fraction(REPROVE_GAIN)
+    # The half's bounds, own or inherited, hold at every exact forward pass in the half.
+    for point in _box_points(half, rng, 30):
+        exact = network.evaluate_exact(point)
+        for neuron, fact in proof.facts.items():
+            assert fact.lower <= exact.value(neuron) <= fact.upper
 
 
 @settings(deadline=None, max_examples=25)
