@@ -467,15 +467,12 @@ class _BoxCertifier:
 
     def _projected_checks(self) -> float:
         """Projected Z3 seconds for the lemmas the proof boxes so far would have checked:
-        every lemma showing a claim, and per sub-box the context of its deepest claim (as if
-        all its claims were proved), with their contexts transitively."""
+        every lemma showing a claim, with its context transitively. (Not those a claim still
+        failing would need: on a box with hopeless deep claims that would forbid every split;
+        the Z3 checks run shallow layers first, so an overrun costs the deepest claims.)"""
         lemmas = all_lemmas([n.proof for n in self.nodes.values()])
         contexts = all_contexts([n.proof for n in self.nodes.values()])
         wanted = [i for n in self.nodes.values() for i in n.proving]
-        for k in self.leaves:
-            # prove_box adds the contexts layer by layer: the last is the deepest.
-            deepest = list(self.nodes[k].proof.contexts.values())[-1:]
-            wanted.extend(i for ids in deepest for i in ids)
         needed = _with_contexts(wanted, lemmas, contexts)
         return self.certification.check_cost.of(Counter(lemmas[i].neuron.layer for i in needed))
 
