@@ -22,6 +22,9 @@ obligation (identity, residual bound, multiplier signs) that Z3 checks independe
 Case splits: when one relaxation is not enough, branch on an earlier unstable neuron's phase
 (g >= 0 with a == g, or g <= 0 with a == 0); a lemma is then a set of leaves whose assumptions
 cover every phase combination, each leaf a Farkas certificate under its assumptions.
+
+Boxes inside boxes: a lemma proved on a box holds on every box inside it, so the facts a
+relaxation on a sub-box uses may be lemmas of a box enclosing it (`prove_box(enclosing=...)`).
 """
 
 from __future__ import annotations

@@ -213,7 +213,8 @@ def _subbox_note(subdomains: Mapping[str, Any], boxes: int) -> str:
         f"<p>Proofs were made on {count} sub-boxes, obtained by bisecting the domain boxes "
         "where a claim needed a smaller box; the certificate's <code>subdomains</code> holds "
         "the bisection trees, and a Z3 obligation per split box states that its sub-boxes "
-        "cover it.</p>"
+        "cover it. A lemma proved on a box of the tree is also used on the boxes inside "
+        "it.</p>"
     )
 
 
