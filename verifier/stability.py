@@ -556,13 +556,16 @@ class _BoxCertifier:
             if time.monotonic() + needed > deadline:
                 return
             # The same number: the split tree already names this sub-box.
-            self._node(
+            redone = self._node(
                 leaf.box,
                 deadline - self._projected_checks(),
                 self.config.max_split_depth,
                 leaf.enclosing,
                 number,
             )
+            if not redone.failed <= leaf.failed:
+                # Cut short by the deadline, the redo lost proofs the first attempt had.
+                self.nodes[number] = leaf
 
     def proofs(self) -> list[BoxProof]:
         """The proofs of the proof boxes, in order of their numbers."""
