@@ -27,7 +27,9 @@ from verifier.smt import SmtResult, SmtVerdict, check
 from verifier.stability import (
     InconsistentEvidenceError,
     LemmaCheck,
+    RelaxationCache,
     StabilityAnalysis,
+    all_contexts,
     all_lemmas,
     analyse,
     check_lemmas,
@@ -175,6 +177,25 @@ def test_a_claim_no_relaxation_of_the_whole_box_proves_is_certified_on_its_halve
         assert lemma.value <= 0 and all(leaf.assumptions == () for leaf in lemma.leaves)
     assert analysis.cover_checks[0].proved
     _assert_evidence_is_in_place(network, analysis)
+
+
+def test_obligations_are_the_same_with_relaxations_shared_or_built_per_lemma() -> None:
+    # Sharing one relaxation per box, layer and context (with evictions from a tiny cache)
+    # must not change a single obligation: the checker compares them by hash.
+    network = random_network(np.random.default_rng(0), [2, 6, 6, 6, 2])
+    domain = Domain.box(-np.ones(2), np.ones(2))
+    config = dataclasses.replace(CONFIG, samples=50, gradient_steps=0, max_split_depth=0)
+    analysis = analyse(network, domain, config, config.rng())
+    assert len(analysis.subdomains.leaves) >= 2
+    lemmas = all_lemmas(analysis.proofs)
+    contexts = all_contexts(analysis.proofs)
+    shared = RelaxationCache(size=2)
+    ordered = sorted(lemmas.values(), key=lambda lemma: (lemma.neuron.layer, lemma.box))
+    for lemma in ordered:
+        box = analysis.subdomains.boxes[lemma.box]
+        alone = lemma_obligations(network, box, lemmas, contexts, lemma)
+        cached = lemma_obligations(network, box, lemmas, contexts, lemma, None, shared)
+        assert [o.smtlib for o in cached] == [o.smtlib for o in alone], lemma.id
 
 
 def test_input_splitting_is_not_tried_on_wide_inputs() -> None:
