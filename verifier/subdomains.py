@@ -131,11 +131,6 @@ class Subdomains:
             tuple(sorted(leaves)),
         )
 
-    @property
-    def proof_domain(self) -> Domain:
-        """The proof boxes as a domain (box k of it is proof box k)."""
-        return Domain(self.boxes, f"{self.domain.source} (proof boxes)")
-
     def leaves_of(self, parent: int) -> list[int]:
         """The sub-boxes of domain box `parent`."""
         return [k for k in self.leaves if self.parents[k] == parent]
