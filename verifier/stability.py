@@ -51,6 +51,7 @@ from verifier.subdomains import (
     Bisection,
     SplitTree,
     Subdomains,
+    ancestry,
     bisect,
     cover_obligation,
     split_dimension,
@@ -270,14 +271,6 @@ class _CheckCost:
         self.guess = max(self.per_layer.values(), default=self.guess)
         self.measured = True
 
-    def rescale(self, lemmas_by_layer: Mapping[int, int], seconds: float) -> None:
-        """Scale the projection to what checking these lemmas really took."""
-        predicted = self.of(lemmas_by_layer)
-        if predicted > 0 and sum(lemmas_by_layer.values()) >= 24:
-            factor = seconds / predicted
-            self.per_layer = {layer: v * factor for layer, v in self.per_layer.items()}
-            self.guess *= factor
-
 
 @dataclasses.dataclass
 class _Node:
@@ -449,17 +442,10 @@ class _BoxCertifier:
         seconds = time.monotonic() - started
         self.prove_seconds += seconds
         refuted = self._refuted()
-        failed = {
-            n
-            for n, p in claims.items()
-            if n not in refuted and proving_lemma(proof, number, n, p) is None
-        }
+        shown = {n: proving_lemma(proof, number, n, p) for n, p in claims.items()}
+        failed = {n for n, lemma in shown.items() if lemma is None and n not in refuted}
+        proving = {lemma.id for lemma in shown.values() if lemma is not None}
         own_facts = {i for ids in proof.fact_lemmas.values() for i in ids if i in proof.lemmas}
-        proving = {
-            lemma.id
-            for n, p in claims.items()
-            if (lemma := proving_lemma(proof, number, n, p)) is not None
-        }
         needed = Counter(proof.lemmas[i].neuron.layer for i in own_facts | proving)
         node = _Node(number, box, enclosing, proof, failed, seconds, needed, proving)
         self.nodes[number] = node
@@ -578,11 +564,8 @@ class _BoxCertifier:
         return _tree(self.first, self.splits)
 
     def leaf_ancestries(self) -> list[list[int]]:
-        def chain(k: int) -> list[int]:
-            up = self.nodes[k].enclosing
-            return [k] if up is None else [k, *chain(up)]
-
-        return [chain(k) for k in self.leaves]
+        enclosing = {k: node.enclosing for k, node in self.nodes.items()}
+        return [ancestry(k, enclosing) for k in self.leaves]
 
     def _calibrate(self, node: _Node) -> None:
         """Measure Z3's speed per layer on a sample of the node's lemmas: the time to write a

@@ -138,10 +138,7 @@ class Subdomains:
     def ancestry(self, k: int) -> list[int]:
         """Proof box k and every proof box enclosing it, innermost first: a lemma proved on
         any of them holds on box k."""
-        chain = [k]
-        while (up := self.enclosing[chain[-1]]) is not None:
-            chain.append(up)
-        return chain
+        return ancestry(k, self.enclosing)
 
     def to_json(self) -> list[Any]:
         return [_tree_to_json(tree) for tree in self.trees]
@@ -151,6 +148,14 @@ class Subdomains:
         if not isinstance(data, list):
             raise CertificateError("subdomains: expected a list of split trees")
         return Subdomains.from_trees(domain, [_tree_from_json(t) for t in data])
+
+
+def ancestry(k: int, enclosing: Sequence[int | None] | Mapping[int, int | None]) -> list[int]:
+    """Box k and the boxes enclosing it, innermost first, given each box's enclosing box."""
+    chain = [k]
+    while (up := enclosing[chain[-1]]) is not None:
+        chain.append(up)
+    return chain
 
 
 def _tree_to_json(tree: SplitTree) -> Any:
