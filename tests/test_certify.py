@@ -56,6 +56,12 @@ def _case(seed: int) -> tuple[Network, Box, np.random.Generator]:
     return network, Box(center - radius, center + radius), rng
 
 
+def _output_claims(network: Network, rng: np.random.Generator) -> dict[Neuron, Phase]:
+    """A random phase claimed for every neuron of the output layer (layer 2)."""
+    outputs = network.layers[-1].outputs
+    return {Neuron(2, i): Phase(rng.choice(["active", "inactive"])) for i in range(outputs)}
+
+
 def _box_points(box: Box, rng: np.random.Generator, count: int) -> np.ndarray:
     """Uniform points plus random corners of the box."""
     corners = np.where(rng.random((count, box.size)) < 0.5, box.lower, box.upper)
@@ -92,10 +98,9 @@ def _relaxation_of(
 @given(st.integers(0, 2**32 - 1))
 def test_every_proved_lemma_bounds_every_exact_forward_pass_in_the_box(seed: int) -> None:
     network, box, rng = _case(seed)
-    outputs = network.layers[-1].outputs
-    claims = {Neuron(2, i): Phase(rng.choice(["active", "inactive"])) for i in range(outputs)}
+    claims = _output_claims(network, rng)
     proof = prove_box(network, box, 0, claims, _far_future())
-    expected = 2 * (network.layers[0].outputs + network.layers[1].outputs) + outputs
+    expected = 2 * (network.layers[0].outputs + network.layers[1].outputs) + len(claims)
     assert len(proof.lemmas) == expected
     evaluations = [network.evaluate_exact(point) for point in _box_points(box, rng, 40)]
     for lemma in proof.lemmas.values():
@@ -116,8 +121,7 @@ def test_a_half_keeps_the_enclosing_lemmas_of_stable_neurons_and_re_proves_only_
     seed: int,
 ) -> None:
     network, box, rng = _case(seed)
-    outputs = network.layers[-1].outputs
-    claims = {Neuron(2, i): Phase(rng.choice(["active", "inactive"])) for i in range(outputs)}
+    claims = _output_claims(network, rng)
     whole = prove_box(network, box, 0, claims, _far_future())
     dimension = int(np.argmax(box.upper - box.lower))
     halves = bisect(box, dimension)

@@ -574,12 +574,18 @@ def test_a_stable_neuron_missing_its_lemma_on_one_sub_box_is_rejected(
     )
 
 
-def _sub_box_context(document: Document) -> tuple[str, int, int]:
-    """(context id, its sub-box, the sibling sub-box) of the 'above' half of the first cut."""
+def _sub_box_context(document: Document) -> tuple[str, int, int, int]:
+    """(context id, its sub-box, the sibling sub-box, the box both were cut from) of the
+    'above' half of the first cut."""
     cut = _first_cut(document)
     above, below = cut["above"], cut["below"]
     assert isinstance(above, int) and isinstance(below, int)
-    return f"b{above}.ctx1", above, below
+    return f"b{above}.ctx1", above, below, int(cut["box"])
+
+
+def _on_box(identifier: str, box: int) -> str:
+    """The id of the same statement (neuron and sense) on another proof box."""
+    return f"b{box}." + identifier.split(".", 1)[1]
 
 
 def test_a_context_lemma_from_a_box_that_does_not_enclose_the_lemma_is_rejected(
@@ -587,17 +593,16 @@ def test_a_context_lemma_from_a_box_that_does_not_enclose_the_lemma_is_rejected(
 ) -> None:
     # Proved on the sibling half, so it need not hold on this one.
     _, document = split_inputs
-    context, _, sibling = _sub_box_context(document)
-    root = _first_cut(document)["box"]
+    context, _, sibling, root = _sub_box_context(document)
     borrowed = next(
         i
         for i in document["contexts"][context]
-        if i.startswith(f"b{root}.") and f"b{sibling}." + i.split(".", 1)[1] in document["lemmas"]
+        if i.startswith(f"b{root}.") and _on_box(i, sibling) in document["lemmas"]
     )
 
     def borrow(document: Document) -> None:
         ids = document["contexts"][context]
-        ids[ids.index(borrowed)] = f"b{sibling}." + borrowed.split(".", 1)[1]
+        ids[ids.index(borrowed)] = _on_box(borrowed, sibling)
 
     _assert_rejected(
         _tampered(split_inputs, "sibling-context", borrow), f"box {sibling}", "does not enclose"
@@ -609,10 +614,9 @@ def test_a_context_with_two_bounds_of_the_same_sense_for_a_neuron_is_rejected(
 ) -> None:
     # Say an enclosing box's weaker lower bound and the sub-box's own: which one is meant?
     _, document = split_inputs
-    context, box, _ = _sub_box_context(document)
-    root = _first_cut(document)["box"]
+    context, box, _, root = _sub_box_context(document)
     own = next(i for i in document["contexts"][context] if i.startswith(f"b{box}."))
-    enclosing = f"b{root}." + own.split(".", 1)[1]
+    enclosing = _on_box(own, root)
     assert enclosing in document["lemmas"]
 
     def double(document: Document) -> None:

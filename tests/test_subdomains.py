@@ -50,6 +50,14 @@ def _inside(inner: Box, outer: Box) -> bool:
     return bool(np.all(outer.lower <= inner.lower) and np.all(inner.upper <= outer.upper))
 
 
+def _random_split(seed: int) -> tuple[np.random.Generator, Box, Subdomains]:
+    """A random 3-input box and the proof boxes of a random bisection tree of it."""
+    rng = np.random.default_rng(seed)
+    box = Box(rng.uniform(-2, 0, 3), rng.uniform(0.5, 2, 3))
+    tree = _random_tree(box, rng, 5, [])
+    return rng, box, Subdomains.from_trees(Domain((box,)), [tree])
+
+
 def _volume(box: Box) -> Fraction:
     volume = Fraction(1)
     for low, high in zip(box.lower, box.upper, strict=True):
@@ -60,10 +68,7 @@ def _volume(box: Box) -> Fraction:
 @settings(deadline=None, max_examples=30)
 @given(st.integers(0, 2**32 - 1))
 def test_the_sub_boxes_of_a_bisection_tree_tile_the_box_exactly(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    box = Box(rng.uniform(-2, 0, 3), rng.uniform(0.5, 2, 3))
-    tree = _random_tree(box, rng, 5, [])
-    subdomains = Subdomains.from_trees(Domain((box,)), [tree])
+    rng, box, subdomains = _random_split(seed)
     sub_boxes = [subdomains.boxes[k] for k in subdomains.leaves]
     assert sum(_volume(b) for b in sub_boxes) == _volume(box)
     for point in box.sample(200, rng):
@@ -75,10 +80,7 @@ def test_the_sub_boxes_of_a_bisection_tree_tile_the_box_exactly(seed: int) -> No
 @given(st.integers(0, 2**32 - 1))
 def test_every_proof_box_lies_inside_the_boxes_of_its_ancestry(seed: int) -> None:
     # What makes a lemma of an enclosing box usable on a sub-box.
-    rng = np.random.default_rng(seed)
-    box = Box(rng.uniform(-2, 0, 3), rng.uniform(0.5, 2, 3))
-    tree = _random_tree(box, rng, 5, [])
-    subdomains = Subdomains.from_trees(Domain((box,)), [tree])
+    _, box, subdomains = _random_split(seed)
     for k in range(len(subdomains.boxes)):
         chain = subdomains.ancestry(k)
         assert chain[0] == k and subdomains.enclosing[chain[-1]] is None
