@@ -24,6 +24,8 @@ from verifier.certify import (
     BoundLemma,
     BoxProof,
     Leaf,
+    _LeafAttempt,
+    _splits_may_help,
     context_id,
     covers_all_phases,
     leaf_bound,
@@ -308,6 +310,21 @@ def test_a_claim_one_relaxation_cannot_prove_is_proved_by_a_case_split_z3_confir
         assert check(obligation, 30.0).verdict is SmtVerdict.PROVED
     # Dropping a branch leaves a case uncovered.
     assert not covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves[1:])
+
+
+def test_case_splits_are_tried_only_when_the_triangle_gaps_could_close_the_bound() -> None:
+    network, box = _split_network()
+    claim = {Neuron(1, 0): Phase.INACTIVE}
+    unsplit = prove_box(network, box, 0, claim, _far_future(), max_split_depth=0)
+    lemma = unsplit.lemmas["b0.L1.n0.upper"]
+    (leaf,) = lemma.leaves
+    relaxation = _relaxation_of(network, box, unsplit, lemma, leaf)
+    near = _LeafAttempt(leaf, leaf.bound, None, dict(leaf.multipliers))
+    # The bound 3/4 is within the two triangle gaps (each at most 1 here): worth splitting.
+    assert 0 < leaf.bound <= 1 and _splits_may_help(relaxation, near, 6)
+    assert not _splits_may_help(relaxation, near, 0)
+    hopeless = _LeafAttempt(leaf, leaf.bound + 10, None, dict(leaf.multipliers))
+    assert not _splits_may_help(relaxation, hopeless, 6)
 
 
 # ---------------------------------------------------------------------------------------------

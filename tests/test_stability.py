@@ -158,6 +158,16 @@ def test_a_claim_that_needs_a_case_split_is_certified_with_its_coverage() -> Non
     _assert_agrees_with_oracle(analysis, [stability_oracle(network, domain.boxes[0])])
 
 
+def test_on_a_splittable_box_case_splits_come_before_bisection() -> None:
+    # A case split proves the claim on the whole box: no sub-box is needed.
+    network = _needs_a_split()
+    analysis = analyse(network, Domain.box([-1.0], [1.0]), CONFIG, CONFIG.rng())
+    target = Neuron(1, 0)
+    assert analysis.statuses[target] is Status.STABLY_INACTIVE
+    assert analysis.subdomains.leaves == (0,)
+    assert len(analysis.proofs[0].lemmas[lemma_id(0, target, UPPER)].leaves) > 1
+
+
 def test_a_claim_no_relaxation_of_the_whole_box_proves_is_certified_on_its_halves() -> None:
     network = _needs_a_split()
     domain = Domain.box([-1.0], [1.0])

@@ -62,10 +62,10 @@ FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[str, int, int], None]
 
 SMT_TIMEOUT = 60.0
+"""Seconds Z3 may take on one obligation (they take milliseconds when the certificate is valid)."""
 SPLIT_SLACK = 1.2
 """A box is bisected only if its halves' estimated cost, times this, fits in the time left:
 a half that runs out of time proves nothing, which is worse than not splitting."""
-"""Seconds Z3 may take on one obligation (they take milliseconds when the certificate is valid)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,8 +307,7 @@ def _certify(
        splittable domain whose box still fails claims, the box is bisected, the sub-box with
        the most failed claims first, while the LP time of two more halves plus the projected
        Z3 time of every proof box fits in the box's share of the budget (with `SPLIT_SLACK`);
-       a half inherits its enclosing box's bounds and re-proves only what it improves. Then
-       the sub-boxes that still fail claims get phase case splits as time allows. The
+       a half inherits its enclosing box's bounds and re-proves only what it improves. The
        projection uses Z3's measured speed on one batch of the first proof's lemmas.
     2. Z3 checks of the lemmas of the claims proved on every sub-box, shallow layers first,
        so that the time limit cuts deep claims before shallow ones.
@@ -475,12 +474,16 @@ class _BoxCertifier:
         return 2 * sum(s + self.certification.check_cost.of(c) for s, c in recent) / len(recent)
 
     def prove(self, box: Box, deadline: float, splitting: bool) -> None:
-        """Prove the box, bisected as time allows (`self.nodes`, `self.splits`, `self.leaves`)."""
-        # Where the box can be bisected, phase case splits come last, on the sub-boxes that
-        # still fail claims: on the whole box they can take most of the budget for little.
+        """Prove the box, bisected as time allows (`self.nodes`, `self.splits`, `self.leaves`).
+
+        Every proof box gets phase case splits on the claims one relaxation does not prove:
+        measured on ACAS Xu 1_1 prop_3, bisection alone needed 169 bisections (8,310
+        obligations) to prove every claim, with case splits of depth 6 on every proof box 8
+        (1,479 obligations).
+        """
         open_claims = {n: p for n, p in self.claims.items() if n not in self._refuted()}
         reserve = self.certification.check_cost.guess * _expected_lemmas(self.network, open_claims)
-        depth = 0 if splitting else self.config.max_split_depth
+        depth = self.config.max_split_depth
         root = self._node(box, deadline - reserve, depth, None, self.first)
         self.leaves = [root.number]
         if splitting and root.failed and not self.certification.check_cost.measured:
@@ -508,7 +511,7 @@ class _BoxCertifier:
             for half in (below, above):
                 number = self.first + len(self.nodes)
                 child = self._node(
-                    half, deadline - self._projected_checks(), 0, node.number, number
+                    half, deadline - self._projected_checks(), depth, node.number, number
                 )
                 self.halves.append((child.seconds, child.needed))
                 numbers.append(number)
@@ -517,41 +520,6 @@ class _BoxCertifier:
             self.leaves[position : position + 1] = numbers
             if self.progress is not None:
                 self.progress("sub-boxes", len(self.leaves), 0)
-        if splitting and self.config.max_split_depth > 0:
-            self._with_case_splits(deadline)
-
-    def _with_case_splits(self, deadline: float) -> None:
-        """Re-prove the sub-boxes that fail claims with phase case splits, as time allows:
-        first those whose failed claims fail on the fewest sub-boxes (the nearest to proved)."""
-        retried: set[int] = set()
-        while True:
-            refuted = self._refuted()
-            leaves = [self.nodes[k] for k in self.leaves]
-            failing = Counter(n for leaf in leaves for n in leaf.failed - refuted)
-            pending = [
-                (min(failing[n] for n in leaf.failed - refuted), leaf.number)
-                for leaf in leaves
-                if leaf.failed - refuted and leaf.number not in retried
-            ]
-            if not pending:
-                return
-            _, number = min(pending)
-            leaf = self.nodes[number]
-            retried.add(number)
-            needed = SPLIT_SLACK * (2 * leaf.seconds + self._projected_checks())
-            if time.monotonic() + needed > deadline:
-                return
-            # The same number: the split tree already names this sub-box.
-            redone = self._node(
-                leaf.box,
-                deadline - self._projected_checks(),
-                self.config.max_split_depth,
-                leaf.enclosing,
-                number,
-            )
-            if not redone.failed <= leaf.failed:
-                # Cut short by the deadline, the redo lost proofs the first attempt had.
-                self.nodes[number] = leaf
 
     def proofs(self) -> list[BoxProof]:
         """The proofs of the proof boxes, in order of their numbers."""
