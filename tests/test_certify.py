@@ -38,9 +38,10 @@ from verifier.certify import (
 )
 from verifier.domain import Box, Domain
 from verifier.ir import AffineLayer, Network
+from verifier.obligations import facts_from_context
 from verifier.relaxation import Relaxation
 from verifier.smt import SmtVerdict, check
-from verifier.stability import check_lemmas, decide_statuses, facts_from_context
+from verifier.stability import check_lemmas, decide_statuses
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import bisect
 from verifier.witnesses import WitnessTable

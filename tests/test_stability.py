@@ -23,19 +23,21 @@ from verifier.certify import UPPER, BoxProof, lemma_id, prove_box
 from verifier.config import Config
 from verifier.domain import Box, Domain
 from verifier.ir import AffineLayer, Network
+from verifier.obligations import (
+    LemmaCheck,
+    RelaxationCache,
+    coverage_obligation,
+    lemma_obligations,
+)
 from verifier.smt import SmtResult, SmtVerdict, check
 from verifier.stability import (
     InconsistentEvidenceError,
-    LemmaCheck,
-    RelaxationCache,
     StabilityAnalysis,
     all_contexts,
     all_lemmas,
     analyse,
     check_lemmas,
-    coverage_obligation,
     decide_statuses,
-    lemma_obligations,
 )
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import Subdomains

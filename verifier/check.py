@@ -55,11 +55,12 @@ from verifier.equivalence import prove_equivalence
 from verifier.errors import CertificateError, VerifyCompressError
 from verifier.exact import RationalArray
 from verifier.ir import Network
+from verifier.obligations import RelaxationCache, coverage_obligation
 from verifier.onnx_export import rounded_layers
 from verifier.onnx_import import load_network
 from verifier.relaxation import NeuronFact, Relaxation
 from verifier.smt import SOLVERS, Obligation, SmtVerdict, check_many
-from verifier.stability import RelaxationCache, coverage_obligation, covering_lemmas
+from verifier.stability import covering_lemmas
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import Subdomains, cover_obligation
 

@@ -20,8 +20,7 @@ import dataclasses
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from fractions import Fraction
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -33,9 +32,7 @@ from verifier.certify import (
     UPPER,
     BoundLemma,
     BoxProof,
-    DefinitionRows,
     covers_all_phases,
-    leaf_obligation,
     lemma_id,
     prove_box,
 )
@@ -43,8 +40,12 @@ from verifier.config import Config
 from verifier.domain import Box, Domain
 from verifier.errors import VerifyCompressError
 from verifier.ir import Network
-from verifier.relaxation import NeuronFact, Relaxation
-from verifier.smt import Obligation, SmtResult, SmtVerdict, SolverPool, check_many
+from verifier.obligations import (
+    SMT_TIMEOUT,
+    LemmaCheck,
+    LemmaChecks,
+)
+from verifier.smt import SmtVerdict, check_many
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import (
     SPLITTABLE_INPUT_SIZE,
@@ -61,8 +62,8 @@ from verifier.witnesses import WitnessTable, find_witnesses
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[str, int, int], None]
 
-SMT_TIMEOUT = 60.0
-"""Seconds Z3 may take on one obligation (they take milliseconds when the certificate is valid)."""
+CALIBRATION_SAMPLE = 64
+"""Lemmas whose Z3 checks measure its speed (a sample of the first proof box's)."""
 SPLIT_SLACK = 1.2
 """A box is bisected only if its halves' estimated cost, times this, fits in the time left:
 a half that runs out of time proves nothing, which is worse than not splitting."""
@@ -74,16 +75,6 @@ class StageRecord:
     seconds: float
     undecided: int
     """Hidden neurons neither shown unstable nor decided by then."""
-
-
-@dataclasses.dataclass
-class LemmaCheck:
-    obligations: list[Obligation]
-    results: list[SmtResult]
-
-    @property
-    def proved(self) -> bool:
-        return bool(self.results) and all(r.verdict is SmtVerdict.PROVED for r in self.results)
 
 
 @dataclasses.dataclass
@@ -245,6 +236,8 @@ class _Certification:
     prove_seconds: float = 0.0
     check_seconds: float = 0.0
     check_cost: _CheckCost = dataclasses.field(default_factory=lambda: _CheckCost())
+    early: LemmaChecks | None = None
+    """Z3 checks started while the proofs go on (one worker: the proofs use the other core)."""
 
 
 @dataclasses.dataclass
@@ -315,6 +308,38 @@ def _certify(
     """
     splitting = _splittable(network, config)
     certification = _Certification(Subdomains.whole(domain), [], {})
+    if config.workers > 1:
+        certification.early = LemmaChecks(network, 1)
+    try:
+        return _certify_with(
+            network,
+            domain,
+            claims,
+            table,
+            config,
+            rng,
+            deadline,
+            progress,
+            certification,
+            splitting,
+        )
+    finally:
+        if certification.early is not None:
+            certification.early.__exit__()
+
+
+def _certify_with(
+    network: Network,
+    domain: Domain,
+    claims: Mapping[Neuron, Phase],
+    table: WitnessTable,
+    config: Config,
+    rng: np.random.Generator,
+    deadline: float,
+    progress: Progress | None,
+    certification: _Certification,
+    splitting: bool,
+) -> _Certification:
     open_claims = dict(claims)
     trees: list[SplitTree] = []
     for parent, box in enumerate(domain.boxes):
@@ -361,6 +386,7 @@ def _certify(
         config.workers,
         deadline,
         progress,
+        certification.early,
     )
     certification.check_seconds = time.monotonic() - started
     certification.checks.update(checks)
@@ -448,6 +474,19 @@ class _BoxCertifier:
         needed = Counter(proof.lemmas[i].neuron.layer for i in own_facts | proving)
         node = _Node(number, box, enclosing, proof, failed, seconds, needed, proving)
         self.nodes[number] = node
+        early = self.certification.early
+        if early is not None and proving:
+            proofs = [n.proof for n in self.nodes.values()]
+            lemmas, contexts = all_lemmas(proofs), all_contexts(proofs)
+            boxes = {k: n.box for k, n in self.nodes.items()}
+            early.submit(lemmas, contexts, boxes, _with_contexts(proving, lemmas, contexts))
+            measured = early.seconds()
+            if len(measured) >= CALIBRATION_SAMPLE:
+                # The early worker's own times, measured beside the proofs (no contention).
+                workers = max(1, self.config.workers)
+                self.certification.check_cost.calibrate(
+                    [(lemmas[i].neuron.layer, s / workers) for i, s in measured.items()]
+                )
         return node
 
     def _projected_checks(self) -> float:
@@ -459,6 +498,8 @@ class _BoxCertifier:
         contexts = all_contexts([n.proof for n in self.nodes.values()])
         wanted = [i for n in self.nodes.values() for i in n.proving]
         needed = _with_contexts(wanted, lemmas, contexts)
+        if self.certification.early is not None:
+            needed -= self.certification.early.done()
         return self.certification.check_cost.of(Counter(lemmas[i].neuron.layer for i in needed))
 
     def _next_halves(self, node: _Node) -> float:
@@ -536,26 +577,19 @@ class _BoxCertifier:
         return [ancestry(k, enclosing) for k in self.leaves]
 
     def _calibrate(self, node: _Node) -> None:
-        """Measure Z3's speed per layer on a sample of the node's lemmas: the time to write a
-        lemma's obligations plus the solver's own time on them, spread over the workers."""
+        """Measure Z3's speed per layer on a sample of the node's lemmas: a worker's seconds to
+        write and check a lemma's obligations, spread over the workers."""
         ordered = sorted(node.proof.lemmas.values(), key=lambda lemma: lemma.neuron)
-        sample = ordered[:: max(1, len(ordered) // 64)][:64]
-        rows = DefinitionRows(self.network)
-        written: list[tuple[int, float, list[Obligation]]] = []
-        for lemma in sample:
-            started = time.monotonic()
-            obligations = lemma_obligations(
-                self.network, node.box, node.proof.lemmas, node.proof.contexts, lemma, rows
-            )
-            written.append((lemma.neuron.layer, time.monotonic() - started, obligations))
-        flat = [o for _, _, obligations in written for o in obligations]
-        with SolverPool(self.config.workers, SMT_TIMEOUT) as pool:
-            results = iter(pool.check(flat))
+        step = max(1, len(ordered) // CALIBRATION_SAMPLE)
+        sample = [lemma.id for lemma in ordered[::step][:CALIBRATION_SAMPLE]]
         workers = max(1, self.config.workers)
+        with LemmaChecks(self.network, workers) as checks:
+            checks.submit(node.proof.lemmas, node.proof.contexts, {node.number: node.box}, sample)
+            measured = checks.results(math.inf)
         self.certification.check_cost.calibrate(
             [
-                (layer, writing + sum(next(results).seconds for _ in obligations) / workers)
-                for layer, writing, obligations in written
+                (node.proof.lemmas[i].neuron.layer, seconds / workers)
+                for i, (_, seconds) in measured.items()
             ]
         )
 
@@ -572,43 +606,6 @@ def all_contexts(proofs: Sequence[BoxProof]) -> dict[str, list[str]]:
 def _ancestries(subdomains: Subdomains) -> list[list[int]]:
     """Per sub-box: it and the proof boxes enclosing it, innermost first."""
     return [subdomains.ancestry(k) for k in subdomains.leaves]
-
-
-class RelaxationCache:
-    """Relaxations by (box, layer, context, assumptions): the lemmas of one layer on one box share a
-    context, so their obligations can share one relaxation and its exact variable bounds.
-    Keeps the most recent few (callers visit lemmas grouped by box and layer)."""
-
-    def __init__(self, size: int = 16) -> None:
-        self.size = size
-        self._kept: dict[Hashable, Relaxation] = {}
-
-    def get(self, key: Hashable) -> Relaxation | None:
-        return self._kept.get(key)
-
-    def put(self, key: Hashable, relaxation: Relaxation) -> None:
-        self._kept[key] = relaxation
-        if len(self._kept) > self.size:
-            del self._kept[next(iter(self._kept))]
-
-
-def _written(
-    network: Network,
-    boxes: Sequence[Box],
-    lemmas: Mapping[str, BoundLemma],
-    contexts: Mapping[str, list[str]],
-    chunk: Sequence[BoundLemma],
-    rows: DefinitionRows,
-    per_lemma: list[list[Obligation]],
-    relaxations: RelaxationCache,
-) -> Iterator[Obligation]:
-    """The obligations of each lemma of `chunk`, written one lemma at a time (and also
-    collected per lemma into `per_lemma`)."""
-    for lemma in chunk:
-        per_lemma.append(
-            lemma_obligations(network, boxes[lemma.box], lemmas, contexts, lemma, rows, relaxations)
-        )
-        yield from per_lemma[-1]
 
 
 def _needed_lemmas(
@@ -651,33 +648,24 @@ def _check_shallow_first(
     workers: int,
     deadline: float,
     progress: Progress | None,
+    early: LemmaChecks | None = None,
 ) -> dict[str, LemmaCheck]:
     """Z3 checks of the lemmas `claims` rest on (proof k is about boxes[k]), in order of
-    layer, so that the deadline cuts deep claims before shallow ones. Writing obligations
-    overlaps with solving them."""
+    layer, so that the deadline cuts deep claims before shallow ones. The lemmas `early` has
+    started are not checked again (its worker goes on meanwhile)."""
     lemmas = all_lemmas(proofs)
     contexts = all_contexts(proofs)
-    needed = [lemmas[i] for i in _needed_lemmas(lemmas, contexts, ancestries, claims)]
-    needed.sort(key=lambda lemma: (lemma.neuron.layer, lemma.box, lemma.neuron, lemma.id))
-    checks: dict[str, LemmaCheck] = {}
-    rows = DefinitionRows(network)
-    relaxations = RelaxationCache()
-    batch = 64
-    with SolverPool(workers, SMT_TIMEOUT) as pool:
-        for start in range(0, len(needed), batch):
-            if time.monotonic() > deadline:
-                break
-            chunk = needed[start : start + batch]
-            per_lemma: list[list[Obligation]] = []
-            written = _written(
-                network, boxes, lemmas, contexts, chunk, rows, per_lemma, relaxations
-            )
-            results = iter(pool.check(written))
-            for lemma, obligations in zip(chunk, per_lemma, strict=True):
-                checks[lemma.id] = LemmaCheck(obligations, [next(results) for _ in obligations])
-            if progress is not None:
-                progress("smt", start + len(chunk), len(needed))
-    return checks
+    wanted = _needed_lemmas(lemmas, contexts, ancestries, claims)
+    # The early worker keeps what it has started; the rest goes to all the workers.
+    started = early.started - early.withdraw() if early is not None else set()
+    numbered = dict(enumerate(boxes))
+    with LemmaChecks(network, workers) as checks:
+        checks.submit(lemmas, contexts, numbered, wanted - started)
+        report = (lambda done, total: progress("smt", done, total)) if progress else None
+        checked = checks.results(deadline, report)
+    if early is not None:
+        checked.update(early.results(deadline))
+    return {i: check for i, (check, _) in checked.items() if i in wanted}
 
 
 def _splittable(network: Network, config: Config) -> bool:
@@ -737,68 +725,6 @@ def proving_lemma(proof: BoxProof, box: int, neuron: Neuron, phase: Phase) -> Bo
     sign = UPPER if phase is Phase.INACTIVE else LOWER
     lemma = proof.lemmas.get(lemma_id(box, neuron, sign))
     return lemma if lemma is not None and shows_phase(lemma, phase) else None
-
-
-def lemma_obligations(
-    network: Network,
-    box: Box,
-    lemmas: Mapping[str, BoundLemma],
-    contexts: Mapping[str, list[str]],
-    lemma: BoundLemma,
-    rows: DefinitionRows | None = None,
-    relaxations: RelaxationCache | None = None,
-) -> list[Obligation]:
-    """The SMT obligations of one lemma on its `box`: one per leaf, plus the case-split
-    coverage. `lemmas` and `contexts` must include those of the boxes enclosing `box`."""
-    cache = relaxations if relaxations is not None else RelaxationCache()
-    obligations = []
-    for position, leaf in enumerate(lemma.leaves):
-        key = (lemma.box, lemma.neuron.layer, lemma.context, leaf.assumptions)
-        relaxation = cache.get(key)
-        if relaxation is None:
-            facts = facts_from_context(lemmas, contexts[lemma.context])
-            relaxation = Relaxation(network, box, lemma.neuron.layer, facts, dict(leaf.assumptions))
-            cache.put(key, relaxation)
-        obligations.append(
-            leaf_obligation(
-                relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}", rows
-            )
-        )
-    if len(lemma.leaves) > 1:
-        obligations.append(coverage_obligation(lemma))
-    return obligations
-
-
-def coverage_obligation(lemma: BoundLemma) -> Obligation:
-    """The case split's leaves cover every phase combination of the split neurons."""
-    neurons = sorted({n for leaf in lemma.leaves for n, _ in leaf.assumptions})
-    declarations = "\n".join(f"(declare-const g_{n.layer}_{n.index} Real)" for n in neurons)
-    branches = []
-    for leaf in lemma.leaves:
-        atoms = [
-            f"({'>=' if p is Phase.ACTIVE else '<='} g_{n.layer}_{n.index} 0.0)"
-            for n, p in leaf.assumptions
-        ]
-        branches.append(f"(and {' '.join(atoms)} true)")
-    text = (
-        f"; verify-compress obligation {lemma.id}.cover: the case split covers all phases\n"
-        f"(set-logic QF_LRA)\n{declarations}\n(assert (not (or {' '.join(branches)})))\n(check-sat)\n"  # noqa: E501
-    )
-    return Obligation(f"{lemma.id}.cover", text)
-
-
-def facts_from_context(
-    lemmas: Mapping[str, BoundLemma], context: list[str]
-) -> dict[Neuron, NeuronFact]:
-    """The proved bounds of every neuron that has both an upper and a lower lemma in `context`."""
-    uppers: dict[Neuron, Fraction] = {}
-    lowers: dict[Neuron, Fraction] = {}
-    for identifier in context:
-        lemma = lemmas[identifier]
-        (uppers if lemma.sign == UPPER else lowers)[lemma.neuron] = lemma.value
-    return {
-        neuron: NeuronFact(lowers[neuron], uppers[neuron]) for neuron in uppers if neuron in lowers
-    }
 
 
 def check_lemmas(
