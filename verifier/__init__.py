@@ -7,7 +7,9 @@ Pipeline, one module per stage (read them in this order):
     bounds                        interval and symbolic float bounds (hints, never proofs)
     witnesses                     inputs showing neurons active/inactive, checked exactly
     search                        the single CP-SAT stability search (the only CP-SAT import)
+    subdomains                    bisection of low-dimensional boxes into proof boxes
     relaxation, lp, certify       LP relaxation rows, GLOP, exact Farkas certificates, splits
+    obligations                   lemma obligations, written and Z3-checked in worker processes
     smt                           obligations run by Z3 (the only z3 import) or cvc5
     stability                     the stages above wired into one status per neuron
     compress                      remove / fold / merge certified stable neurons, exactly
