@@ -191,6 +191,22 @@ def test_a_claim_no_relaxation_of_the_whole_box_proves_is_certified_on_its_halve
     _assert_evidence_is_in_place(network, analysis)
 
 
+def test_a_union_of_boxes_is_certified_with_z3_checks_started_during_the_proofs() -> None:
+    # The early Z3 worker serves both domain boxes; the second box's certifier must not trip
+    # over the first box's checked lemmas.
+    network = random_network(np.random.default_rng(2), [2, 24, 24, 24, 2])
+    domain = Domain(
+        (
+            Box(np.array([-1.0, -1.0]), np.array([0.0, 0.0])),
+            Box(np.array([0.0, 0.0]), np.array([1.0, 1.0])),
+        )
+    )
+    config = dataclasses.replace(CONFIG, samples=50, gradient_steps=0, workers=2)
+    analysis = analyse(network, domain, config, config.rng())
+    assert sum(1 for s in analysis.statuses.values() if s.is_stable) > 0
+    _assert_evidence_is_in_place(network, analysis)
+
+
 def test_obligations_are_the_same_with_relaxations_shared_or_built_per_lemma() -> None:
     # Sharing one relaxation per box, layer and context (with evictions from a tiny cache)
     # must not change a single obligation: the checker compares them by hash.

@@ -196,6 +196,7 @@ class LemmaChecks:
             max_workers=max(1, workers), initializer=_start_worker, initargs=(network,)
         )
         self._pending: dict[str, tuple[Future[list[tuple[LemmaCheck, float]]], int]] = {}
+        self._layers: dict[str, int] = {}
 
     def __enter__(self) -> LemmaChecks:
         return self
@@ -240,6 +241,7 @@ class LemmaChecks:
             future = self._executor.submit(_write_and_check, boxes[first.box], facts, chunk)
             for offset, lemma in enumerate(chunk):
                 self._pending[lemma.id] = (future, offset)
+                self._layers[lemma.id] = lemma.neuron.layer
             position += len(chunk)
 
     def withdraw(self) -> set[str]:
@@ -249,10 +251,11 @@ class LemmaChecks:
             del self._pending[identifier]
         return withdrawn
 
-    def seconds(self) -> dict[str, float]:
-        """Per lemma checked so far: the worker's seconds to write and check it."""
+    def seconds(self) -> dict[str, tuple[int, float]]:
+        """Per lemma checked so far: its neuron's layer and the worker's seconds to write and
+        check it."""
         return {
-            identifier: future.result()[position][1]
+            identifier: (self._layers[identifier], future.result()[position][1])
             for identifier, (future, position) in self._pending.items()
             if future.done() and not future.cancelled() and future.exception() is None
         }

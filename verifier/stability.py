@@ -485,7 +485,7 @@ class _BoxCertifier:
                 # The early worker's own times, measured beside the proofs (no contention).
                 workers = max(1, self.config.workers)
                 self.certification.check_cost.calibrate(
-                    [(lemmas[i].neuron.layer, s / workers) for i, s in measured.items()]
+                    [(layer, seconds / workers) for layer, seconds in measured.values()]
                 )
         return node
 
