@@ -64,3 +64,7 @@ def test_withdrawn_or_late_checks_are_left_out(proved: tuple[Network, Box, BoxPr
     with LemmaChecks(network, 1) as checks:
         checks.submit(proof.lemmas, proof.contexts, {0: box}, proof.lemmas)
         assert checks.results(time.monotonic() - 1.0) == {}
+    # Past the checks' own deadline the workers start no lemma at all.
+    with LemmaChecks(network, 1, time.monotonic() - 1.0) as checks:
+        checks.submit(proof.lemmas, proof.contexts, {0: box}, proof.lemmas)
+        assert checks.results(math.inf) == {} and checks.seconds() == {}

@@ -30,7 +30,8 @@ from verifier.status import Neuron, Phase
 SMT_TIMEOUT = 60.0
 """Seconds Z3 may take on one obligation (they take milliseconds when the certificate is valid)."""
 CHUNK = 16
-"""Lemmas of one box and context sent to a worker together (they share one relaxation)."""
+"""Most obligations sent to a worker at once, of lemmas of one box and context (they share a
+relaxation). Small, so that the deadline stops the workers soon."""
 
 
 @dataclasses.dataclass
@@ -167,13 +168,16 @@ def _start_worker(network: Network) -> None:
 
 
 def _write_and_check(
-    box: Box, facts: dict[Neuron, NeuronFact], chunk: list[BoundLemma]
+    box: Box, facts: dict[Neuron, NeuronFact], chunk: list[BoundLemma], deadline: float
 ) -> list[tuple[LemmaCheck, float]]:
-    """In a worker: each lemma's obligations, Z3's results on them, and the seconds taken."""
+    """In a worker: each lemma's obligations, Z3's results on them, and the seconds taken, for
+    the lemmas of `chunk` started before `deadline` (time.monotonic() is system-wide)."""
     if _writer is None:
         raise RuntimeError("_write_and_check runs only in a LemmaChecks worker process")
     checked = []
     for lemma in chunk:
+        if time.monotonic() > deadline:
+            break
         started = time.perf_counter()
         obligations = obligations_given_facts(
             _writer.network, box, lambda: facts, lemma, _writer.rows, _writer.relaxations
@@ -181,6 +185,10 @@ def _write_and_check(
         results = [check(o, SMT_TIMEOUT) for o in obligations]
         checked.append((LemmaCheck(obligations, results), time.perf_counter() - started))
     return checked
+
+
+def _obligation_count(lemma: BoundLemma) -> int:
+    return len(lemma.leaves) + (1 if len(lemma.leaves) > 1 else 0)
 
 
 class LemmaChecks:
@@ -191,7 +199,9 @@ class LemmaChecks:
     the checks not started yet.
     """
 
-    def __init__(self, network: Network, workers: int) -> None:
+    def __init__(self, network: Network, workers: int, deadline: float = math.inf) -> None:
+        self.deadline = deadline
+        """No lemma is started after it."""
         self._executor = ProcessPoolExecutor(
             max_workers=max(1, workers), initializer=_start_worker, initargs=(network,)
         )
@@ -231,14 +241,17 @@ class LemmaChecks:
         while position < len(fresh):
             first = fresh[position]
             chunk = [first]
-            while (
-                position + len(chunk) < len(fresh)
-                and len(chunk) < CHUNK
-                and fresh[position + len(chunk)].context == first.context
-            ):
-                chunk.append(fresh[position + len(chunk)])
+            size = _obligation_count(first)
+            while position + len(chunk) < len(fresh):
+                following = fresh[position + len(chunk)]
+                size += _obligation_count(following)
+                if size > CHUNK or following.context != first.context:
+                    break
+                chunk.append(following)
             facts = facts_from_context(lemmas, contexts[first.context])
-            future = self._executor.submit(_write_and_check, boxes[first.box], facts, chunk)
+            future = self._executor.submit(
+                _write_and_check, boxes[first.box], facts, chunk, self.deadline
+            )
             for offset, lemma in enumerate(chunk):
                 self._pending[lemma.id] = (future, offset)
                 self._layers[lemma.id] = lemma.neuron.layer
@@ -257,7 +270,10 @@ class LemmaChecks:
         return {
             identifier: (self._layers[identifier], future.result()[position][1])
             for identifier, (future, position) in self._pending.items()
-            if future.done() and not future.cancelled() and future.exception() is None
+            if future.done()
+            and not future.cancelled()
+            and future.exception() is None
+            and position < len(future.result())
         }
 
     def done(self) -> set[str]:
@@ -281,7 +297,9 @@ class LemmaChecks:
                 future.cancel()
                 continue
             for identifier in identifiers:
-                checked[identifier] = outcome[self._pending[identifier][1]]
+                position = self._pending[identifier][1]
+                if position < len(outcome):
+                    checked[identifier] = outcome[position]
             if progress is not None:
                 progress(count, len(futures))
         return checked

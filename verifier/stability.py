@@ -309,7 +309,7 @@ def _certify(
     splitting = _splittable(network, config)
     certification = _Certification(Subdomains.whole(domain), [], {})
     if config.workers > 1:
-        certification.early = LemmaChecks(network, 1)
+        certification.early = LemmaChecks(network, 1, deadline)
     try:
         return _certify_with(
             network,
@@ -659,7 +659,7 @@ def _check_shallow_first(
     # The early worker keeps what it has started; the rest goes to all the workers.
     started = early.started - early.withdraw() if early is not None else set()
     numbered = dict(enumerate(boxes))
-    with LemmaChecks(network, workers) as checks:
+    with LemmaChecks(network, workers, deadline) as checks:
         checks.submit(lemmas, contexts, numbered, wanted - started)
         report = (lambda done, total: progress("smt", done, total)) if progress else None
         checked = checks.results(deadline, report)
