@@ -301,9 +301,12 @@ def _certify(
        the most failed claims first, while the LP time of two more halves plus the projected
        Z3 time of every proof box fits in the box's share of the budget (with `SPLIT_SLACK`);
        a half inherits its enclosing box's bounds and re-proves only what it improves. The
-       projection uses Z3's measured speed on one batch of the first proof's lemmas.
+       projection uses Z3's measured speed on a sample of the first proof's lemmas, then the
+       early worker's (below).
     2. Z3 checks of the lemmas of the claims proved on every sub-box, shallow layers first,
-       so that the time limit cuts deep claims before shallow ones.
+       so that the time limit cuts deep claims before shallow ones. With two or more workers
+       these start during phase 1: the proofs use one core, and one worker process checks the
+       lemmas of each claim as soon as a proof box proves it (`certification.early`).
     Claims refuted by a witness meanwhile, or failed on a sub-box, make no neuron stable.
     """
     splitting = _splittable(network, config)
