@@ -332,6 +332,13 @@ class DefinitionRows:
     def bias(self, k: int, i: int) -> Fraction:
         return self._biases[k][i]
 
+    def written(self) -> DefinitionRows:
+        """Self, with the text of every row built (before worker processes inherit it)."""
+        for k, layer in enumerate(self.network.layers):
+            for i in range(layer.outputs):
+                self.row_text(k, i)
+        return self
+
     def row_text(self, k: int, i: int) -> str:
         """s = g_k_i - W_k[i] . a_{k-1} - b_k[i] (== 0 on the real network)."""
         if (k, i) not in self._texts:

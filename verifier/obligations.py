@@ -152,9 +152,9 @@ def coverage_obligation(lemma: BoundLemma) -> Obligation:
 class _Writer:
     """What a worker process keeps across tasks: the network and its rows' SMT text."""
 
-    def __init__(self, network: Network) -> None:
-        self.network = network
-        self.rows = DefinitionRows(network)
+    def __init__(self, rows: DefinitionRows) -> None:
+        self.network = rows.network
+        self.rows = rows
         self.relaxations = RelaxationCache()
 
 
@@ -162,9 +162,9 @@ _writer: _Writer | None = None
 """Set once in each worker process by `_start_worker` (never in the main process)."""
 
 
-def _start_worker(network: Network) -> None:
+def _start_worker(rows: DefinitionRows) -> None:
     global _writer
-    _writer = _Writer(network)
+    _writer = _Writer(rows)
 
 
 def _write_and_check(
@@ -199,11 +199,20 @@ class LemmaChecks:
     the checks not started yet.
     """
 
-    def __init__(self, network: Network, workers: int, deadline: float = math.inf) -> None:
+    def __init__(
+        self,
+        network: Network,
+        workers: int,
+        deadline: float = math.inf,
+        rows: DefinitionRows | None = None,
+    ) -> None:
+        """`rows`: the network's rows, ideally `written()` already, so that the workers do
+        not each build their text again."""
         self.deadline = deadline
         """No lemma is started after it."""
+        shared = rows if rows is not None and rows.network is network else DefinitionRows(network)
         self._executor = ProcessPoolExecutor(
-            max_workers=max(1, workers), initializer=_start_worker, initargs=(network,)
+            max_workers=max(1, workers), initializer=_start_worker, initargs=(shared,)
         )
         self._pending: dict[str, tuple[Future[list[tuple[LemmaCheck, float]]], int]] = {}
         self._layers: dict[str, int] = {}

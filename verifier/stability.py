@@ -16,6 +16,7 @@ Float bounds and CP-SAT answers only choose which claims to attempt; they decide
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -32,6 +33,7 @@ from verifier.certify import (
     UPPER,
     BoundLemma,
     BoxProof,
+    DefinitionRows,
     covers_all_phases,
     lemma_id,
     prove_box,
@@ -236,6 +238,8 @@ class _Certification:
     prove_seconds: float = 0.0
     check_seconds: float = 0.0
     check_cost: _CheckCost = dataclasses.field(default_factory=lambda: _CheckCost())
+    rows: DefinitionRows | None = None
+    """The network's rows with their text, built once for every worker process."""
     early: LemmaChecks | None = None
     """Z3 checks started while the proofs go on (one worker: the proofs use the other core)."""
 
@@ -311,9 +315,12 @@ def _certify(
     """
     splitting = _splittable(network, config)
     certification = _Certification(Subdomains.whole(domain), [], {})
-    if config.workers > 1:
-        certification.early = LemmaChecks(network, 1, deadline)
-    try:
+    certification.rows = DefinitionRows(network).written()
+    with contextlib.ExitStack() as stack:
+        if config.workers > 1:
+            certification.early = stack.enter_context(
+                LemmaChecks(network, 1, deadline, certification.rows)
+            )
         return _certify_with(
             network,
             domain,
@@ -326,9 +333,6 @@ def _certify(
             certification,
             splitting,
         )
-    finally:
-        if certification.early is not None:
-            certification.early.__exit__()
 
 
 def _certify_with(
@@ -390,6 +394,7 @@ def _certify_with(
         deadline,
         progress,
         certification.early,
+        certification.rows,
     )
     certification.check_seconds = time.monotonic() - started
     certification.checks.update(checks)
@@ -586,7 +591,7 @@ class _BoxCertifier:
         step = max(1, len(ordered) // CALIBRATION_SAMPLE)
         sample = [lemma.id for lemma in ordered[::step][:CALIBRATION_SAMPLE]]
         workers = max(1, self.config.workers)
-        with LemmaChecks(self.network, workers) as checks:
+        with LemmaChecks(self.network, workers, rows=self.certification.rows) as checks:
             checks.submit(node.proof.lemmas, node.proof.contexts, {node.number: node.box}, sample)
             measured = checks.results(math.inf)
         self.certification.check_cost.calibrate(
@@ -652,6 +657,7 @@ def _check_shallow_first(
     deadline: float,
     progress: Progress | None,
     early: LemmaChecks | None = None,
+    rows: DefinitionRows | None = None,
 ) -> dict[str, LemmaCheck]:
     """Z3 checks of the lemmas `claims` rest on (proof k is about boxes[k]), in order of
     layer, so that the deadline cuts deep claims before shallow ones. The lemmas `early` has
@@ -662,7 +668,7 @@ def _check_shallow_first(
     # The early worker keeps what it has started; the rest goes to all the workers.
     started = early.started - early.withdraw() if early is not None else set()
     numbered = dict(enumerate(boxes))
-    with LemmaChecks(network, workers, deadline) as checks:
+    with LemmaChecks(network, workers, deadline, rows) as checks:
         checks.submit(lemmas, contexts, numbered, wanted - started)
         report = (lambda done, total: progress("smt", done, total)) if progress else None
         checked = checks.results(deadline, report)
