@@ -468,6 +468,12 @@ box, and the new lemma is kept only if it narrows the enclosing box's bounds by 
 fraction of their width or decides the neuron's sign: every kept lemma costs a Z3 check."""
 
 
+def _narrows(sign: int, known: NeuronFact) -> Callable[[float], bool]:
+    """Whether an LP optimum (of sign * g) would give a bound worth keeping over `known`:
+    the exact bound is about the same, so one that fails this is not computed at all."""
+    return lambda optimum: _worth_keeping(sign, Fraction(sign * optimum), known)
+
+
 def _worth_keeping(sign: int, value: Fraction, known: NeuronFact) -> bool:
     width = known.upper - known.lower
     if sign == UPPER:
@@ -531,7 +537,10 @@ def _solve_leaf(
     target: Neuron,
     sign: int,
     time_limit: float,
+    wanted: Callable[[float], bool] | None = None,
 ) -> _LeafAttempt:
+    """The LP's certificate for sign * g <= bound, made exact; none if the LP fails or if
+    `wanted` rejects its float optimum (the exact arithmetic is most of the cost)."""
     keys, lp = program
     objective, _ = relaxation.target_objective(target, sign)
     solution = lp.maximize(objective, time_limit)
@@ -539,6 +548,8 @@ def _solve_leaf(
         return _empty_branch_leaf(relaxation, target, sign, time_limit)
     if solution.status is not LpStatus.OPTIMAL:
         return _LeafAttempt(None, None, None, {})
+    if wanted is not None and not wanted(solution.value):
+        return _LeafAttempt(None, None, solution.primal, {})
     multipliers = _multipliers_from_duals(keys, solution.row_duals, relaxation.assumptions)
     bound = leaf_bound(relaxation, target, sign, multipliers)
     if bound > 0 >= solution.value:
@@ -783,19 +794,24 @@ def prove_box(
             for sign in senses:
                 if time.monotonic() > deadline:
                     break
+                proving = claimed is not None and sign == (
+                    UPPER if claimed is Phase.INACTIVE else LOWER
+                )
                 if program is None:
                     leaf = _first_layer_leaf(relaxation, neuron, sign)
                     attempt = _LeafAttempt(leaf, leaf.bound, None, {})
                 else:
                     attempt = _solve_leaf(
-                        relaxation, program, neuron, sign, max(0.1, deadline - time.monotonic())
+                        relaxation,
+                        program,
+                        neuron,
+                        sign,
+                        max(0.1, deadline - time.monotonic()),
+                        None if known is None or proving else _narrows(sign, known),
                     )
                 if attempt.leaf is None or attempt.bound is None:
                     continue
                 leaves = [attempt.leaf]
-                proving = claimed is not None and sign == (
-                    UPPER if claimed is Phase.INACTIVE else LOWER
-                )
                 if proving and attempt.bound > 0:
                     if attempt.primal is not None and offer_witness is not None:
                         offer_witness(attempt.primal[: network.input_size], box_index)
