@@ -25,6 +25,7 @@ from verifier.certify import (
     BoxProof,
     Leaf,
     _LeafAttempt,
+    _narrows,
     _splits_may_help,
     context_id,
     covers_all_phases,
@@ -39,7 +40,7 @@ from verifier.certify import (
 from verifier.domain import Box, Domain
 from verifier.ir import AffineLayer, Network
 from verifier.obligations import facts_from_context
-from verifier.relaxation import Relaxation
+from verifier.relaxation import NeuronFact, Relaxation
 from verifier.smt import SmtVerdict, check
 from verifier.stability import check_lemmas, decide_statuses
 from verifier.status import Neuron, Phase, Status
@@ -311,6 +312,17 @@ def test_a_claim_one_relaxation_cannot_prove_is_proved_by_a_case_split_z3_confir
         assert check(obligation, 30.0).verdict is SmtVerdict.PROVED
     # Dropping a branch leaves a case uncovered.
     assert not covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves[1:])
+
+
+def test_a_re_proved_bound_is_wanted_only_if_it_narrows_enough_or_decides_the_sign() -> None:
+    known = NeuronFact(Fraction(-1), Fraction(1))
+    # An upper bound: the LP optimum is max g; a lower bound: it is max -g = -min g.
+    assert _narrows(UPPER, known)(0.5) and not _narrows(UPPER, known)(0.99)
+    assert _narrows(LOWER, known)(0.5) and not _narrows(LOWER, known)(0.99)
+    wide = NeuronFact(Fraction(-100), Fraction(1))
+    # Narrowing by 1% of the width is not enough, unless the sign becomes decided.
+    assert _narrows(UPPER, wide)(-0.001) and not _narrows(UPPER, wide)(0.001)
+    assert _narrows(LOWER, NeuronFact(Fraction(-1), Fraction(100)))(-0.001)
 
 
 def test_case_splits_are_tried_only_when_the_triangle_gaps_could_close_the_bound() -> None:
