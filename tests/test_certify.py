@@ -26,6 +26,7 @@ from verifier.certify import (
     Leaf,
     _LeafAttempt,
     _narrows,
+    _solve_leaf,
     _splits_may_help,
     context_id,
     covers_all_phases,
@@ -312,6 +313,26 @@ def test_a_claim_one_relaxation_cannot_prove_is_proved_by_a_case_split_z3_confir
         assert check(obligation, 30.0).verdict is SmtVerdict.PROVED
     # Dropping a branch leaves a case uncovered.
     assert not covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves[1:])
+
+
+def test_the_optimum_a_re_proved_bound_is_judged_by_includes_the_bias() -> None:
+    network, box = _split_network()
+    claim = {Neuron(1, 0): Phase.INACTIVE}
+    unsplit = prove_box(network, box, 0, claim, _far_future(), max_split_depth=0)
+    facts = facts_from_context(unsplit.lemmas, unsplit.contexts["b0.ctx1"])
+    relaxation = Relaxation(network, box, 1, facts, {})
+    judged: list[float] = []
+    attempt = _solve_leaf(
+        relaxation,
+        relaxation.linear_program(),
+        Neuron(1, 0),
+        UPPER,
+        10.0,
+        lambda optimum: judged.append(optimum) or True,
+    )
+    # The optimum judged is the bound the certificate gives, bias (-2.25) included.
+    assert attempt.bound is not None and 0 < attempt.bound < 1
+    assert judged == [pytest.approx(float(attempt.bound), abs=1e-6)]
 
 
 def test_a_re_proved_bound_is_wanted_only_if_it_narrows_enough_or_decides_the_sign() -> None:

@@ -542,17 +542,17 @@ def _solve_leaf(
     """The LP's certificate for sign * g <= bound, made exact; none if the LP fails or if
     `wanted` rejects its float optimum (the exact arithmetic is most of the cost)."""
     keys, lp = program
-    objective, _ = relaxation.target_objective(target, sign)
+    objective, constant = relaxation.target_objective(target, sign)
     solution = lp.maximize(objective, time_limit)
     if solution.status is LpStatus.INFEASIBLE and relaxation.assumptions:
         return _empty_branch_leaf(relaxation, target, sign, time_limit)
     if solution.status is not LpStatus.OPTIMAL:
         return _LeafAttempt(None, None, None, {})
-    if wanted is not None and not wanted(solution.value):
+    if wanted is not None and not wanted(solution.value + constant):
         return _LeafAttempt(None, None, solution.primal, {})
     multipliers = _multipliers_from_duals(keys, solution.row_duals, relaxation.assumptions)
     bound = leaf_bound(relaxation, target, sign, multipliers)
-    if bound > 0 >= solution.value:
+    if bound > 0 >= solution.value + constant:
         # The LP shows the sign, but short multipliers cost it the margin: use them all.
         precise = _multipliers_from_duals(keys, solution.row_duals, relaxation.assumptions, 53)
         precise_bound = leaf_bound(relaxation, target, sign, precise)
