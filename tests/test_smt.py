@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from verifier.check import check_certificate
-from verifier.smt import Obligation, SmtVerdict, SolverPool, check, check_many
+from verifier.smt import Obligation, SmtVerdict, check, check_many
 
 PROVABLE = Obligation(
     "provable",
@@ -52,13 +52,6 @@ def test_parallel_checks_give_the_same_verdicts_in_order() -> None:
     obligations = [PROVABLE, FALSE] * 5
     verdicts = [r.verdict for r in check_many(obligations, 10.0, workers=2)]
     assert verdicts == [SmtVerdict.PROVED, SmtVerdict.REFUTED] * 5
-
-
-def test_obligations_submitted_to_one_background_worker_get_their_own_verdicts() -> None:
-    with SolverPool(1, 10.0) as pool:
-        futures = [pool.submit(o) for o in (FALSE, PROVABLE, FALSE)]
-        verdicts = [f.result(30.0).verdict for f in futures]
-    assert verdicts == [SmtVerdict.REFUTED, SmtVerdict.PROVED, SmtVerdict.REFUTED]
 
 
 def test_cvc5_independently_accepts_a_bundled_certificate() -> None:

@@ -15,7 +15,7 @@ import enum
 import hashlib
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
 
 import z3
@@ -197,20 +197,10 @@ class SolverPool:
         few = isinstance(obligations, Sequence) and len(obligations) < 8
         if self.workers <= 1 or few:
             return [check(o, self.timeout_seconds, self.solver) for o in obligations]
-        pending = ((o, self.timeout_seconds, self.solver) for o in obligations)
-        return list(self._executor().map(_check_with_timeout, pending, chunksize=2))
-
-    def submit(self, obligation: Obligation) -> Future[SmtResult]:
-        """Start checking one obligation in a worker process (even with one worker: the
-        caller goes on meanwhile); leaving the pool cancels those not yet started."""
-        return self._executor().submit(
-            _check_with_timeout, (obligation, self.timeout_seconds, self.solver)
-        )
-
-    def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=max(1, self.workers))
-        return self._pool
+            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+        pending = ((o, self.timeout_seconds, self.solver) for o in obligations)
+        return list(self._pool.map(_check_with_timeout, pending, chunksize=2))
 
 
 def _check_with_timeout(task: tuple[Obligation, float, str]) -> SmtResult:
