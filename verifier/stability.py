@@ -321,92 +321,66 @@ def _certify(
             certification.early = stack.enter_context(
                 LemmaChecks(network, 1, deadline, certification.rows)
             )
-        return _certify_with(
+        open_claims = dict(claims)
+        trees: list[SplitTree] = []
+        for parent, box in enumerate(domain.boxes):
+            now = time.monotonic()
+            box_deadline = now + (deadline - now) / (len(domain.boxes) - parent)
+            open_claims = {n: p for n, p in open_claims.items() if len(table.seen(n)) < 2}
+            certifier = _BoxCertifier(
+                network,
+                domain,
+                parent,
+                open_claims,
+                table,
+                config,
+                rng,
+                progress,
+                certification,
+                len(certification.proofs),
+            )
+            certifier.prove(box, box_deadline, splitting)
+            certification.prove_seconds += certifier.prove_seconds
+            certification.proofs.extend(certifier.proofs())
+            certification.boxes.extend(certifier.boxes())
+            trees.append(certifier.tree())
+            lemmas = all_lemmas(certification.proofs)
+            open_claims = {
+                n: p
+                for n, p in open_claims.items()
+                if len(table.seen(n)) < 2
+                and covering_lemmas(certifier.leaf_ancestries(), lemmas, n, p) is not None
+            }
+        subdomains = Subdomains.from_trees(domain, trees)
+        if any(
+            not (np.array_equal(a.lower, b.lower) and np.array_equal(a.upper, b.upper))
+            for a, b in zip(subdomains.boxes, certification.boxes, strict=True)
+        ):
+            raise InconsistentEvidenceError("proof boxes rebuilt from the split trees differ")
+        started = time.monotonic()
+        checks = _check_shallow_first(
             network,
-            domain,
-            claims,
-            table,
-            config,
-            rng,
+            subdomains.boxes,
+            certification.proofs,
+            _ancestries(subdomains),
+            open_claims,
+            config.workers,
             deadline,
             progress,
-            certification,
-            splitting,
+            certification.early,
+            certification.rows,
         )
-
-
-def _certify_with(
-    network: Network,
-    domain: Domain,
-    claims: Mapping[Neuron, Phase],
-    table: WitnessTable,
-    config: Config,
-    rng: np.random.Generator,
-    deadline: float,
-    progress: Progress | None,
-    certification: _Certification,
-    splitting: bool,
-) -> _Certification:
-    open_claims = dict(claims)
-    trees: list[SplitTree] = []
-    for parent, box in enumerate(domain.boxes):
-        now = time.monotonic()
-        box_deadline = now + (deadline - now) / (len(domain.boxes) - parent)
-        open_claims = {n: p for n, p in open_claims.items() if len(table.seen(n)) < 2}
-        certifier = _BoxCertifier(
-            network,
-            domain,
-            parent,
-            open_claims,
-            table,
-            config,
-            rng,
-            progress,
-            certification,
-            len(certification.proofs),
-        )
-        certifier.prove(box, box_deadline, splitting)
-        certification.prove_seconds += certifier.prove_seconds
-        certification.proofs.extend(certifier.proofs())
-        certification.boxes.extend(certifier.boxes())
-        trees.append(certifier.tree())
-        lemmas = all_lemmas(certification.proofs)
-        open_claims = {
-            n: p
-            for n, p in open_claims.items()
-            if len(table.seen(n)) < 2
-            and covering_lemmas(certifier.leaf_ancestries(), lemmas, n, p) is not None
-        }
-    subdomains = Subdomains.from_trees(domain, trees)
-    if any(
-        not (np.array_equal(a.lower, b.lower) and np.array_equal(a.upper, b.upper))
-        for a, b in zip(subdomains.boxes, certification.boxes, strict=True)
-    ):
-        raise InconsistentEvidenceError("proof boxes rebuilt from the split trees differ")
-    started = time.monotonic()
-    checks = _check_shallow_first(
-        network,
-        subdomains.boxes,
-        certification.proofs,
-        _ancestries(subdomains),
-        open_claims,
-        config.workers,
-        deadline,
-        progress,
-        certification.early,
-        certification.rows,
-    )
-    certification.check_seconds = time.monotonic() - started
-    certification.checks.update(checks)
-    for parent in range(len(domain.boxes)):
-        if len(subdomains.leaves_of(parent)) > 1:
-            obligation = cover_obligation(subdomains, parent)
-            result = check_many([obligation], SMT_TIMEOUT)[0]
-            if result.verdict is not SmtVerdict.PROVED:
-                raise InconsistentEvidenceError(f"{obligation.id}: {result.verdict.value}")
-            certification.cover_checks[parent] = LemmaCheck([obligation], [result])
-    certification.subdomains = subdomains
-    return certification
+        certification.check_seconds = time.monotonic() - started
+        certification.checks.update(checks)
+        for parent in range(len(domain.boxes)):
+            if len(subdomains.leaves_of(parent)) > 1:
+                obligation = cover_obligation(subdomains, parent)
+                result = check_many([obligation], SMT_TIMEOUT)[0]
+                if result.verdict is not SmtVerdict.PROVED:
+                    raise InconsistentEvidenceError(f"{obligation.id}: {result.verdict.value}")
+                certification.cover_checks[parent] = LemmaCheck([obligation], [result])
+        certification.subdomains = subdomains
+        return certification
 
 
 class _BoxCertifier:
