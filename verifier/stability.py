@@ -259,11 +259,12 @@ class _CheckCost:
             for layer, count in lemmas_by_layer.items()
         )
 
-    def calibrate(self, samples: Sequence[tuple[int, float]]) -> None:
-        """Per-layer means of measured (layer, seconds per lemma)."""
+    def calibrate(self, samples: Iterable[tuple[int, float]], workers: int) -> None:
+        """Per-layer means of measured (layer, a worker's seconds per lemma), spread over
+        `workers` worker processes."""
         by_layer: dict[int, list[float]] = {}
         for layer, seconds in samples:
-            by_layer.setdefault(layer, []).append(seconds)
+            by_layer.setdefault(layer, []).append(seconds / max(1, workers))
         self.per_layer = {layer: sum(v) / len(v) for layer, v in by_layer.items()}
         self.guess = max(self.per_layer.values(), default=self.guess)
         self.measured = True
@@ -458,17 +459,13 @@ class _BoxCertifier:
         self.nodes[number] = node
         early = self.certification.early
         if early is not None and proving:
-            proofs = [n.proof for n in self.nodes.values()]
-            lemmas, contexts = all_lemmas(proofs), all_contexts(proofs)
+            lemmas, contexts = self._lemmas_and_contexts()
             boxes = {k: n.box for k, n in self.nodes.items()}
             early.submit(lemmas, contexts, boxes, _with_contexts(proving, lemmas, contexts))
             measured = early.seconds()
             if len(measured) >= CALIBRATION_SAMPLE:
                 # The early worker's own times, measured beside the proofs (no contention).
-                workers = max(1, self.config.workers)
-                self.certification.check_cost.calibrate(
-                    [(layer, seconds / workers) for layer, seconds in measured.values()]
-                )
+                self.certification.check_cost.calibrate(measured.values(), self.config.workers)
         return node
 
     def _projected_checks(self) -> float:
@@ -476,8 +473,7 @@ class _BoxCertifier:
         every lemma showing a claim, with its context transitively. (Not those a claim still
         failing would need: on a box with hopeless deep claims that would forbid every split;
         the Z3 checks run shallow layers first, so an overrun costs the deepest claims.)"""
-        lemmas = all_lemmas([n.proof for n in self.nodes.values()])
-        contexts = all_contexts([n.proof for n in self.nodes.values()])
+        lemmas, contexts = self._lemmas_and_contexts()
         wanted = [i for n in self.nodes.values() for i in n.proving]
         needed = _with_contexts(wanted, lemmas, contexts)
         if self.certification.early is not None:
@@ -564,16 +560,17 @@ class _BoxCertifier:
         ordered = sorted(node.proof.lemmas.values(), key=lambda lemma: lemma.neuron)
         step = max(1, len(ordered) // CALIBRATION_SAMPLE)
         sample = [lemma.id for lemma in ordered[::step][:CALIBRATION_SAMPLE]]
-        workers = max(1, self.config.workers)
+        workers = self.config.workers
         with LemmaChecks(self.network, workers, rows=self.certification.rows) as checks:
             checks.submit(node.proof.lemmas, node.proof.contexts, {node.number: node.box}, sample)
-            measured = checks.results(math.inf)
-        self.certification.check_cost.calibrate(
-            [
-                (node.proof.lemmas[i].neuron.layer, seconds / workers)
-                for i, (_, seconds) in measured.items()
-            ]
-        )
+            checks.results(math.inf)
+            measured = checks.seconds()
+        self.certification.check_cost.calibrate(measured.values(), workers)
+
+    def _lemmas_and_contexts(self) -> tuple[dict[str, BoundLemma], dict[str, list[str]]]:
+        """Every lemma and context of the proof boxes so far."""
+        proofs = [n.proof for n in self.nodes.values()]
+        return all_lemmas(proofs), all_contexts(proofs)
 
 
 def all_lemmas(proofs: Sequence[BoxProof]) -> dict[str, BoundLemma]:
