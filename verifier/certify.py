@@ -33,9 +33,11 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from fractions import Fraction
 
 import numpy as np
+import numpy.typing as npt
 
 from verifier.domain import Box
 from verifier.exact import RationalArray
@@ -867,3 +869,73 @@ def prove_box(
                 break
         previous_context = previous_context + layer_lemmas
     return BoxProof(facts, lemmas, contexts, fact_lemmas)
+
+
+_helper_network: Network | None = None
+"""Set once in the `ProofHelper` process by `_start_helper` (never in the main process)."""
+
+
+def _start_helper(network: Network) -> None:
+    global _helper_network
+    _helper_network = network
+
+
+def _prove_in_helper(
+    box: Box,
+    box_index: int,
+    claims: Mapping[Neuron, Phase],
+    deadline: float,
+    max_split_depth: int,
+    enclosing: BoxProof | None,
+) -> tuple[BoxProof, list[npt.NDArray[np.float64]], float]:
+    """`prove_box` in the helper process: the proof, the LP optima it offered as witnesses
+    (the main process offers them to its table) and its wall seconds."""
+    if _helper_network is None:
+        raise RuntimeError("_prove_in_helper runs only in a ProofHelper process")
+    offered: list[npt.NDArray[np.float64]] = []
+    started = time.monotonic()
+    proof = prove_box(
+        _helper_network,
+        box,
+        box_index,
+        claims,
+        max(started, deadline),
+        max_split_depth,
+        lambda point, _: offered.append(np.array(point, dtype=np.float64)),
+        None,
+        enclosing,
+    )
+    return proof, offered, time.monotonic() - started
+
+
+class ProofHelper:
+    """A process that proves proof boxes beside the main one (`prove_box`, same arguments).
+
+    On a splittable domain the LP proofs are the run's critical path while the Z3 checks
+    started during them leave the second core partly idle: the main process proves one half of
+    each bisection and the helper the other. Use as a context manager.
+    """
+
+    def __init__(self, network: Network) -> None:
+        self._executor = ProcessPoolExecutor(
+            max_workers=1, initializer=_start_helper, initargs=(network,)
+        )
+
+    def __enter__(self) -> ProofHelper:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def submit(
+        self,
+        box: Box,
+        box_index: int,
+        claims: Mapping[Neuron, Phase],
+        deadline: float,
+        max_split_depth: int,
+        enclosing: BoxProof | None,
+    ) -> Future[tuple[BoxProof, list[npt.NDArray[np.float64]], float]]:
+        return self._executor.submit(
+            _prove_in_helper, box, box_index, dict(claims), deadline, max_split_depth, enclosing
+        )

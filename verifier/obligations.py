@@ -187,7 +187,8 @@ def _write_and_check(
     return checked
 
 
-def _obligation_count(lemma: BoundLemma) -> int:
+def obligation_count(lemma: BoundLemma) -> int:
+    """One obligation per leaf, plus the coverage of a case split."""
     return len(lemma.leaves) + (1 if len(lemma.leaves) > 1 else 0)
 
 
@@ -250,10 +251,10 @@ class LemmaChecks:
         while position < len(fresh):
             first = fresh[position]
             chunk = [first]
-            size = _obligation_count(first)
+            size = obligation_count(first)
             while position + len(chunk) < len(fresh):
                 following = fresh[position + len(chunk)]
-                size += _obligation_count(following)
+                size += obligation_count(following)
                 if size > CHUNK or following.context != first.context:
                     break
                 chunk.append(following)
@@ -273,11 +274,15 @@ class LemmaChecks:
             del self._pending[identifier]
         return withdrawn
 
-    def seconds(self) -> dict[str, tuple[int, float]]:
-        """Per lemma checked so far: its neuron's layer and the worker's seconds to write and
-        check it."""
+    def seconds(self) -> dict[str, tuple[int, int, float]]:
+        """Per lemma checked so far: its neuron's layer, its number of obligations and the
+        worker's seconds to write and check them."""
         return {
-            identifier: (self._layers[identifier], future.result()[position][1])
+            identifier: (
+                self._layers[identifier],
+                len(future.result()[position][0].obligations),
+                future.result()[position][1],
+            )
             for identifier, (future, position) in self._pending.items()
             if future.done()
             and not future.cancelled()

@@ -34,6 +34,7 @@ from verifier.certify import (
     BoundLemma,
     BoxProof,
     DefinitionRows,
+    ProofHelper,
     covers_all_phases,
     lemma_id,
     prove_box,
@@ -46,6 +47,7 @@ from verifier.obligations import (
     SMT_TIMEOUT,
     LemmaCheck,
     LemmaChecks,
+    obligation_count,
 )
 from verifier.smt import SmtVerdict, check_many
 from verifier.status import Neuron, Phase, Status
@@ -242,30 +244,38 @@ class _Certification:
     """The network's rows with their text, built once for every worker process."""
     early: LemmaChecks | None = None
     """Z3 checks started while the proofs go on (one worker: the proofs use the other core)."""
+    helper: ProofHelper | None = None
+    """A process proving one half of each bisection while this one proves the other."""
 
 
 @dataclasses.dataclass
 class _CheckCost:
-    """Projected wall seconds of Z3 per lemma, by the layer of the lemma's neuron (a deeper
-    lemma's obligation spells out more rows). A first guess until measured on the run."""
+    """Projected wall seconds of Z3 per obligation, by the layer of the lemma's neuron (a
+    deeper lemma's obligation spells out more rows). A first guess until measured on the run."""
 
     per_layer: dict[int, float] = dataclasses.field(default_factory=dict)
     guess: float = 0.03
     measured: bool = False
 
-    def of(self, lemmas_by_layer: Mapping[int, int]) -> float:
+    def of(self, obligations_by_layer: Mapping[int, int]) -> float:
         return sum(
             count * self.per_layer.get(layer, self.guess)
-            for layer, count in lemmas_by_layer.items()
+            for layer, count in obligations_by_layer.items()
         )
 
-    def calibrate(self, samples: Iterable[tuple[int, float]], workers: int) -> None:
-        """Per-layer means of measured (layer, a worker's seconds per lemma), spread over
-        `workers` worker processes."""
-        by_layer: dict[int, list[float]] = {}
-        for layer, seconds in samples:
-            by_layer.setdefault(layer, []).append(seconds / max(1, workers))
-        self.per_layer = {layer: sum(v) / len(v) for layer, v in by_layer.items()}
+    def calibrate(self, samples: Iterable[tuple[int, int, float]], workers: int) -> None:
+        """Per layer, the measured seconds per obligation (from samples (layer, obligations,
+        a worker's seconds on them)), spread over `workers` worker processes. Per obligation,
+        not per lemma: a case split's lemma has dozens, a bound's one."""
+        totals: dict[int, tuple[int, float]] = {}
+        for layer, count, seconds in samples:
+            done, spent = totals.get(layer, (0, 0.0))
+            totals[layer] = (done + count, spent + seconds)
+        measured = {
+            layer: spent / max(1, done) / max(1, workers) for layer, (done, spent) in totals.items()
+        }
+        # A layer this sample lacks keeps its earlier estimate.
+        self.per_layer = {**self.per_layer, **measured}
         self.guess = max(self.per_layer.values(), default=self.guess)
         self.measured = True
 
@@ -282,11 +292,6 @@ class _Node:
     failed: set[Neuron]
     """The claims attempted here (those failed on the enclosing box) that are not proved."""
     seconds: float
-    needed: Counter[int]
-    """This box's own lemmas that Z3 would check (those kept as facts or proving a claim),
-    counted by layer."""
-    proving: set[str]
-    """Ids of this box's lemmas that show a claim."""
 
 
 def _certify(
@@ -322,6 +327,8 @@ def _certify(
             certification.early = stack.enter_context(
                 LemmaChecks(network, 1, deadline, certification.rows)
             )
+            if splitting:
+                certification.helper = stack.enter_context(ProofHelper(network))
         open_claims = dict(claims)
         trees: list[SplitTree] = []
         for parent, box in enumerate(domain.boxes):
@@ -411,13 +418,15 @@ class _BoxCertifier:
         self.certification = certification
         """Where Z3's measured speed is kept (shared by the boxes of one run)."""
         self.prove_seconds = 0.0
+        """Wall seconds of the proofs (both halves at once count once)."""
         self.first = first
         """The number of this domain box's proof box; its halves are numbered after it."""
         self.nodes: dict[int, _Node] = {}
         self.splits: dict[int, tuple[int, float, int, int]] = {}
         self.leaves: list[int] = []
-        self.halves: list[tuple[float, Counter[int]]] = []
-        """(LP seconds, lemmas needed) of every half proved so far: what the next costs."""
+        self.bisections: list[tuple[float, Counter[int]]] = []
+        """(wall seconds, lemmas it added to those Z3 would check) of every bisection so far:
+        what the next costs."""
 
     def _refuted(self) -> set[Neuron]:
         return self.table.unstable()
@@ -426,14 +435,19 @@ class _BoxCertifier:
         own = self.domain.boxes[self.parent]
         self.table.offer(np.clip(point, own.lower, own.upper)[None, :], self.parent, "lp")
 
+    def _attempted(self, enclosing: int | None) -> dict[Neuron, Phase]:
+        """The claims a proof box attempts: all, or those failed on its enclosing box, less
+        the refuted ones."""
+        refuted = self._refuted()
+        attempted = self.claims if enclosing is None else self.nodes[enclosing].failed
+        return {n: p for n, p in self.claims.items() if n in attempted and n not in refuted}
+
     def _node(
         self, box: Box, deadline: float, split_depth: int, enclosing: int | None, number: int
     ) -> _Node:
         if enclosing is not None:
             self.table.offer(box.sample(64, self.rng), self.parent, "random")
-        refuted = self._refuted()
-        attempted = self.claims if enclosing is None else self.nodes[enclosing].failed
-        claims = {n: p for n, p in self.claims.items() if n in attempted and n not in refuted}
+        claims = self._attempted(enclosing)
         progress = self.progress
         started = time.monotonic()
         proof = prove_box(
@@ -447,15 +461,47 @@ class _BoxCertifier:
             (lambda done, total: progress("certify", done, total)) if progress else None,
             self.nodes[enclosing].proof if enclosing is not None else None,
         )
-        seconds = time.monotonic() - started
-        self.prove_seconds += seconds
+        return self._record(number, box, enclosing, claims, proof, time.monotonic() - started)
+
+    def _halves(
+        self, node: _Node, below: Box, above: Box, deadline: float, numbers: tuple[int, int]
+    ) -> tuple[_Node, _Node]:
+        """Both halves of `node`: the upper one in the helper process (if any) while this
+        process proves the lower one."""
+        helper = self.certification.helper
+        if helper is None:
+            first = self._node(
+                below, deadline, self.config.max_split_depth, node.number, numbers[0]
+            )
+            return first, self._node(
+                above, deadline, self.config.max_split_depth, node.number, numbers[1]
+            )
+        self.table.offer(above.sample(64, self.rng), self.parent, "random")
+        claims = self._attempted(node.number)
+        beside = helper.submit(
+            above, numbers[1], claims, deadline, self.config.max_split_depth, node.proof
+        )
+        first = self._node(below, deadline, self.config.max_split_depth, node.number, numbers[0])
+        proof, offered, seconds = beside.result()
+        for point in offered:
+            self._offer(point, numbers[1])
+        return first, self._record(numbers[1], above, node.number, claims, proof, seconds)
+
+    def _record(
+        self,
+        number: int,
+        box: Box,
+        enclosing: int | None,
+        claims: Mapping[Neuron, Phase],
+        proof: BoxProof,
+        seconds: float,
+    ) -> _Node:
+        """Keep a proof box's proof, and queue the lemmas showing its claims for Z3."""
         refuted = self._refuted()
         shown = {n: proving_lemma(proof, number, n, p) for n, p in claims.items()}
         failed = {n for n, lemma in shown.items() if lemma is None and n not in refuted}
         proving = {lemma.id for lemma in shown.values() if lemma is not None}
-        own_facts = {i for ids in proof.fact_lemmas.values() for i in ids if i in proof.lemmas}
-        needed = Counter(proof.lemmas[i].neuron.layer for i in own_facts | proving)
-        node = _Node(number, box, enclosing, proof, failed, seconds, needed, proving)
+        node = _Node(number, box, enclosing, proof, failed, seconds)
         self.nodes[number] = node
         early = self.certification.early
         if early is not None and proving:
@@ -469,28 +515,36 @@ class _BoxCertifier:
         return node
 
     def _projected_checks(self) -> float:
-        """Projected Z3 seconds for the lemmas the proof boxes so far would have checked:
-        every lemma showing a claim, with its context transitively. (Not those a claim still
-        failing would need: on a box with hopeless deep claims that would forbid every split;
-        the Z3 checks run shallow layers first, so an overrun costs the deepest claims.)"""
+        """Projected Z3 seconds for the lemmas the proof boxes so far would have checked."""
+        return self.certification.check_cost.of(self._unchecked())
+
+    def _unchecked(self) -> Counter[int]:
+        """By layer, the obligations Z3 would check if the proofs stopped here, less those
+        the early worker has checked: the lemmas of the claims proved on every sub-box so far,
+        with their contexts transitively. (Not those of claims proved on some sub-boxes only:
+        on prop_1 of ACAS Xu most of those stay unproved elsewhere, and counting them
+        projected ten times the Z3 time the run then took.)"""
         lemmas, contexts = self._lemmas_and_contexts()
-        wanted = [i for n in self.nodes.values() for i in n.proving]
-        needed = _with_contexts(wanted, lemmas, contexts)
+        refuted = self._refuted()
+        open_claims = {n: p for n, p in self.claims.items() if n not in refuted}
+        needed = _needed_lemmas(lemmas, contexts, self.leaf_ancestries(), open_claims)
         if self.certification.early is not None:
             needed -= self.certification.early.done()
-        return self.certification.check_cost.of(Counter(lemmas[i].neuron.layer for i in needed))
+        return _obligations_by_layer(lemmas, needed)
 
-    def _next_halves(self, node: _Node) -> float:
-        """Projected LP and Z3 seconds of bisecting `node`: like the last halves, or before
-        any half was proved, `node`'s share of neurons a half re-proves."""
-        recent = self.halves[-8:]
+    def _next_bisection(self, node: _Node) -> float:
+        """Projected wall seconds (LP, and Z3 for the lemmas it adds) of bisecting `node`:
+        like the last bisections, or before any, `node`'s share of neurons a half re-proves
+        (the two halves at once when a helper process proves one of them)."""
+        cost = self.certification.check_cost
+        recent = self.bisections[-8:]
         if not recent:
             # A half re-proves only the neurons not stable on `node`.
             facts = node.proof.facts.values()
-            unsettled = sum(1 for f in facts if f.phase is None) / max(1, len(facts))
-            cost = node.seconds + self.certification.check_cost.of(node.needed)
-            return 2 * max(0.1, unsettled) * cost
-        return 2 * sum(s + self.certification.check_cost.of(c) for s, c in recent) / len(recent)
+            unsettled = max(0.1, sum(1 for f in facts if f.phase is None) / max(1, len(facts)))
+            at_once = 1 if self.certification.helper is not None else 2
+            return unsettled * (at_once * node.seconds + 2 * cost.of(self._unchecked()))
+        return sum(seconds + cost.of(added) for seconds, added in recent) / len(recent)
 
     def prove(self, box: Box, deadline: float, splitting: bool) -> None:
         """Prove the box, bisected as time allows (`self.nodes`, `self.splits`, `self.leaves`).
@@ -504,6 +558,7 @@ class _BoxCertifier:
         reserve = self.certification.check_cost.guess * _expected_lemmas(self.network, open_claims)
         depth = self.config.max_split_depth
         root = self._node(box, deadline - reserve, depth, None, self.first)
+        self.prove_seconds += root.seconds
         self.leaves = [root.number]
         if splitting and root.failed and not self.certification.check_cost.measured:
             self._calibrate(root)
@@ -518,7 +573,7 @@ class _BoxCertifier:
             if not candidates:
                 break
             node = max(candidates, key=lambda n: (len(n.failed - refuted), -n.number))
-            needed = SPLIT_SLACK * (self._next_halves(node) + self._projected_checks())
+            needed = SPLIT_SLACK * (self._next_bisection(node) + self._projected_checks())
             if time.monotonic() + needed > deadline:
                 break
             dimension = split_dimension(self.network, node.box, sorted(node.failed), self.rng)
@@ -526,14 +581,13 @@ class _BoxCertifier:
             if halves is None:
                 break
             at, below, above = halves
-            numbers = []
-            for half in (below, above):
-                number = self.first + len(self.nodes)
-                child = self._node(
-                    half, deadline - self._projected_checks(), depth, node.number, number
-                )
-                self.halves.append((child.seconds, child.needed))
-                numbers.append(number)
+            numbers = (self.first + len(self.nodes), self.first + len(self.nodes) + 1)
+            started = time.monotonic()
+            before = self._unchecked()
+            self._halves(node, below, above, deadline - self._projected_checks(), numbers)
+            wall = time.monotonic() - started
+            self.prove_seconds += wall
+            self.bisections.append((wall, self._unchecked() - before))
             self.splits[node.number] = (dimension, at, numbers[0], numbers[1])
             position = self.leaves.index(node.number)
             self.leaves[position : position + 1] = numbers
@@ -646,6 +700,17 @@ def _check_shallow_first(
     if early is not None:
         checked.update(early.results(deadline))
     return {i: check for i, (check, _) in checked.items() if i in wanted}
+
+
+def _obligations_by_layer(
+    lemmas: Mapping[str, BoundLemma], identifiers: Iterable[str]
+) -> Counter[int]:
+    """The obligations of these lemmas, counted by the layer of their neurons."""
+    counts: Counter[int] = Counter()
+    for identifier in identifiers:
+        lemma = lemmas[identifier]
+        counts[lemma.neuron.layer] += obligation_count(lemma)
+    return counts
 
 
 def _splittable(network: Network, config: Config) -> bool:
