@@ -24,6 +24,7 @@ from verifier.certify import (
     BoundLemma,
     BoxProof,
     Leaf,
+    ProofHelper,
     _LeafAttempt,
     _narrows,
     _solve_leaf,
@@ -291,6 +292,41 @@ def _split_network() -> tuple[Network, Box]:
         AffineLayer(np.ones((1, 1), dtype=np.float32), np.zeros(1, dtype=np.float32), relu=False),
     )
     return Network(layers), Box(np.array([-1.0]), np.array([1.0]))
+
+
+def test_a_half_proved_in_the_helper_process_is_the_half_proved_here_with_the_same_lp_optima() -> (
+    None
+):
+    # The helper must be a mere change of process: same lemmas, same values, same leaves, and
+    # the LP optima it offers as witnesses come back to the main process.
+    network, box, rng = _case(11)
+    claims = _output_claims(network, rng)
+    whole = prove_box(network, box, 0, claims, _far_future())
+    halves = bisect(box, int(np.argmax(box.upper - box.lower)))
+    assert halves is not None
+    half = halves[2]
+    offered_here: list[np.ndarray] = []
+    here = prove_box(
+        network,
+        half,
+        1,
+        claims,
+        _far_future(),
+        offer_witness=lambda point, _: offered_here.append(np.array(point)),
+        enclosing=whole,
+    )
+    with ProofHelper(network) as helper:
+        there, offered_there, seconds = helper.submit(
+            half, 1, claims, _far_future(), 6, whole
+        ).result()
+    assert set(there.lemmas) == set(here.lemmas) and len(here.lemmas) > 0
+    for identifier, lemma in here.lemmas.items():
+        assert there.lemmas[identifier] == lemma
+    assert there.fact_lemmas == here.fact_lemmas and there.contexts == here.contexts
+    assert len(offered_there) == len(offered_here)
+    for a, b in zip(offered_there, offered_here, strict=True):
+        assert np.array_equal(a, b)
+    assert seconds > 0
 
 
 def test_a_claim_one_relaxation_cannot_prove_is_proved_by_a_case_split_z3_confirms() -> None:

@@ -33,6 +33,7 @@ from verifier.smt import SmtResult, SmtVerdict, check
 from verifier.stability import (
     InconsistentEvidenceError,
     StabilityAnalysis,
+    _CheckCost,
     all_contexts,
     all_lemmas,
     analyse,
@@ -224,6 +225,30 @@ def test_obligations_are_the_same_with_relaxations_shared_or_built_per_lemma() -
         alone = lemma_obligations(network, box, lemmas, contexts, lemma)
         cached = lemma_obligations(network, box, lemmas, contexts, lemma, None, shared)
         assert [o.smtlib for o in cached] == [o.smtlib for o in alone], lemma.id
+
+
+def test_with_a_helper_process_the_halves_give_the_statuses_of_a_single_process() -> None:
+    network = _needs_a_split()
+    domain = Domain.box([-1.0], [1.0])
+    single = dataclasses.replace(CONFIG, max_split_depth=0, workers=1)
+    helped = dataclasses.replace(single, workers=2)
+    alone = analyse(network, domain, single, single.rng())
+    beside = analyse(network, domain, helped, helped.rng())
+    assert len(beside.subdomains.leaves) >= 2
+    assert beside.statuses == alone.statuses
+    assert beside.statuses[Neuron(1, 0)] is Status.STABLY_INACTIVE
+    _assert_evidence_is_in_place(network, beside)
+
+
+def test_z3_time_is_projected_per_obligation_so_a_case_split_does_not_inflate_a_bound() -> None:
+    cost = _CheckCost()
+    # A case split's lemma of 63 obligations and a plain bound's lemma of one, on layer 3.
+    cost.calibrate([(3, 63, 6.3), (3, 1, 0.1)], workers=2)
+    assert cost.of({3: 10}) == pytest.approx(10 * 0.1 / 2)
+    cost.calibrate([(1, 4, 0.2)], workers=2)
+    # A layer the later sample lacks keeps its earlier estimate.
+    assert cost.of({1: 2, 3: 10}) == pytest.approx(2 * 0.05 / 2 + 10 * 0.1 / 2)
+    assert cost.of({5: 1}) == pytest.approx(cost.guess) and cost.guess == pytest.approx(0.05)
 
 
 def test_input_splitting_is_not_tried_on_wide_inputs() -> None:

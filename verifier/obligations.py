@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
@@ -162,15 +163,18 @@ _writer: _Writer | None = None
 """Set once in each worker process by `_start_worker` (never in the main process)."""
 
 
-def _start_worker(rows: DefinitionRows) -> None:
+def _start_worker(rows: DefinitionRows, niceness: int) -> None:
     global _writer
     _writer = _Writer(rows)
+    if niceness > 0:
+        os.nice(niceness)
 
 
 def _write_and_check(
     box: Box, facts: dict[Neuron, NeuronFact], chunk: list[BoundLemma], deadline: float
 ) -> list[tuple[LemmaCheck, float]]:
-    """In a worker: each lemma's obligations, Z3's results on them, and the seconds taken, for
+    """In a worker: each lemma's obligations, Z3's results on them, and the CPU seconds taken
+    (not wall: a worker sharing its core measures what the lemma costs a core of its own), for
     the lemmas of `chunk` started before `deadline` (time.monotonic() is system-wide)."""
     if _writer is None:
         raise RuntimeError("_write_and_check runs only in a LemmaChecks worker process")
@@ -178,12 +182,12 @@ def _write_and_check(
     for lemma in chunk:
         if time.monotonic() > deadline:
             break
-        started = time.perf_counter()
+        started = time.process_time()
         obligations = obligations_given_facts(
             _writer.network, box, lambda: facts, lemma, _writer.rows, _writer.relaxations
         )
         results = [check(o, SMT_TIMEOUT) for o in obligations]
-        checked.append((LemmaCheck(obligations, results), time.perf_counter() - started))
+        checked.append((LemmaCheck(obligations, results), time.process_time() - started))
     return checked
 
 
@@ -206,14 +210,18 @@ class LemmaChecks:
         workers: int,
         deadline: float = math.inf,
         rows: DefinitionRows | None = None,
+        niceness: int = 0,
     ) -> None:
         """`rows`: the network's rows, ideally `written()` already, so that the workers do
-        not each build their text again."""
+        not each build their text again. `niceness` > 0 lowers the workers' CPU priority
+        (checks run beside proofs that are the critical path)."""
         self.deadline = deadline
         """No lemma is started after it."""
         shared = rows if rows is not None and rows.network is network else DefinitionRows(network)
         self._executor = ProcessPoolExecutor(
-            max_workers=max(1, workers), initializer=_start_worker, initargs=(shared,)
+            max_workers=max(1, workers),
+            initializer=_start_worker,
+            initargs=(shared, niceness),
         )
         self._pending: dict[str, tuple[Future[list[tuple[LemmaCheck, float]]], int]] = {}
         self._layers: dict[str, int] = {}
@@ -276,7 +284,7 @@ class LemmaChecks:
 
     def seconds(self) -> dict[str, tuple[int, int, float]]:
         """Per lemma checked so far: its neuron's layer, its number of obligations and the
-        worker's seconds to write and check them."""
+        worker's CPU seconds to write and check them."""
         return {
             identifier: (
                 self._layers[identifier],

@@ -324,8 +324,9 @@ def _certify(
     certification.rows = DefinitionRows(network).written()
     with contextlib.ExitStack() as stack:
         if config.workers > 1:
+            # Below the proofs' priority: they are the critical path, the checks fill idle time.
             certification.early = stack.enter_context(
-                LemmaChecks(network, 1, deadline, certification.rows)
+                LemmaChecks(network, 1, deadline, certification.rows, niceness=10)
             )
             if splitting:
                 certification.helper = stack.enter_context(ProofHelper(network))
@@ -465,27 +466,23 @@ class _BoxCertifier:
 
     def _halves(
         self, node: _Node, below: Box, above: Box, deadline: float, numbers: tuple[int, int]
-    ) -> tuple[_Node, _Node]:
-        """Both halves of `node`: the upper one in the helper process (if any) while this
-        process proves the lower one."""
+    ) -> None:
+        """Prove both halves of `node`: the upper one in the helper process (if any) while
+        this process proves the lower one."""
+        depth = self.config.max_split_depth
         helper = self.certification.helper
         if helper is None:
-            first = self._node(
-                below, deadline, self.config.max_split_depth, node.number, numbers[0]
-            )
-            return first, self._node(
-                above, deadline, self.config.max_split_depth, node.number, numbers[1]
-            )
+            self._node(below, deadline, depth, node.number, numbers[0])
+            self._node(above, deadline, depth, node.number, numbers[1])
+            return
         self.table.offer(above.sample(64, self.rng), self.parent, "random")
         claims = self._attempted(node.number)
-        beside = helper.submit(
-            above, numbers[1], claims, deadline, self.config.max_split_depth, node.proof
-        )
-        first = self._node(below, deadline, self.config.max_split_depth, node.number, numbers[0])
+        beside = helper.submit(above, numbers[1], claims, deadline, depth, node.proof)
+        self._node(below, deadline, depth, node.number, numbers[0])
         proof, offered, seconds = beside.result()
         for point in offered:
             self._offer(point, numbers[1])
-        return first, self._record(numbers[1], above, node.number, claims, proof, seconds)
+        self._record(numbers[1], above, node.number, claims, proof, seconds)
 
     def _record(
         self,
@@ -496,23 +493,34 @@ class _BoxCertifier:
         proof: BoxProof,
         seconds: float,
     ) -> _Node:
-        """Keep a proof box's proof, and queue the lemmas showing its claims for Z3."""
+        """Keep a proof box's proof and the claims it fails."""
         refuted = self._refuted()
         shown = {n: proving_lemma(proof, number, n, p) for n, p in claims.items()}
         failed = {n for n, lemma in shown.items() if lemma is None and n not in refuted}
-        proving = {lemma.id for lemma in shown.values() if lemma is not None}
         node = _Node(number, box, enclosing, proof, failed, seconds)
         self.nodes[number] = node
-        early = self.certification.early
-        if early is not None and proving:
-            lemmas, contexts = self._lemmas_and_contexts()
-            boxes = {k: n.box for k, n in self.nodes.items()}
-            early.submit(lemmas, contexts, boxes, _with_contexts(proving, lemmas, contexts))
-            measured = early.seconds()
-            if len(measured) >= CALIBRATION_SAMPLE:
-                # The early worker's own times, measured beside the proofs (no contention).
-                self.certification.check_cost.calibrate(measured.values(), self.config.workers)
         return node
+
+    def _check_early(self) -> None:
+        """Queue for the early Z3 worker the lemmas of the claims proved on every sub-box so
+        far (a claim proved on some only may never need them), and recalibrate Z3's speed."""
+        early = self.certification.early
+        if early is None:
+            return
+        lemmas, contexts = self._lemmas_and_contexts()
+        boxes = {k: n.box for k, n in self.nodes.items()}
+        early.submit(lemmas, contexts, boxes, self._covered(lemmas, contexts))
+        measured = early.seconds()
+        if len(measured) >= CALIBRATION_SAMPLE:
+            self.certification.check_cost.calibrate(measured.values(), self.config.workers)
+
+    def _covered(
+        self, lemmas: Mapping[str, BoundLemma], contexts: Mapping[str, list[str]]
+    ) -> set[str]:
+        """The lemmas of the claims proved on every sub-box so far, with their contexts."""
+        refuted = self._refuted()
+        open_claims = {n: p for n, p in self.claims.items() if n not in refuted}
+        return _needed_lemmas(lemmas, contexts, self.leaf_ancestries(), open_claims)
 
     def _projected_checks(self) -> float:
         """Projected Z3 seconds for the lemmas the proof boxes so far would have checked."""
@@ -525,9 +533,7 @@ class _BoxCertifier:
         on prop_1 of ACAS Xu most of those stay unproved elsewhere, and counting them
         projected ten times the Z3 time the run then took.)"""
         lemmas, contexts = self._lemmas_and_contexts()
-        refuted = self._refuted()
-        open_claims = {n: p for n, p in self.claims.items() if n not in refuted}
-        needed = _needed_lemmas(lemmas, contexts, self.leaf_ancestries(), open_claims)
+        needed = self._covered(lemmas, contexts)
         if self.certification.early is not None:
             needed -= self.certification.early.done()
         return _obligations_by_layer(lemmas, needed)
@@ -560,6 +566,7 @@ class _BoxCertifier:
         root = self._node(box, deadline - reserve, depth, None, self.first)
         self.prove_seconds += root.seconds
         self.leaves = [root.number]
+        self._check_early()
         if splitting and root.failed and not self.certification.check_cost.measured:
             self._calibrate(root)
         while splitting and len(self.leaves) < self.config.max_subboxes:
@@ -587,10 +594,11 @@ class _BoxCertifier:
             self._halves(node, below, above, deadline - self._projected_checks(), numbers)
             wall = time.monotonic() - started
             self.prove_seconds += wall
-            self.bisections.append((wall, self._unchecked() - before))
             self.splits[node.number] = (dimension, at, numbers[0], numbers[1])
             position = self.leaves.index(node.number)
             self.leaves[position : position + 1] = numbers
+            self.bisections.append((wall, self._unchecked() - before))
+            self._check_early()
             if self.progress is not None:
                 self.progress("sub-boxes", len(self.leaves), 0)
 
