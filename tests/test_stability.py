@@ -34,6 +34,8 @@ from verifier.stability import (
     InconsistentEvidenceError,
     StabilityAnalysis,
     _CheckCost,
+    _most_promising,
+    _Node,
     all_contexts,
     all_lemmas,
     analyse,
@@ -238,6 +240,22 @@ def test_with_a_helper_process_the_halves_give_the_statuses_of_a_single_process(
     assert beside.statuses == alone.statuses
     assert beside.statuses[Neuron(1, 0)] is Status.STABLY_INACTIVE
     _assert_evidence_is_in_place(network, beside)
+
+
+def test_a_sub_box_failing_claims_no_other_fails_is_bisected_before_those_sharing_theirs() -> None:
+    box = Box(np.zeros(1), np.ones(1))
+    shared = {Neuron(2, 0), Neuron(2, 1), Neuron(2, 2)}
+    own = {Neuron(3, 0), Neuron(3, 1)}
+    first, second, third = (
+        _Node(number, box, 0, BoxProof({}, {}, {}, {}), set(failed), 1.0)
+        for number, failed in ((1, shared), (2, shared), (3, own))
+    )
+    leaves = [first, second, third]
+    # The sub-boxes failing the most claims share them: mending one proves none of them.
+    assert _most_promising(leaves, leaves, set()) is third
+    # Once the shared claims are refuted only the sub-box with claims left can be chosen.
+    assert _most_promising(leaves, leaves, shared | {Neuron(3, 0)}) is third
+    assert _most_promising(leaves, [first, second], set()) is first
 
 
 def test_z3_time_is_projected_per_obligation_so_a_case_split_does_not_inflate_a_bound() -> None:

@@ -66,6 +66,9 @@ from verifier.witnesses import WitnessTable, find_witnesses
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[str, int, int], None]
 
+WRITE_SECONDS_PER_OBLIGATION = 0.002
+"""What writing an obligation costs after the analysis (its SMT-LIB2 file, its lemma in
+certificate.json; measured 2.2 s for 1,742 obligations): the Z3 checks stop in time for it."""
 CALIBRATION_SAMPLE = 64
 """Lemmas whose Z3 checks measure its speed (a sample of the first proof box's)."""
 SPLIT_SLACK = 1.2
@@ -528,8 +531,13 @@ class _BoxCertifier:
         return _needed_lemmas(lemmas, contexts, self.leaf_ancestries(), open_claims)
 
     def _projected_checks(self) -> float:
-        """Projected Z3 seconds for the lemmas the proof boxes so far would have checked."""
-        return self.certification.check_cost.of(self._unchecked())
+        """Projected seconds to check, with Z3, the lemmas the proof boxes so far would have
+        checked, and to write their obligations."""
+        lemmas, contexts = self._lemmas_and_contexts()
+        written = sum(_obligations_by_layer(lemmas, self._covered(lemmas, contexts)).values())
+        return self.certification.check_cost.of(self._unchecked()) + (
+            WRITE_SECONDS_PER_OBLIGATION * written
+        )
 
     def _unchecked(self) -> Counter[int]:
         """By layer, the obligations Z3 would check if the proofs stopped here, less those
@@ -584,7 +592,7 @@ class _BoxCertifier:
             ]
             if not candidates:
                 break
-            node = self._most_promising(candidates, refuted)
+            node = _most_promising([self.nodes[k] for k in self.leaves], candidates, refuted)
             needed = SPLIT_SLACK * self._next_bisection(node) + self._projected_checks()
             if time.monotonic() + needed > deadline:
                 break
@@ -606,17 +614,6 @@ class _BoxCertifier:
             self._check_early()
             if self.progress is not None:
                 self.progress("sub-boxes", len(self.leaves), 0)
-
-    def _most_promising(self, candidates: Sequence[_Node], refuted: set[Neuron]) -> _Node:
-        """The sub-box whose bisection brings the most claims closest to being proved on
-        every sub-box: a failed claim counts 1/k where k sub-boxes fail it (a claim is proved
-        only once all k are mended)."""
-        failing = Counter(n for k in self.leaves for n in self.nodes[k].failed - refuted)
-
-        def score(node: _Node) -> tuple[float, int]:
-            return sum(1.0 / failing[n] for n in node.failed - refuted), -node.number
-
-        return max(candidates, key=score)
 
     def proofs(self) -> list[BoxProof]:
         """The proofs of the proof boxes, in order of their numbers."""
@@ -649,6 +646,20 @@ class _BoxCertifier:
         """Every lemma and context of the proof boxes so far."""
         proofs = [n.proof for n in self.nodes.values()]
         return all_lemmas(proofs), all_contexts(proofs)
+
+
+def _most_promising(
+    leaves: Sequence[_Node], candidates: Sequence[_Node], refuted: set[Neuron]
+) -> _Node:
+    """The candidate sub-box whose bisection brings the most claims closest to being proved on
+    every sub-box: a failed claim counts 1/k where k of the `leaves` fail it (a claim is proved
+    only once all k are mended)."""
+    failing = Counter(n for leaf in leaves for n in leaf.failed - refuted)
+
+    def score(node: _Node) -> tuple[float, int]:
+        return sum(1.0 / failing[n] for n in node.failed - refuted), -node.number
+
+    return max(candidates, key=score)
 
 
 def all_lemmas(proofs: Sequence[BoxProof]) -> dict[str, BoundLemma]:
@@ -714,15 +725,17 @@ def _check_shallow_first(
     lemmas = all_lemmas(proofs)
     contexts = all_contexts(proofs)
     wanted = _needed_lemmas(lemmas, contexts, ancestries, claims)
+    writing = WRITE_SECONDS_PER_OBLIGATION * sum(_obligations_by_layer(lemmas, wanted).values())
+    checks_deadline = deadline - writing
     # The early worker keeps what it has started; the rest goes to all the workers.
     started = early.started - early.withdraw() if early is not None else set()
     numbered = dict(enumerate(boxes))
-    with LemmaChecks(network, workers, deadline, rows) as checks:
+    with LemmaChecks(network, workers, checks_deadline, rows) as checks:
         checks.submit(lemmas, contexts, numbered, wanted - started)
         report = (lambda done, total: progress("smt", done, total)) if progress else None
-        checked = checks.results(deadline, report)
+        checked = checks.results(checks_deadline, report)
     if early is not None:
-        checked.update(early.results(deadline))
+        checked.update(early.results(checks_deadline))
     return {i: check for i, (check, _) in checked.items() if i in wanted}
 
 
@@ -819,23 +832,45 @@ def check_lemmas(
     )
 
 
-def lemma_is_established(
-    lemma: BoundLemma,
-    lemmas: Mapping[str, BoundLemma],
-    contexts: Mapping[str, list[str]],
-    checks: Mapping[str, LemmaCheck],
-) -> bool:
-    """Proved by Z3 with leaves that cover every phase, and so is every lemma its context
-    names, transitively."""
-    for identifier in _with_contexts([lemma.id], lemmas, contexts):
-        own = checks.get(identifier)
-        if own is None or not own.proved:
-            return False
-        # Also for a single leaf: one that carries an assumption proves nothing on its own.
-        leaves = lemmas[identifier].leaves
-        if not covers_all_phases(dict(leaf.assumptions) for leaf in leaves):
-            return False
-    return True
+class _Established:
+    """Which lemmas are established: proved by Z3 with leaves that cover every phase, and so
+    is every lemma their context names, transitively. Each lemma and context is judged once
+    (a context names lemmas of earlier layers only, so the recursion ends; judging every
+    covering lemma's whole transitive context afresh took seconds on thousands of lemmas)."""
+
+    def __init__(
+        self,
+        lemmas: Mapping[str, BoundLemma],
+        contexts: Mapping[str, list[str]],
+        checks: Mapping[str, LemmaCheck],
+    ) -> None:
+        self.lemmas = lemmas
+        self.contexts = contexts
+        self.checks = checks
+        self._lemma: dict[str, bool] = {}
+        self._context: dict[str, bool] = {}
+
+    def lemma(self, identifier: str) -> bool:
+        known = self._lemma.get(identifier)
+        if known is None:
+            own = self.checks.get(identifier)
+            lemma = self.lemmas[identifier]
+            # Also for a single leaf: one that carries an assumption proves nothing on its own.
+            known = (
+                own is not None
+                and own.proved
+                and covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves)
+                and self.context(lemma.context)
+            )
+            self._lemma[identifier] = known
+        return known
+
+    def context(self, identifier: str) -> bool:
+        known = self._context.get(identifier)
+        if known is None:
+            known = all(self.lemma(i) for i in self.contexts[identifier])
+            self._context[identifier] = known
+        return known
 
 
 def decide_statuses(
@@ -850,14 +885,14 @@ def decide_statuses(
     lies in, innermost first (default: proof box k is sub-box k, enclosed by none)."""
     chains = ancestries if ancestries is not None else [[k] for k in range(len(proofs))]
     lemmas = all_lemmas(proofs)
-    contexts = all_contexts(proofs)
+    established_lemma = _Established(lemmas, all_contexts(proofs), checks).lemma
     statuses: dict[Neuron, Status] = {}
     for neuron in hidden:
         seen = table.seen(neuron)
         phase = claims.get(neuron)
         covering = covering_lemmas(chains, lemmas, neuron, phase) if phase is not None else None
         established = covering is not None and all(
-            lemma_is_established(lemma, lemmas, contexts, checks) for lemma in covering
+            established_lemma(lemma.id) for lemma in covering
         )
         if len(seen) == 2:
             if established:
