@@ -25,6 +25,7 @@ from verifier.certify import (
     BoxProof,
     Leaf,
     ProofHelper,
+    SplitRetry,
     _LeafAttempt,
     _narrows,
     _solve_leaf,
@@ -349,6 +350,31 @@ def test_a_claim_one_relaxation_cannot_prove_is_proved_by_a_case_split_z3_confir
         assert check(obligation, 30.0).verdict is SmtVerdict.PROVED
     # Dropping a branch leaves a case uncovered.
     assert not covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves[1:])
+
+
+def test_a_claim_retried_with_case_splits_after_the_proof_gets_a_lemma_z3_confirms() -> None:
+    network, box = _split_network()
+    neuron = Neuron(1, 0)
+    unsplit = prove_box(network, box, 0, {neuron: Phase.INACTIVE}, _far_future(), 0)
+    assert unsplit.lemmas["b0.L1.n0.upper"].value > 0
+    retry = SplitRetry(network, box, 0, unsplit, 1)
+    promise = retry.promise(neuron, UPPER, 6)
+    assert promise is not None and promise > 0
+    lemma = retry.prove(neuron, UPPER, 6, _far_future())
+    assert lemma is not None and lemma.id == "b0.L1.n0.upper" and lemma.value <= 0
+    # The same context as the lemma it replaces: the checker rebuilds the same relaxation.
+    assert lemma.context == unsplit.lemmas["b0.L1.n0.upper"].context
+    assert covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves)
+    for position, leaf in enumerate(lemma.leaves):
+        relaxation = _relaxation_of(network, box, unsplit, lemma, leaf)
+        obligation = leaf_obligation(
+            relaxation, lemma.neuron, lemma.sign, leaf, f"{lemma.id}.leaf{position}"
+        )
+        assert check(obligation, 30.0).verdict is SmtVerdict.PROVED
+    # With no case split allowed the retry proves nothing.
+    again = SplitRetry(network, box, 0, unsplit, 1)
+    assert again.promise(neuron, UPPER, 6) is not None
+    assert again.prove(neuron, UPPER, 0, _far_future()) is None
 
 
 def test_the_optimum_a_re_proved_bound_is_judged_by_includes_the_bias() -> None:
