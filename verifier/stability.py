@@ -628,7 +628,8 @@ class _BoxCertifier:
         (timed like the last ones) and the projected Z3 checks fit before `deadline`."""
         refuted = self._refuted()
         layers = [lemma.neuron.layer for lemma in node.proof.lemmas.values()]
-        if not layers or time.monotonic() >= deadline:
+        # Ranking the claims costs an LP each: not worth it without a second for attempts.
+        if not layers or deadline - time.monotonic() - self._projected_checks() < 1.0:
             return
         layer = max(layers)
         failed = [n for n in sorted(node.failed - refuted) if n.layer == layer]
@@ -639,6 +640,8 @@ class _BoxCertifier:
         retry = SplitRetry(self.network, node.box, node.number, node.proof, layer)
         promising: list[tuple[Fraction, Neuron, int]] = []
         for neuron in failed:
+            if time.monotonic() > deadline:
+                break
             sign = UPPER if self.claims[neuron] is Phase.INACTIVE else LOWER
             promise = retry.promise(neuron, sign, depth)
             if promise is not None:
