@@ -678,8 +678,8 @@ class _BoxCertifier:
         return [ancestry(k, enclosing) for k in self.leaves]
 
     def _calibrate(self, node: _Node) -> None:
-        """Measure Z3's speed per layer on a sample of the node's lemmas: a worker's seconds to
-        write and check a lemma's obligations, spread over the workers."""
+        """Measure Z3's speed per layer on a sample of the node's lemmas: a worker's CPU seconds
+        to write and check an obligation, spread over the workers."""
         ordered = sorted(node.proof.lemmas.values(), key=lambda lemma: lemma.neuron)
         step = max(1, len(ordered) // CALIBRATION_SAMPLE)
         sample = [lemma.id for lemma in ordered[::step][:CALIBRATION_SAMPLE]]
