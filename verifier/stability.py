@@ -539,8 +539,9 @@ class _BoxCertifier:
         """Projected seconds to check, with Z3, the lemmas the proof boxes so far would have
         checked, and to write their obligations."""
         lemmas, contexts = self._lemmas_and_contexts()
-        written = sum(_obligations_by_layer(lemmas, self._covered(lemmas, contexts)).values())
-        return self.certification.check_cost.of(self._unchecked()) + (
+        covered = self._covered(lemmas, contexts)
+        written = sum(_obligations_by_layer(lemmas, covered).values())
+        return self.certification.check_cost.of(self._not_yet_checked(lemmas, covered)) + (
             WRITE_SECONDS_PER_OBLIGATION * written
         )
 
@@ -551,10 +552,13 @@ class _BoxCertifier:
         on prop_1 of ACAS Xu most of those stay unproved elsewhere, and counting them
         projected ten times the Z3 time the run then took.)"""
         lemmas, contexts = self._lemmas_and_contexts()
-        needed = self._covered(lemmas, contexts)
+        return self._not_yet_checked(lemmas, self._covered(lemmas, contexts))
+
+    def _not_yet_checked(self, lemmas: Mapping[str, BoundLemma], covered: set[str]) -> Counter[int]:
+        """The obligations of the `covered` lemmas the early worker has not checked, by layer."""
         if self.certification.early is not None:
-            needed -= self.certification.early.done()
-        return _obligations_by_layer(lemmas, needed)
+            covered = covered - self.certification.early.done()
+        return _obligations_by_layer(lemmas, covered)
 
     def _next_bisection(self, node: _Node) -> float:
         """Projected wall seconds (LP, and Z3 for the lemmas it adds) of bisecting `node`:
