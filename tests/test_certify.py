@@ -598,6 +598,16 @@ def test_a_passed_deadline_leaves_every_claim_unproved() -> None:
     assert prove_box(network, box, 0, {}, _far_future()).lemmas == {}
 
 
+def test_in_a_layer_before_the_deepest_claims_are_proved_before_the_other_neurons() -> None:
+    network = random_network(np.random.default_rng(3), [3, 6, 6, 2])
+    box = Box(-np.ones(3), np.ones(3))
+    claims = {Neuron(1, 4): Phase.ACTIVE, Neuron(1, 5): Phase.INACTIVE, Neuron(2, 0): Phase.ACTIVE}
+    proof = prove_box(network, box, 0, claims, _far_future())
+    order = [lemma.neuron for lemma in proof.lemmas.values() if lemma.neuron.layer == 1]
+    assert order[:4] == [Neuron(1, 4), Neuron(1, 4), Neuron(1, 5), Neuron(1, 5)]
+    assert sorted(set(order)) == [Neuron(1, i) for i in range(6)]
+
+
 def test_lemma_and_context_ids_name_box_layer_neuron_and_sense() -> None:
     assert lemma_id(2, Neuron(1, 7), UPPER) == "b2.L1.n7.upper"
     assert lemma_id(0, Neuron(0, 0), LOWER) == "b0.L0.n0.lower"

@@ -340,6 +340,17 @@ def test_with_a_tiny_time_limit_most_claims_of_a_larger_net_stay_unknown() -> No
     assert unknown > stable
 
 
+def test_a_z3_projection_beyond_the_budget_still_leaves_time_to_prove_the_first_claims() -> None:
+    network, domain = _case(2)
+    # As on a large network: the box is not bisected, and the first guess of the Z3 time
+    # exceeds the whole budget.
+    config = Config(time_limit=30.0, samples=200, max_subboxes=1)
+    with mock.patch.object(stability, "_expected_lemmas", return_value=10**7):
+        analysis = analyse(network, domain, config, config.rng())
+    _assert_agrees_with_oracle(analysis, [stability_oracle(network, domain.boxes[0])])
+    assert any(s.is_stable for n, s in analysis.statuses.items() if n.layer == 0)
+
+
 def test_with_no_time_at_all_no_neuron_is_called_stable() -> None:
     network, domain = _case(1)
     config = Config(time_limit=0.0, samples=200)

@@ -766,8 +766,10 @@ def prove_box(
         relaxation = Relaxation(network, box, k, dict(facts), {})
         program = relaxation.linear_program() if k > 0 else None
         layer_lemmas: list[str] = []
+        # Claims first: if the deadline falls inside this layer, the bounds already proved
+        # decide claims rather than only serve as facts for a layer that will not be reached.
         targets = (
-            range(network.layers[k].outputs)
+            sorted(range(network.layers[k].outputs), key=lambda i: (Neuron(k, i) not in claims, i))
             if k < deepest
             else sorted(n.index for n in claims if n.layer == deepest)
         )

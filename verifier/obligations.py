@@ -186,7 +186,11 @@ def _write_and_check(
         obligations = obligations_given_facts(
             _writer.network, box, lambda: facts, lemma, _writer.rows, _writer.relaxations
         )
-        results = [check(o, SMT_TIMEOUT) for o in obligations]
+        # Z3 stops at the deadline too: a lemma of a wide layer can take seconds per
+        # obligation, and the caller waits for a started lemma to end.
+        results = [
+            check(o, min(SMT_TIMEOUT, max(0.1, deadline - time.monotonic()))) for o in obligations
+        ]
         checked.append((LemmaCheck(obligations, results), time.process_time() - started))
     return checked
 
@@ -230,7 +234,15 @@ class LemmaChecks:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        # A check still running is past its deadline and nobody will read it: stop its
+        # process rather than wait (writing and parsing a wide layer's obligation takes
+        # seconds, and Z3's own timeout does not cover them).
+        processes = list(self._executor._processes.values())
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join()
 
     @property
     def started(self) -> set[str]:
