@@ -385,9 +385,11 @@ def print_run(certificate: Mapping[str, Any], out_dir: Path, console: Console) -
         f"{escape(rounding_bound_text(certificate['compression']['rounding_bound']))}"
     )
     empirical = certificate["compression"].get("empirical", {})
+    skipped = empirical.get("skipped_at_time_limit", 0)
     console.print(
-        f"exact evaluation at {empirical.get('points', 0)} domain points: "
-        f"max |original - compressed| = {escape(str(empirical.get('max_abs_difference')))}"
+        f"exact evaluation at {empirical.get('points', 0)} domain points"
+        + (f" ({skipped} more skipped at the time limit)" if skipped else "")
+        + f": max |original - compressed| = {escape(str(empirical.get('max_abs_difference')))}"
     )
     runtime = empirical.get("onnxruntime", {})
     if "max_abs_difference" in runtime:

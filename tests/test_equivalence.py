@@ -4,6 +4,7 @@ counterexample, the direct global query, and the empirical checks."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -236,6 +237,23 @@ def test_empirical_check_finds_exact_agreement_at_witnesses_corners_and_random_p
     assert figures["agree"] and figures["max_abs_difference"] == "0"
     assert (figures["witnesses"], figures["witnesses_outside_domain"]) == (1, 1)
     assert figures["corners"] == 8 and figures["random"] == 20 and figures["points"] == 29
+
+
+def test_empirical_check_past_its_deadline_evaluates_only_the_minimum_and_counts_the_rest() -> None:
+    network, domain, _, compression = example(11, [3, 7, 6, 2], ["mixed", "mixed"])
+    figures = empirical_check(
+        network,
+        compression.network,
+        domain,
+        None,
+        np.random.default_rng(1),
+        8,
+        20,
+        deadline=time.monotonic() - 1.0,
+        at_least=5,
+    )
+    assert figures["points"] == 5 and figures["skipped_at_time_limit"] == 23
+    assert figures["corners"] + figures["random"] == 5 and figures["agree"]
 
 
 def test_empirical_check_reports_a_disagreement() -> None:

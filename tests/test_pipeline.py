@@ -36,7 +36,7 @@ def test_the_analysis_leaves_time_for_the_equivalence_proof(
     (config,) = given
     weights = 64 * 32 + 32 * 32 + 32 * 10  # digits_l1: 64-32-32-10, no zero weights
     expected = 0.02 * time_limit + min(
-        0.15 * time_limit, pipeline.EQUIVALENCE_SECONDS_PER_WEIGHT * weights
+        0.25 * time_limit, pipeline.EQUIVALENCE_SECONDS_PER_WEIGHT * weights
     )
     assert config.time_limit == pytest.approx(time_limit - expected)
     assert config.time_limit < time_limit

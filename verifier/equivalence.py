@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import time
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -551,30 +553,44 @@ def empirical_check(
     rng: np.random.Generator,
     corners: int = 32,
     random_points: int = 64,
+    deadline: float = math.inf,
+    at_least: int = 8,
 ) -> dict[str, Any]:
     """Exact evaluation of both networks at `points` (e.g. witnesses; those outside the domain
     are skipped), up to `corners` corners per box and `random_points` random domain points.
-    The maximum absolute output difference must be exactly 0."""
+    The maximum absolute output difference must be exactly 0.
+
+    A cross-check beside the proof, so it keeps to `deadline` (time.monotonic()): the points
+    are visited in a random order and those not reached by then are counted as skipped, but at
+    least `at_least` are evaluated (an exact evaluation of a network with 400,000 weights takes
+    50 ms, and a run can have hundreds of witnesses)."""
     domain.check_dimension(original.input_size)
     given = np.empty((0, domain.size)) if points is None else np.asarray(points, dtype=np.float64)
     given = given.reshape(-1, domain.size)
     inside = [p for p in given if domain.contains(p)]
     corner_points = [p for box in domain.boxes for p in _corners(box, corners, rng)]
     random_set = list(domain.sample(random_points, rng)) if random_points > 0 else []
+    kinds = ["witnesses"] * len(inside) + ["corners"] * len(corner_points)
+    kinds += ["random"] * len(random_set)
+    candidates = [*inside, *corner_points, *random_set]
+    evaluated = {"witnesses": 0, "corners": 0, "random": 0}
     largest = Fraction(0)
     first_disagreement: list[float] | None = None
-    for point in [*inside, *corner_points, *random_set]:
+    for count, position in enumerate(rng.permutation(len(candidates)).tolist()):
+        if count >= at_least and time.monotonic() > deadline:
+            break
+        point = candidates[position]
+        evaluated[kinds[position]] += 1
         difference = _exact_difference(original, compressed_network, point)
         if difference > largest:
             largest = difference
         if difference != 0 and first_disagreement is None:
             first_disagreement = [float(v) for v in point]
     return {
-        "points": len(inside) + len(corner_points) + len(random_set),
-        "witnesses": len(inside),
+        "points": sum(evaluated.values()),
+        **evaluated,
         "witnesses_outside_domain": len(given) - len(inside),
-        "corners": len(corner_points),
-        "random": len(random_set),
+        "skipped_at_time_limit": len(candidates) - sum(evaluated.values()),
         "max_abs_difference": fraction_to_str(largest),
         "agree": largest == 0,
         "first_disagreement": first_disagreement,
