@@ -2,7 +2,11 @@
 
 Not a test: runs the `verify-compress` command as a user would and prints a Markdown table.
 
-    python bench/end_to_end.py [--time-limit 60] [--pairs acas:1_1:prop_1,...] [--out DIR]
+    python bench/end_to_end.py [--time-limit 60] [--only "acas 1_1 prop_1,synthetic"] [--out DIR]
+
+Besides the public benchmarks and the bundled models it runs seeded synthetic networks of
+shapes those lack (`bench/synthetic.py`: a wide MNIST-sized net, a convolutional net, a deep
+narrow net), written into the output directory.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from synthetic import write_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT.parent / "shared" / "benchmarks"
@@ -41,7 +47,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     arguments = parser.parse_args()
     out = arguments.out or Path(tempfile.mkdtemp(prefix="verify-compress-bench-"))
-    selected = pairs()
+    selected = [*pairs(), *write_cases(out / "synthetic-networks")]
     if arguments.only:
         selected = [p for p in selected if any(s in p[0] for s in arguments.only.split(","))]
     print(f"time limit {arguments.time_limit:.0f} s per run; outputs in {out}\n")
