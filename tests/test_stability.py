@@ -351,14 +351,6 @@ def test_a_z3_projection_beyond_the_budget_still_leaves_time_to_prove_the_first_
     assert any(s.is_stable for n, s in analysis.statuses.items() if n.layer == 0)
 
 
-def test_the_first_of_two_domain_boxes_gets_three_quarters_of_the_time_and_the_last_the_rest() -> (
-    None
-):
-    assert stability._box_deadline(10.0, 50.0, 2) == pytest.approx(40.0)
-    assert stability._box_deadline(10.0, 50.0, 1) == pytest.approx(50.0)
-    assert stability._box_deadline(10.0, 50.0, 4) == pytest.approx(30.0)
-
-
 def test_with_no_time_at_all_no_neuron_is_called_stable() -> None:
     network, domain = _case(1)
     config = Config(time_limit=0.0, samples=200)

@@ -79,11 +79,6 @@ SPLIT_SLACK = 1.2
 beside the projected Z3 checks: a half that runs out of time proves nothing, which is worse
 than not splitting. (The Z3 projection gets no slack: measured per obligation in CPU seconds,
 it projected 108 s where ACAS Xu 1_1 prop_1's checks then took 90 s.)"""
-LATER_BOX_WEIGHT = 1 / 3
-"""The share of the time a domain box after the first gets, relative to the first. A later box
-only attempts the claims proved on the boxes before it, and those prove fast: on ACAS Xu 1_1
-prop_6 (two boxes) at 60 s, with even shares, the first box stopped after 3 sub-boxes and the
-second proved all it attempted on 9 sub-boxes in 2.5 s of its 36, which were then unused."""
 RESERVE_CAP = 0.5
 """The Z3 time reserved before the first proof is at most this share of the time left: the
 first guess (per lemma, for every lemma a proof of all claims needs) can exceed the whole
@@ -358,7 +353,8 @@ def _certify(
         open_claims = dict(claims)
         trees: list[SplitTree] = []
         for parent, box in enumerate(domain.boxes):
-            box_deadline = _box_deadline(time.monotonic(), deadline, len(domain.boxes) - parent)
+            now = time.monotonic()
+            box_deadline = now + (deadline - now) / (len(domain.boxes) - parent)
             open_claims = {n: p for n, p in open_claims.items() if len(table.seen(n)) < 2}
             certifier = _BoxCertifier(
                 network,
@@ -814,12 +810,6 @@ def _obligations_by_layer(
         lemma = lemmas[identifier]
         counts[lemma.neuron.layer] += obligation_count(lemma)
     return counts
-
-
-def _box_deadline(now: float, deadline: float, boxes_left: int) -> float:
-    """When the proofs of the first of `boxes_left` domain boxes must stop: each later box
-    counts `LATER_BOX_WEIGHT` of it, and the last box gets whatever is left."""
-    return now + (deadline - now) / (1 + LATER_BOX_WEIGHT * (boxes_left - 1))
 
 
 def _splittable(network: Network, config: Config) -> bool:
