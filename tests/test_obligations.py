@@ -12,7 +12,7 @@ from tests.conftest import random_network
 from verifier.certify import BoxProof, prove_box
 from verifier.domain import Box
 from verifier.ir import Network
-from verifier.obligations import LemmaChecks, lemma_obligations
+from verifier.obligations import LemmaChecks, lemma_obligations, queue_order
 from verifier.status import Neuron, Phase
 
 
@@ -82,3 +82,16 @@ def test_leaving_does_not_wait_for_a_check_still_running(
         checks._executor.submit(time.sleep, 60.0)
         time.sleep(0.5)
     assert time.monotonic() - started < 30.0
+
+
+def test_lemmas_are_queued_shallow_layers_first_and_in_each_layer_the_prior_ones_first(
+    proved: tuple[Network, Box, BoxProof],
+) -> None:
+    _, _, proof = proved
+    lemmas = list(proof.lemmas.values())
+    prior = {lemma.id for lemma in lemmas if lemma.neuron.index % 2 == 1}
+    ordered = queue_order(reversed(lemmas), prior)
+    assert sorted(ordered, key=lambda lemma: lemma.id) == sorted(lemmas, key=lambda lemma: lemma.id)
+    keys = [(lemma.neuron.layer, lemma.id not in prior) for lemma in ordered]
+    assert keys == sorted(keys)
+    assert len(set(keys)) >= 4

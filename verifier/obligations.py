@@ -16,7 +16,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from fractions import Fraction
@@ -200,6 +200,22 @@ def obligation_count(lemma: BoundLemma) -> int:
     return len(lemma.leaves) + (1 if len(lemma.leaves) > 1 else 0)
 
 
+def queue_order(lemmas: Iterable[BoundLemma], prior: Collection[str]) -> list[BoundLemma]:
+    """Shallow layers first, in each layer the lemmas in `prior` first, then by box and
+    context (lemmas of one box and context share a relaxation), neuron and id."""
+    return sorted(
+        lemmas,
+        key=lambda lemma: (
+            lemma.neuron.layer,
+            lemma.id not in prior,
+            lemma.box,
+            lemma.context,
+            lemma.neuron,
+            lemma.id,
+        ),
+    )
+
+
 class LemmaChecks:
     """Lemmas checked by Z3 in `workers` processes that write the obligations themselves.
 
@@ -254,19 +270,12 @@ class LemmaChecks:
         contexts: Mapping[str, list[str]],
         boxes: Mapping[int, Box],
         identifiers: Iterable[str],
+        prior: Collection[str] = frozenset(),
     ) -> None:
-        """Queue the lemmas not queued yet, shallow layers first, in chunks of one box and
-        context (`boxes[k]`: the box lemmas numbered k are about)."""
-        fresh = sorted(
-            (lemmas[i] for i in set(identifiers) if i not in self._pending),
-            key=lambda lemma: (
-                lemma.neuron.layer,
-                lemma.box,
-                lemma.context,
-                lemma.neuron,
-                lemma.id,
-            ),
-        )
+        """Queue the lemmas not queued yet, shallow layers first and in each layer those in
+        `prior` first, in chunks of one box and context (`boxes[k]`: the box lemmas numbered
+        k are about)."""
+        fresh = queue_order([lemmas[i] for i in set(identifiers) if i not in self._pending], prior)
         position = 0
         while position < len(fresh):
             first = fresh[position]
