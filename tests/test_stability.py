@@ -163,6 +163,22 @@ def test_a_claim_that_needs_a_case_split_is_certified_with_its_coverage() -> Non
     _assert_agrees_with_oracle(analysis, [stability_oracle(network, domain.boxes[0])])
 
 
+def test_a_claim_too_deep_for_the_set_split_depth_is_retried_deeper_on_an_unsplittable_box() -> (
+    None
+):
+    network = _needs_a_split()
+    domain = Domain.box([-1.0], [1.0])
+    config = dataclasses.replace(CONFIG, max_subboxes=1, max_split_depth=0)
+    target = Neuron(1, 0)
+    with mock.patch.object(stability, "RETRY_EXTRA_DEPTHS", (0,)):
+        unchanged = analyse(network, domain, config, config.rng())
+    assert unchanged.statuses[target] is Status.UNKNOWN
+    analysis = analyse(network, domain, config, config.rng())
+    assert analysis.statuses[target] is Status.STABLY_INACTIVE
+    assert len(analysis.proofs[0].lemmas[lemma_id(0, target, UPPER)].leaves) > 1
+    _assert_agrees_with_oracle(analysis, [stability_oracle(network, domain.boxes[0])])
+
+
 def test_on_a_splittable_box_case_splits_come_before_bisection() -> None:
     # A case split proves the claim on the whole box: no sub-box is needed.
     network = _needs_a_split()
