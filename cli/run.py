@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -576,15 +577,26 @@ class StageProgress:
         self.display.update(task, total=final, completed=final)
 
 
+def _inside_finalizer(frame: object) -> bool:
+    """Whether a `__del__` method is on the interrupted call stack."""
+    current = frame if isinstance(frame, types.FrameType) else None
+    while current is not None:
+        if current.f_code.co_name == "__del__":
+            return True
+        current = current.f_back
+    return False
+
+
 class Interrupts:
     """SIGINT for the duration of one command: raise KeyboardInterrupt in this process only.
 
     - A worker process forked while the command runs inherits this handler and ignores the
       signal (a terminal's Ctrl-C reaches the whole process group): the parent alone ends the
       run, so workers print no tracebacks of their own.
-    - A KeyboardInterrupt raised inside a finalizer is swallowed by Python (it is only
-      "ignored"); the request is remembered, and `raise_if_requested`, called at every
-      progress report, raises it again.
+    - A KeyboardInterrupt raised inside a finalizer (say Z3's `Context.__del__`) would be
+      swallowed by Python with an "Exception ignored" traceback on stderr: inside one, the
+      request is only remembered, and `raise_if_requested`, called at every progress report,
+      raises it.
     """
 
     def __init__(self) -> None:
@@ -595,7 +607,8 @@ class Interrupts:
         if os.getpid() != self.owner:
             return
         self.requested = True
-        raise KeyboardInterrupt
+        if not _inside_finalizer(frame):
+            raise KeyboardInterrupt
 
     def raise_if_requested(self) -> None:
         if self.requested:
