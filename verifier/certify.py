@@ -79,6 +79,12 @@ class BoundLemma:
         return SENSE_NAMES[self.sign]
 
 
+def proving_sign(phase: Phase) -> int:
+    """The sense of the bound that shows `phase`: an upper bound <= 0 shows inactive, a lower
+    bound >= 0 active."""
+    return UPPER if phase is Phase.INACTIVE else LOWER
+
+
 def lemma_id(box: int, neuron: Neuron, sign: int) -> str:
     return f"b{box}.L{neuron.layer}.n{neuron.index}.{SENSE_NAMES[sign]}"
 
@@ -791,16 +797,12 @@ def prove_box(
                 fact_lemmas[neuron] = known_ids
                 layer_lemmas.extend(known_ids)
                 continue
-            senses = (
-                [UPPER, LOWER] if k < deepest else [UPPER if claimed is Phase.INACTIVE else LOWER]
-            )
+            senses = [UPPER, LOWER] if k < deepest or claimed is None else [proving_sign(claimed)]
             chosen: dict[int, tuple[Fraction, str]] = {}
             for sign in senses:
                 if time.monotonic() > deadline:
                     break
-                proving = claimed is not None and sign == (
-                    UPPER if claimed is Phase.INACTIVE else LOWER
-                )
+                proving = claimed is not None and sign == proving_sign(claimed)
                 if program is None:
                     leaf = _first_layer_leaf(relaxation, neuron, sign)
                     attempt = _LeafAttempt(leaf, leaf.bound, None, {})

@@ -570,17 +570,16 @@ def empirical_check(
     inside = [p for p in given if domain.contains(p)]
     corner_points = [p for box in domain.boxes for p in _corners(box, corners, rng)]
     random_set = list(domain.sample(random_points, rng)) if random_points > 0 else []
-    kinds = ["witnesses"] * len(inside) + ["corners"] * len(corner_points)
-    kinds += ["random"] * len(random_set)
-    candidates = [*inside, *corner_points, *random_set]
+    candidates = [("witnesses", p) for p in inside] + [("corners", p) for p in corner_points]
+    candidates += [("random", p) for p in random_set]
     evaluated = {"witnesses": 0, "corners": 0, "random": 0}
     largest = Fraction(0)
     first_disagreement: list[float] | None = None
     for count, position in enumerate(rng.permutation(len(candidates)).tolist()):
         if count >= at_least and time.monotonic() > deadline:
             break
-        point = candidates[position]
-        evaluated[kinds[position]] += 1
+        kind, point = candidates[position]
+        evaluated[kind] += 1
         difference = _exact_difference(original, compressed_network, point)
         if difference > largest:
             largest = difference

@@ -41,6 +41,7 @@ from verifier.certify import (
     covers_all_phases,
     lemma_id,
     prove_box,
+    proving_sign,
 )
 from verifier.config import Config
 from verifier.domain import Box, Domain
@@ -552,10 +553,9 @@ class _BoxCertifier:
         checked, and to write their obligations."""
         lemmas, contexts = self._lemmas_and_contexts()
         covered = self._covered(lemmas, contexts)
-        written = sum(_obligations_by_layer(lemmas, covered).values())
-        return self.certification.check_cost.of(self._not_yet_checked(lemmas, covered)) + (
-            WRITE_SECONDS_PER_OBLIGATION * written
-        )
+        return self.certification.check_cost.of(
+            self._not_yet_checked(lemmas, covered)
+        ) + _writing_seconds(lemmas, covered)
 
     def _unchecked(self) -> Counter[int]:
         """By layer, the obligations Z3 would check if the proofs stopped here, less those
@@ -662,7 +662,7 @@ class _BoxCertifier:
         for neuron in failed:
             if time.monotonic() > deadline:
                 break
-            sign = UPPER if self.claims[neuron] is Phase.INACTIVE else LOWER
+            sign = proving_sign(self.claims[neuron])
             # Ranked by the deepest splits to be tried: at a set depth of 0 no gap would count.
             promise = retry.promise(neuron, sign, depth + max(RETRY_EXTRA_DEPTHS))
             if promise is not None:
@@ -822,8 +822,7 @@ def _check_shallow_first(
     contexts = all_contexts(proofs)
     own = _claim_lemmas(lemmas, ancestries, claims)
     wanted = _with_contexts(own, lemmas, contexts)
-    writing = WRITE_SECONDS_PER_OBLIGATION * sum(_obligations_by_layer(lemmas, wanted).values())
-    checks_deadline = deadline - writing
+    checks_deadline = deadline - _writing_seconds(lemmas, wanted)
     # The early worker keeps what it has started; the rest goes to all the workers.
     started = early.started - early.withdraw() if early is not None else set()
     numbered = dict(enumerate(boxes))
@@ -834,6 +833,11 @@ def _check_shallow_first(
     if early is not None:
         checked.update(early.results(checks_deadline))
     return {i: check for i, (check, _) in checked.items() if i in wanted}
+
+
+def _writing_seconds(lemmas: Mapping[str, BoundLemma], identifiers: Iterable[str]) -> float:
+    """What writing these lemmas' obligations after the analysis will take."""
+    return WRITE_SECONDS_PER_OBLIGATION * sum(_obligations_by_layer(lemmas, identifiers).values())
 
 
 def _obligations_by_layer(
@@ -878,7 +882,7 @@ def covering_lemmas(
 
     Sound because a lemma proved on a box holds on every box inside it.
     """
-    sign = UPPER if phase is Phase.INACTIVE else LOWER
+    sign = proving_sign(phase)
     found: dict[str, BoundLemma] = {}
     for chain in ancestries:
         showing = [
@@ -901,7 +905,7 @@ def shows_phase(lemma: BoundLemma, phase: Phase) -> bool:
 
 def proving_lemma(proof: BoxProof, box: int, neuron: Neuron, phase: Phase) -> BoundLemma | None:
     """The lemma that shows `neuron` is in `phase` on this box, if one was proved."""
-    sign = UPPER if phase is Phase.INACTIVE else LOWER
+    sign = proving_sign(phase)
     lemma = proof.lemmas.get(lemma_id(box, neuron, sign))
     return lemma if lemma is not None and shows_phase(lemma, phase) else None
 
