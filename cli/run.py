@@ -43,7 +43,13 @@ from rich.table import Table
 
 from cli import DebugOption, one_line, user_errors
 from verifier.config import Config
-from verifier.domain import Domain, box_from_cli, load_bounds_file, parse_vnnlib
+from verifier.domain import (
+    Domain,
+    box_from_cli,
+    load_bounds_file,
+    parse_bound_values,
+    parse_vnnlib,
+)
 from verifier.errors import DomainError, VerifyCompressError
 from verifier.report import render_report, rounding_bound_text
 
@@ -242,20 +248,6 @@ def make_config(
     )
 
 
-def parse_values(option: str, texts: Sequence[str]) -> list[float]:
-    """The numbers of a repeatable, comma-separated option (`--lower 0,0.5 --lower 1`)."""
-    values = []
-    for text in texts:
-        for part in text.split(","):
-            try:
-                values.append(float(part.strip()))
-            except ValueError:
-                raise DomainError(f"{option}: {part.strip()!r} is not a number") from None
-    if not values:
-        raise DomainError(f"{option}: no values given")
-    return values
-
-
 def build_domain(
     lower: Sequence[str] | None,
     upper: Sequence[str] | None,
@@ -292,7 +284,9 @@ def build_domain(
             "default domain [0, 1] per input)"
         )
     domain = box_from_cli(
-        parse_values("--lower", lower), parse_values("--upper", upper), input_size
+        parse_bound_values("--lower", lower, "down"),
+        parse_bound_values("--upper", upper, "up"),
+        input_size,
     )
     return domain, describe_domain(domain, "")
 

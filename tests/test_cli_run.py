@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from cli.run import Interrupts, build_domain, describe_domain, parse_values
+from cli.run import Interrupts, build_domain, describe_domain
 from verifier.errors import DomainError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -428,9 +429,18 @@ def test_the_readme_main_job_on_a_bundled_model_is_accepted_by_check(tmp_path: P
 
 
 def test_bound_options_accept_repeats_and_commas() -> None:
-    assert parse_values("--lower", ["0,0.5", "-1", " 2 "]) == [0.0, 0.5, -1.0, 2.0]
+    domain, _ = build_domain(["0,0.5", "-1", " 2 "], ["3"], None, None, 4)
+    assert domain.boxes[0].lower.tolist() == [0.0, 0.5, -1.0, 2.0]
     with pytest.raises(DomainError, match="--upper: 'x' is not a number"):
-        parse_values("--upper", ["1,x"])
+        build_domain(["0"], ["1,x"], None, None, 2)
+
+
+def test_decimal_bound_options_are_rounded_outward_so_the_box_contains_the_typed_one() -> None:
+    domain, description = build_domain(["0.1"], ["0.3"], None, None, 2)
+    box = domain.boxes[0]
+    assert all(Fraction(value) <= Fraction("0.1") for value in box.lower.tolist())
+    assert all(Fraction(value) >= Fraction("0.3") for value in box.upper.tolist())
+    assert description == "[0.1, 0.3]^2"
 
 
 def test_without_domain_options_the_domain_is_the_unit_box_and_says_so() -> None:

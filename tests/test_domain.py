@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from verifier.domain import (
     Domain,
     box_from_cli,
     load_bounds_file,
+    parse_bound_values,
     parse_decimal,
     parse_vnnlib,
     round_to_float,
@@ -285,6 +287,25 @@ def test_a_cli_bound_of_the_wrong_length_names_the_option_and_lengths() -> None:
 def test_an_inverted_cli_box_names_the_input() -> None:
     with pytest.raises(DomainError, match=r"input 1: lower bound 2.0 > upper bound 1.0"):
         box_from_cli([0.0, 2.0], [1.0], input_size=2)
+
+
+def test_cli_bound_text_is_parsed_exactly_and_rounded_outward() -> None:
+    (low,) = parse_bound_values("--lower", ["0.1"], "down")
+    (high,) = parse_bound_values("--upper", ["0.3"], "up")
+    assert Fraction(low) <= Fraction("0.1") and math.nextafter(low, 1.0) > Fraction("0.1")
+    assert Fraction(high) >= Fraction("0.3") and math.nextafter(high, 0.0) < Fraction("0.3")
+    assert parse_bound_values("--lower", ["0,0.5", " -1 ", "2"], "down") == [0.0, 0.5, -1.0, 2.0]
+
+
+def test_a_cli_bound_that_is_not_a_finite_decimal_is_refused_naming_the_option() -> None:
+    with pytest.raises(DomainError, match="--upper: 'x' is not a number"):
+        parse_bound_values("--upper", ["1,x"], "up")
+    with pytest.raises(DomainError, match="--lower: nan: constant 'nan' is NaN"):
+        parse_bound_values("--lower", ["nan"], "down")
+    with pytest.raises(DomainError, match="--upper: 1e400: constant is outside the float64"):
+        parse_bound_values("--upper", ["1e400"], "up")
+    with pytest.raises(DomainError, match="--lower: no values given"):
+        parse_bound_values("--lower", [], "down")
 
 
 def test_a_nan_cli_bound_is_refused() -> None:

@@ -6,16 +6,18 @@ A neuron is stable on a domain only if it is stable (with the same phase) on eve
 are stored as float64 arrays; the exact domain is those floats read as exact rationals.
 
 Three sources build a domain, each a function here:
-- `box_from_cli`: `--lower/--upper` values, one scalar (broadcast) or one per input;
+- `box_from_cli`: `--lower/--upper` values, one scalar (broadcast) or one per input (their
+  text read by `parse_bound_values`);
 - `parse_vnnlib`: the input constraints of a VNN-LIB file (a union of boxes);
 - `load_bounds_file`: a `.npy` or `.json` file of lower and upper bounds.
 
-Soundness of the conversion to floats: decimal text (VNN-LIB constants, JSON numbers) is parsed
-exactly and rounded OUTWARD to float64 (lower bounds down, upper bounds up), so the float box
-contains the box the text describes. A result proved on the float box therefore holds on the
-described box. `Domain.to_json`/`Domain.from_json` store the float bounds as exact decimal
-strings and read them back bit for bit (a string that is not exactly a float64 is rejected,
-never rounded, because a certificate must name exactly the domain that was verified).
+Soundness of the conversion to floats: decimal text (VNN-LIB constants, JSON numbers, the
+`--lower/--upper` values) is parsed exactly and rounded OUTWARD to float64 (lower bounds down,
+upper bounds up), so the float box contains the box the text describes. A result proved on
+the float box therefore holds on the described box. `Domain.to_json`/`Domain.from_json` store
+the float bounds as exact decimal strings and read them back bit for bit (a string that is not
+exactly a float64 is rejected, never rounded, because a certificate must name exactly the
+domain that was verified).
 """
 
 from __future__ import annotations
@@ -280,11 +282,36 @@ def _round_outward(
 # Boxes from the command line
 
 
+def parse_bound_values(
+    option: str, texts: Sequence[str], direction: Literal["down", "up"]
+) -> list[float]:
+    """The numbers of a repeatable, comma-separated bound option (`--lower 0,0.5 --lower 1`).
+
+    Each decimal is parsed exactly and rounded OUTWARD to float64 like the file readers do:
+    `direction` is "down" for lower bounds and "up" for upper bounds, so `--upper 0.3` gives
+    the float just above 0.3 and the box contains the one the user typed. Errors name the
+    option and the value.
+    """
+    values = []
+    for text in texts:
+        for part in (piece.strip() for piece in text.split(",")):
+            try:
+                values.append(round_to_float(parse_decimal(part), direction))
+            except ValueError as error:
+                if _DECIMAL.fullmatch(part) is None and part.lower() not in _NON_FINITE:
+                    raise DomainError(f"{option}: {part!r} is not a number") from None
+                raise DomainError(f"{option}: {part}: {error}") from None
+    if not values:
+        raise DomainError(f"{option}: no values given")
+    return values
+
+
 def box_from_cli(lower: Sequence[float], upper: Sequence[float], input_size: int) -> Domain:
     """The box `--lower/--upper`: each one value (broadcast to every input) or one per input.
 
-    The values are floats already (the command line parser read them), so no rounding happens
-    here; wrong lengths and lower > upper raise `DomainError` naming the option or input.
+    The values are floats already (`parse_bound_values` rounded the command line's decimals
+    outward), so no rounding happens here; wrong lengths and lower > upper raise `DomainError`
+    naming the option or input.
     """
     lows = _broadcast("--lower", lower, input_size)
     highs = _broadcast("--upper", upper, input_size)
