@@ -6,6 +6,8 @@ Shared by every command module (`cli.main` and the modules it registers):
   `EXIT_USER_ERROR` (2); with `--debug` the exception propagates with its traceback instead.
   Any other exception is a bug and keeps its traceback.
 - `DebugOption`: the `--debug` option every command declares and passes to `user_errors`.
+- `PlainFlagsCommand`, `PlainFlagsGroup`: the typer classes of every command and of the app:
+  their help lists a boolean flag (`--json`, `--debug`, `--help`) without a value type.
 
 Kept here rather than in `cli.main` so that command modules can import it while `cli.main`
 imports them.
@@ -14,10 +16,11 @@ imports them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from verifier.errors import VerifyCompressError
 
@@ -52,3 +55,26 @@ def user_errors(debug: bool) -> Iterator[None]:
             raise
         typer.echo(f"error: {describe(error)}", err=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+def _plain_flags(params: Sequence[Any]) -> Any:
+    """`params` with every flag given an empty metavar: typer's rich help otherwise shows a
+    boolean flag's type, `--json <bool>`, as if the option took a value."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class PlainFlagsCommand(TyperCommand):
+    """A command whose help lists boolean flags without a value type (see `_plain_flags`)."""
+
+    def get_params(self, ctx: Any) -> Any:
+        return _plain_flags(super().get_params(ctx))
+
+
+class PlainFlagsGroup(TyperGroup):
+    """The app's group: `--version` and `--help` listed without a value type."""
+
+    def get_params(self, ctx: Any) -> Any:
+        return _plain_flags(super().get_params(ctx))

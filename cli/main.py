@@ -10,7 +10,8 @@ the arguments when they do not start with a registered command or a top-level op
 `run` and `check` commands live in `cli/run.py`). Options such as `--debug` belong to a
 command, so they follow its name (or the network, for the default command). To add a
 command, define it (in its own `cli/<name>.py` for anything substantial) and register it here
-with `app.command(name)(function)`.
+with `app.command(name, cls=PlainFlagsCommand)(function)` (its help then lists boolean flags
+without a value type).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli import DebugOption, user_errors
+from cli import DebugOption, PlainFlagsCommand, PlainFlagsGroup, user_errors
 from cli.run import check, run
 from cli.train import train
 from verifier import __version__
@@ -41,6 +42,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=PlainFlagsGroup,
 )
 
 
@@ -65,7 +67,7 @@ def root(
     """
 
 
-@app.command()
+@app.command(cls=PlainFlagsCommand)
 def inspect(
     network: Annotated[Path, typer.Argument(help="The ONNX network to describe.")],
     as_json: Annotated[
@@ -115,9 +117,9 @@ def print_summary(summary: NetworkSummary, console: Console) -> None:
     console.print(f"ONNX ops folded into the affine layers: {folded}", highlight=False)
 
 
-app.command("run")(run)
-app.command("check")(check)
-app.command("train")(train)
+app.command("run", cls=PlainFlagsCommand)(run)
+app.command("check", cls=PlainFlagsCommand)(check)
+app.command("train", cls=PlainFlagsCommand)(train)
 
 
 def route(args: Sequence[str], commands: Collection[str]) -> list[str]:

@@ -299,6 +299,26 @@ def test_check_of_a_missing_or_malformed_certificate_is_a_bad_input(tmp_path: Pa
 
 
 # ---------------------------------------------------------------------------------------------
+# Help
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("NET.onnx", "--help"), ("check", "--help"), ("inspect", "--help"), ("--help",)],
+    ids=["main job", "check", "inspect", "app"],
+)
+def test_help_shows_boolean_options_as_plain_flags_not_as_taking_a_value(
+    args: tuple[str, ...],
+) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert "--help" in result.stdout
+    assert "<bool>" not in result.stdout, result.stdout
+    if args[0] != "--help":
+        assert "--debug" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
 # Bad input: exit 2, one line naming the problem, no files
 
 
