@@ -3,8 +3,8 @@
 Shared by every command module (`cli.main` and the modules it registers):
 - `user_errors(debug)`: the one error policy. A `VerifyCompressError` (or an `OSError` such as
   a missing or unwritable file) prints one line `error: <message>` to stderr and exits with
-  `EXIT_USER_ERROR` (2); with `--debug` the exception propagates with its traceback instead.
-  Any other exception is a bug and keeps its traceback.
+  `EXIT_USER_ERROR` (2); `--debug` prints the traceback before that line and never changes
+  the exit status. Any other exception is a bug and keeps its traceback.
 - `DebugOption`: the `--debug` option every command declares and passes to `user_errors`.
 - `PlainFlagsCommand`, `PlainFlagsGroup`: the typer classes of every command and of the app:
   their help lists a boolean flag (`--json`, `--debug`, `--help`) without a value type.
@@ -16,6 +16,7 @@ imports them.
 from __future__ import annotations
 
 import contextlib
+import traceback
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Any
 
@@ -52,7 +53,7 @@ def user_errors(debug: bool) -> Iterator[None]:
         yield
     except (VerifyCompressError, OSError) as error:
         if debug:
-            raise
+            traceback.print_exc()
         typer.echo(f"error: {describe(error)}", err=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
 

@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -501,6 +502,9 @@ def check(
         if workers < 1:
             raise VerifyCompressError(f"--workers must be 1 or more, got {workers}")
         from verifier.check import check_certificate
+        from verifier.smt import require_solver
+
+        require_solver(solver)
 
         show = not quiet and not json_output and stdout.is_terminal
         with progress_display(show, interrupts) as progress:
@@ -644,7 +648,8 @@ def progress_display(
 
 @contextmanager
 def interruptible(debug: bool, consequence: str, completed: str) -> Iterator[Interrupts]:
-    """Ctrl-C ends the command at once with status 130 and one line (a traceback with --debug).
+    """Ctrl-C ends the command at once with status 130 and one line (after the traceback with
+    --debug, which never changes the exit status).
 
     The line says `consequence`; if the interrupt was swallowed (see `Interrupts`) and the
     work completed anyway, it says `completed` instead. By the time a KeyboardInterrupt
@@ -659,7 +664,7 @@ def interruptible(debug: bool, consequence: str, completed: str) -> Iterator[Int
         yield interrupts
     except KeyboardInterrupt:
         if debug:
-            raise
+            traceback.print_exc()
         _exit_interrupted(started, consequence)
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -24,6 +24,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from cli.main import main
 from cli.run import Interrupts, build_domain, describe_domain
 from verifier.errors import DomainError
 
@@ -222,6 +223,27 @@ def test_check_json_reports_validity_and_counts(
     assert report["counts"]["witnesses"] > 0
 
 
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "--debug"])
+def test_check_with_a_solver_that_is_not_installed_exits_2_with_an_install_hint(
+    main_job: tuple[subprocess.CompletedProcess[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    debug: bool,
+) -> None:
+    _, out = main_job
+    monkeypatch.setitem(sys.modules, "cvc5", None)  # `import cvc5` now raises ImportError
+    args = ["check", str(out / "certificate.json"), "--solver", "cvc5"]
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--debug"] if debug else args)
+    captured = capsys.readouterr()
+    assert exited.value.code == 2, captured.out + captured.err
+    assert "INVALID" not in captured.out
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "cvc5" in last
+    assert "pip install 'verify-compress[cvc5]'" in last
+    assert ("Traceback" in captured.err) == debug
+
+
 def tampered(out: Path, name: str, certificate: dict[str, Any]) -> Path:
     """A tampered copy beside the original (its ONNX paths are relative to that directory)."""
     path = out / f"tampered_{name}.json"
@@ -378,9 +400,11 @@ def test_two_domain_options_at_once_are_refused(tiny: Path, tmp_path: Path) -> N
     assert "--lower/--upper" in line and "--bounds" in line
 
 
-def test_debug_shows_the_traceback_of_a_bad_input(tmp_path: Path) -> None:
+def test_debug_adds_the_traceback_of_a_bad_input_and_keeps_exit_code_2(tmp_path: Path) -> None:
     result = run_cli(str(tmp_path / "absent.onnx"), "--debug")
-    assert result.returncode != 0 and "Traceback" in result.stderr
+    assert result.returncode == 2 and "Traceback" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "absent.onnx" in last
 
 
 # ---------------------------------------------------------------------------------------------

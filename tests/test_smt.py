@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from verifier.check import check_certificate
-from verifier.smt import Obligation, SmtVerdict, check, check_many
+from verifier.errors import MissingToolError, VerifyCompressError
+from verifier.smt import Obligation, SmtVerdict, check, check_many, require_solver
 
 PROVABLE = Obligation(
     "provable",
@@ -46,6 +48,20 @@ def test_a_script_without_check_sat_proves_nothing() -> None:
 def test_an_unknown_solver_is_rejected() -> None:
     with pytest.raises(ValueError, match="supported: z3, cvc5"):
         check(PROVABLE, 1.0, "yices")
+
+
+def test_a_solver_that_is_not_installed_is_refused_with_an_install_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "cvc5", None)  # `import cvc5` now raises ImportError
+    with pytest.raises(MissingToolError, match=r"pip install 'verify-compress\[cvc5\]'"):
+        require_solver("cvc5")
+
+
+def test_z3_is_always_available_and_an_unknown_solver_is_a_user_error() -> None:
+    require_solver("z3")
+    with pytest.raises(VerifyCompressError, match="supported: z3, cvc5"):
+        require_solver("yices")
 
 
 def test_parallel_checks_give_the_same_verdicts_in_order() -> None:

@@ -33,3 +33,8 @@ class VnnlibError(DomainError):
 
 class CertificateError(VerifyCompressError):
     """A certificate is malformed or fails verification; the message names the item."""
+
+
+class MissingToolError(VerifyCompressError):
+    """An optional tool the command needs (say the cvc5 solver) is not installed; the message
+    says how to install it."""

@@ -20,6 +20,8 @@ from fractions import Fraction
 
 import z3
 
+from verifier.errors import MissingToolError, VerifyCompressError
+
 
 class SmtVerdict(enum.Enum):
     PROVED = "proved"
@@ -58,6 +60,28 @@ def solver_versions() -> dict[str, str]:
 
 
 SOLVERS = ("z3", "cvc5")
+CVC5_INSTALL_HINT = "pip install 'verify-compress[cvc5]'"
+
+
+def require_solver(name: str) -> None:
+    """Raise unless the solver `name` can run: `MissingToolError` (with the install command)
+    for cvc5 when its Python package cannot be imported, `VerifyCompressError` for a name
+    that is not in `SOLVERS`. Z3 is a dependency, so always there.
+
+    Call it before a job that uses the solver: `check` would otherwise answer every
+    obligation "unknown" (cvc5 is not installed), which reads as an invalid certificate.
+    """
+    if name not in SOLVERS:
+        raise VerifyCompressError(
+            f"solver {name!r} is not supported; supported: {', '.join(SOLVERS)}"
+        )
+    if name == "cvc5":
+        try:
+            import cvc5  # noqa: F401  (optional: the extra `verify-compress[cvc5]`)
+        except ImportError:
+            raise MissingToolError(
+                f"the cvc5 solver is not installed; install it with: {CVC5_INSTALL_HINT}"
+            ) from None
 
 
 def smt_number(value: Fraction) -> str:
@@ -214,7 +238,7 @@ def _check_with_cvc5(obligation: Obligation, timeout_seconds: float) -> SmtResul
         import cvc5
     except ImportError:
         return SmtResult(
-            SmtVerdict.UNKNOWN, 0.0, "cvc5 is not installed: pip install 'verify-compress[cvc5]'"
+            SmtVerdict.UNKNOWN, 0.0, f"cvc5 is not installed: {CVC5_INSTALL_HINT}"
         )
     started = time.perf_counter()
     answers: list[str] = []
