@@ -6,9 +6,10 @@ Registered by `cli.main` (`run` is the default command, so `verify-compress NET.
 
 Output policy: results go to stdout (a table for people, or with `--json` one JSON document and
 nothing else); the progress display goes to stderr and is shown only when stdout is a terminal
-and `--quiet` is not given. Errors follow `cli.user_errors` (exit 2, one line). Ctrl-C exits
-with 130 and one line; the pipeline writes its output directory atomically, so an interrupted
-run leaves no partial files.
+and `--quiet` is not given. A network without ReLU still runs (exit 0), with the note
+`NO_RELU_NOTE` on stderr (and as "note" in the `--json` document). Errors follow
+`cli.user_errors` (exit 2, one line). Ctrl-C exits with 130 and one line; the pipeline writes
+its output directory atomically, so an interrupted run leaves no partial files.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ DEFAULT_UPPER = 1.0
 PROOFS_DIR = Path("proofs")
 OUTPUT_FILES = ("certificate.json", "compressed.onnx", "report.html")
 MAX_LISTED_FAILURES = 20
+NO_RELU_NOTE = "nothing to compress: the network has no ReLU"
+"""Printed on stderr (and the `--json` field "note") after a run on a network without ReLU: the
+run succeeds, but there is no neuron to find stable."""
 STATUS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("stably_active", "stably active"),
     ("stably_inactive", "stably inactive"),
@@ -208,8 +212,14 @@ def run(
                 progress=progress,
                 write_report=render_report,
             )
+    note = NO_RELU_NOTE if not net.hidden_neurons() else None
+    if note is not None:
+        typer.echo(note, err=True)
     if json_output:
-        typer.echo(json.dumps(run_json(result.certificate, result.out_dir), indent=2))
+        document = run_json(result.certificate, result.out_dir)
+        if note is not None:
+            document["note"] = note
+        typer.echo(json.dumps(document, indent=2))
     elif quiet:
         typer.echo(f"certificate written: {result.out_dir / 'certificate.json'}")
     else:

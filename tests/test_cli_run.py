@@ -183,6 +183,32 @@ def test_a_box_domain_from_the_command_line_is_used(tiny: Path, tmp_path: Path) 
     assert domain["boxes"] == [{"lower": ["-1", "0", "0", "0"], "upper": ["0.5"] * 4}]
 
 
+NO_RELU_NOTE = "nothing to compress: the network has no ReLU"
+
+
+def test_a_network_without_relu_is_run_with_a_note_on_stderr(tmp_path: Path) -> None:
+    network = mlp(tmp_path / "affine.onnx", [4, 2])
+    result = run_cli(str(network), "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [NO_RELU_NOTE]
+    assert (tmp_path / "o" / "certificate.json").is_file()
+
+
+def test_a_network_without_relu_has_a_note_in_the_json_document(tmp_path: Path) -> None:
+    network = mlp(tmp_path / "affine.onnx", [4, 2])
+    result = run_cli(str(network), "--out", str(tmp_path / "o"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["note"] == NO_RELU_NOTE
+    assert result.stderr.strip().splitlines() == [NO_RELU_NOTE]
+
+
+def test_a_network_with_relu_has_no_note(
+    main_job: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, _ = main_job
+    assert NO_RELU_NOTE not in result.stderr
+
+
 def test_max_subboxes_one_keeps_every_domain_box_whole(tiny: Path, tmp_path: Path) -> None:
     result = run_cli(str(tiny), "--max-subboxes", "1", "--out", str(tmp_path / "out"), "--quiet")
     assert result.returncode == 0, result.stderr
