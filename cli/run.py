@@ -53,6 +53,7 @@ from verifier.domain import (
     parse_vnnlib,
 )
 from verifier.errors import DomainError, VerifyCompressError
+from verifier.files import prepare_output
 from verifier.report import render_report, rounding_bound_text
 
 EXIT_CHECK_FAILED = 1
@@ -124,6 +125,14 @@ def run(
         Path | None,
         typer.Option("--out", help="Output directory. Default: proofs/<network name>/."),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace --out even if it is a file or a folder of other files (they are "
+            "deleted). Without it, only an empty folder or a previous output is replaced.",
+        ),
+    ] = False,
     time_limit: Annotated[
         float,
         typer.Option(
@@ -196,6 +205,7 @@ def run(
         domain, description = build_domain(lower, upper, vnnlib, bounds, net.input_size)
         rows = load_data(data, net.input_size) if data is not None else None
         out_dir = out if out is not None else PROOFS_DIR / network.stem
+        prepare_output(out_dir, force)
         if not json_output:
             stdout.print(
                 f"network: {escape(str(network))} ({net.input_size} inputs, "
@@ -352,7 +362,7 @@ def run_json(certificate: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     return {
         **certificate["summary"],
         "domain_boxes": len(certificate["domain"]["boxes"]),
-        "proof_subboxes": certificate["subdomains"]["subboxes"],
+        "proof_subboxes": certificate["proofs"]["sub_boxes"],
         "equivalence_proved": certificate["compression"]["equivalence"]["proved"],
         "rounding_bound": certificate["compression"]["rounding_bound"],
         "timings": certificate["timings"],
@@ -368,7 +378,7 @@ def print_run(certificate: Mapping[str, Any], out_dir: Path, console: Console) -
     console.print(layer_table(summary["per_layer"], totals))
     console.print(counts_table(totals))
     console.print(timings_table(certificate["timings"]))
-    subboxes = certificate["subdomains"]["subboxes"]
+    subboxes = certificate["proofs"]["sub_boxes"]
     boxes = len(certificate["domain"]["boxes"])
     if subboxes > boxes:
         console.print(

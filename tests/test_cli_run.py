@@ -25,7 +25,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from cli.main import main
-from cli.run import Interrupts, build_domain, describe_domain
+from cli.run import OUTPUT_FILES, Interrupts, build_domain, describe_domain
 from verifier.errors import DomainError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -389,6 +389,49 @@ def test_an_unsupported_op_is_named(tmp_path: Path) -> None:
     line = one_error_line(run_cli(str(model), "--out", str(tmp_path / "o")))
     assert "Sigmoid" in line
     assert not (tmp_path / "o").exists()
+
+
+def test_an_out_folder_with_user_files_is_refused_without_force(
+    tiny: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "thesis"
+    folder.mkdir()
+    (folder / "chapter1.tex").write_text("mine")
+    line = one_error_line(run_cli(str(tiny), "--out", str(folder)))
+    assert str(folder) in line and "--force" in line
+    assert [p.name for p in tmp_path.iterdir()] == ["thesis"]
+    assert (folder / "chapter1.tex").read_text() == "mine"
+
+
+def test_an_out_path_that_is_a_file_is_refused_without_force(tiny: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    line = one_error_line(run_cli(str(tiny), "--out", str(notes)))
+    assert str(notes) in line and "not a directory" in line
+    assert notes.read_text() == "mine"
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_the_run_naming_it(
+    tiny: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    out = tmp_path / "notes.txt" / "out"
+    line = one_error_line(run_cli(str(tiny), "--out", str(out), "--force"))
+    assert line.startswith(f"error: {out}: ")  # the user's path, not a temporary one
+
+
+def test_force_replaces_an_out_folder_with_user_files_and_a_previous_output_needs_no_force(
+    tiny: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "thesis"
+    folder.mkdir()
+    (folder / "chapter1.tex").write_text("mine")
+    forced = run_cli(str(tiny), "--out", str(folder), "--force", "--quiet")
+    assert forced.returncode == 0, forced.stderr
+    assert sorted(p.name for p in folder.iterdir()) == [*sorted(OUTPUT_FILES), "smt"]
+    again = run_cli(str(tiny), "--out", str(folder), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["thesis"], "an old or staging folder left"
 
 
 def test_an_inverted_domain_names_the_input(tiny: Path, tmp_path: Path) -> None:

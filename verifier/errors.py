@@ -38,3 +38,8 @@ class CertificateError(VerifyCompressError):
 class MissingToolError(VerifyCompressError):
     """An optional tool the command needs (say the cvc5 solver) is not installed; the message
     says how to install it."""
+
+
+class OutputError(VerifyCompressError):
+    """The output directory cannot be used: it is a file, a folder of someone's own files, or
+    not writable; the message names the path."""

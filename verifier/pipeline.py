@@ -304,13 +304,9 @@ def _onnxruntime_comparison(
 
 def _replace_directory(staging: Path, target: Path) -> None:
     """Move `staging` to `target`, replacing an earlier output directory only once complete."""
-    if target.exists():
-        retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-        os.replace(target, retired / "previous")
-        os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, target)
+    from verifier.files import replace_directory
+
+    replace_directory(staging, target)
 
 
 def neurons_by_status(statuses: dict[Neuron, Status]) -> dict[str, int]:
