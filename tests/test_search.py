@@ -135,6 +135,7 @@ def test_the_analysis_agrees_with_the_pattern_oracle_on_small_networks(
             assert neuron not in table.unstable()
             assert result.claims.get(neuron) in stable_phases, f"{neuron}: wrong or no claim"
     assert not result.undecided
+    assert result.notes == []  # ordinary weights and boxes: nothing given up
 
 
 def _search_on_boxes(network: Network, boxes: list[tuple[float, float]]) -> tuple:

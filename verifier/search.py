@@ -59,6 +59,23 @@ width + 2/scale); `ScaledNetwork.forward` is the pure-integer reference of this 
 the CP-SAT model (`build_model`) has, at each grid point, exactly its values, unless one of
 them leaves its domain (then the model excludes the grid point).
 
+CP-SAT's integers are 64-bit: it rejects a model in which a linear constraint may reach 2**62,
+or whose variable domains add up beyond int64. `scale_network` keeps every row's possible sum
+within `MAX_LINEAR_SUM` and the domains' total within `MAX_DOMAIN_TOTAL`, and degrades, never
+fails, where extreme weights break them:
+- where the divisor a layer's typical weight asks for would break them (tiny weights beside an
+  ordinary bias or bound: 2**-60 on the only varying input, subnormal weights), D is capped
+  and the weights that round to 0 are left out of the model (their rounding is in the error
+  bound; the hint and the exact re-evaluation of solutions still use them);
+- where even D = 1 breaks them (pre-activations of 1e15 at scale 1000), the stage is scaled
+  again at a lower search scale, down to `MIN_LOWERED_SCALE`; below that (1e30) the stage and
+  every deeper one are skipped, and their candidates stay open (undecided);
+- inputs whose interval admits no float grid (a subnormal or overflowing width) are held at
+  their lower bound.
+Each of these is a note (`BoxReport.notes`, `SearchResult.notes`) for the caller to report. As
+the model stays an approximation either way, nothing it yields gets more trust than before:
+solutions are re-evaluated exactly, absences are claims.
+
 The search
 ----------
 On each box, candidates are taken in layer stages (shallowest first). Stage L builds one model
@@ -148,7 +165,18 @@ MARGIN_GROWTH = 8
 SOURCE_SINGLE = "search"
 SOURCE_PER_NEURON = "search-per-neuron"
 _MAX_GRID_INDEX = 2**50
-_MAX_COEFFICIENT = 2**62
+MAX_LINEAR_SUM = 2**60
+"""Most that any linear constraint of the model may reach, sum_j |a_j| * max|x_j| plus its
+constant. CP-SAT rejects a model where such a sum may exceed 2**62 (int64 max / 2); the factor
+4 absorbs the float rounding of the estimates made here."""
+MAX_DOMAIN_TOTAL = 2**61
+"""Most that the variables' domains may add up to (max(|min|, |max|, max - min) each): CP-SAT
+requires the sum to fit in an int64."""
+MIN_LOWERED_SCALE = 16
+"""A stage that does not fit the limits at `config.search_scale` is scaled again at a scale
+lowered by the estimated excess (twice over), but not below this; below it the stage, and
+every deeper one, is skipped (and a note says so)."""
+_RESCALE_ATTEMPTS = 3
 
 
 class PreActivationBounds(Protocol):
@@ -185,6 +213,17 @@ class WitnessRecorder(Protocol):
 # Scaled integer semantics
 
 
+class ScalingError(ValueError):
+    """A layer's scaled integers do not fit CP-SAT's 64-bit limits (or float64) at this scale."""
+
+    def __init__(self, layer: int, reason: str, excess: float) -> None:
+        super().__init__(f"layer {layer}: {reason}")
+        self.layer = layer
+        self.excess = excess
+        """How many times too large the scaled values are (inf: no scale helps). They shrink
+        about in proportion to the scale."""
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ScaledLayer:
     """One affine layer in the scaled integer semantics (see the module docstring)."""
@@ -207,6 +246,11 @@ class ScaledLayer:
     @property
     def outputs(self) -> int:
         return int(self.weights.shape[0])
+
+    def reach(self) -> list[int]:
+        """max |G| over the domain, per neuron."""
+        pairs = zip(self.lower.tolist(), self.upper.tolist(), strict=True)
+        return [max(abs(int(low)), abs(int(high))) for low, high in pairs]
 
     def post_activation_range(self, row: int) -> tuple[int, int]:
         """Range of H for one neuron."""
@@ -240,6 +284,8 @@ class ScaledNetwork:
     variable: npt.NDArray[np.intp]
     """Indices of the inputs that vary (step > 0), in the order of the layer-0 weight columns."""
     layers: tuple[ScaledLayer, ...]
+    notes: tuple[str, ...] = ()
+    """What the scaling had to give up: inputs held constant, weights left out of the model."""
 
     def to_real(self, grid: npt.ArrayLike) -> FloatArray:
         """The real inputs of grid offsets (shape (..., variables)): exact floats in the box."""
@@ -257,8 +303,11 @@ class ScaledNetwork:
     def nearest_grid(self, point: npt.ArrayLike) -> IntArray:
         """The grid offsets nearest to a real input, clipped into the box's grid."""
         x = np.asarray(point, dtype=np.float64).reshape(-1)[self.variable]
-        k = np.rint(x / self.steps[self.variable]).astype(np.int64) - self.origin_index
-        return np.asarray(np.clip(k, self.input_lower, self.input_upper), dtype=np.int64)
+        # Clipped before the cast: a point outside the box (or NaN) must not wrap around int64.
+        index = np.nan_to_num(np.rint(x / self.steps[self.variable]))
+        low, high = self.origin_index + self.input_lower, self.origin_index + self.input_upper
+        k = np.clip(index, low, high).astype(np.int64) - self.origin_index
+        return np.asarray(k, dtype=np.int64)
 
     def forward(self, grid: npt.ArrayLike) -> list[list[int]]:
         """G of every layer at one grid input: the reference the CP-SAT model must equal."""
@@ -283,7 +332,21 @@ def _post_activation(layer: ScaledLayer, row: int, value: int) -> int:
 
 
 def _power_of_two_at_most(value: float) -> float:
-    return math.ldexp(1.0, math.floor(math.log2(value)))
+    """The largest power of two <= value, for any finite value > 0 (subnormals included)."""
+    _, exponent = math.frexp(value)  # value = m * 2**exponent with 0.5 <= m < 1
+    return math.ldexp(1.0, exponent - 1)
+
+
+def _grid_step(lower: float, upper: float, scale: int) -> float | None:
+    """The power-of-two step of about `scale` steps over [lower, upper], or None where no
+    float grid fits (a width that overflows or underflows, or indices of 2**50 and more)."""
+    width = upper - lower
+    if not math.isfinite(width) or width / scale <= 0.0:
+        return None
+    step = _power_of_two_at_most(width / scale)
+    if not max(abs(lower), abs(upper)) / step < _MAX_GRID_INDEX:
+        return None
+    return step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,24 +357,32 @@ class _InputGrid:
     lower: IntArray
     upper: IntArray
     variable: npt.NDArray[np.intp]
+    held: tuple[int, ...]
+    """Inputs with lower < upper held constant at their lower bound (no float grid fits)."""
 
 
 def _input_grid(box: Box, scale: int) -> _InputGrid:
     """A power-of-two grid with about `scale` steps per varying input, centred in the box.
 
     Grid indices run over [ceil(lower/step), floor(upper/step)], so every grid point is in the
-    box. Inputs with lower == upper (or a box too narrow for float grids) stay constant.
+    box. Inputs with lower == upper stay constant, and so do inputs whose interval no float
+    grid fits (too narrow for float steps, or too wide for float64): those are `held`.
     """
-    widths = box.upper - box.lower
     steps = np.zeros(box.size)
     origin = np.array(box.lower, dtype=np.float64)
     origin_index: list[int] = []
     lower: list[int] = []
     upper: list[int] = []
-    for j in np.flatnonzero(widths > 0).tolist():
-        step = _power_of_two_at_most(float(widths[j]) / scale)
-        low, high = math.ceil(box.lower[j] / step), math.floor(box.upper[j] / step)
-        if max(abs(low), abs(high)) >= _MAX_GRID_INDEX or low > high:
+    held: list[int] = []
+    for j in np.flatnonzero(box.upper > box.lower).tolist():
+        box_lower, box_upper = float(box.lower[j]), float(box.upper[j])
+        step = _grid_step(box_lower, box_upper, scale)
+        if step is None:
+            held.append(j)
+            continue
+        low, high = math.ceil(box_lower / step), math.floor(box_upper / step)
+        if low > high:
+            held.append(j)
             continue
         middle = (low + high) // 2
         steps[j] = step
@@ -326,25 +397,43 @@ def _input_grid(box: Box, scale: int) -> _InputGrid:
         lower=np.array(lower, dtype=np.int64),
         upper=np.array(upper, dtype=np.int64),
         variable=np.flatnonzero(steps > 0),
+        held=tuple(held),
     )
 
 
-def _divisor(unit_weights: FloatArray, scale: int) -> int:
-    """The power of two D that makes a typical weight |W_ij * unit_j| * scale * D about `scale`.
+def _ideal_exponent(unit_weights: FloatArray, scale: int) -> int:
+    """log2 of the power of two D that makes a typical weight |W_ij * unit_j| * scale * D about
+    `scale`.
 
     Typical is the `WEIGHT_QUANTILE` quantile of the nonzero magnitudes (the largest weights
     then get more than `scale` steps, never fewer), capped so no integer weight exceeds
-    `MAX_INTEGER_WEIGHT`.
+    `MAX_INTEGER_WEIGHT`; never below 0 (D >= 1). Computed on logarithms, so that subnormal
+    weights (whose reciprocals overflow) are fine; `_scale_layer` may cap it further.
     """
     magnitudes = np.abs(unit_weights[unit_weights != 0])
     if magnitudes.size == 0:
-        return 1
+        return 0
     typical = float(np.quantile(magnitudes, WEIGHT_QUANTILE))
-    largest = float(np.max(magnitudes))
-    exponent = round(math.log2(1.0 / typical))
-    while exponent > 0 and largest * scale * 2.0**exponent > MAX_INTEGER_WEIGHT:
-        exponent -= 1
-    return int(2 ** max(0, exponent))
+    largest_steps = float(np.max(magnitudes)) * scale
+    if not (typical > 0.0 and 0.0 < largest_steps < math.inf):
+        return 0
+    reciprocal = 1.0 / typical
+    exponent = round(math.log2(reciprocal) if reciprocal < math.inf else -math.log2(typical))
+    # The largest e with largest_steps * 2**e <= MAX_INTEGER_WEIGHT (logarithms give it to +-1).
+    cap = math.floor(math.log2(MAX_INTEGER_WEIGHT) - math.log2(largest_steps))
+    while math.ldexp(largest_steps, cap) > MAX_INTEGER_WEIGHT:
+        cap -= 1
+    while math.ldexp(largest_steps, cap + 1) <= MAX_INTEGER_WEIGHT:
+        cap += 1
+    return max(0, min(exponent, cap))
+
+
+def _float_magnitude(value: Fraction) -> float:
+    """|value| as a float; inf where it overflows float64."""
+    try:
+        return abs(float(value))
+    except OverflowError:
+        return math.inf
 
 
 def _exact_biases(network: Network, layer_index: int, origin: FloatArray) -> list[Fraction]:
@@ -385,49 +474,50 @@ def scale_network(
 
     Neurons the bounds decide, and those in `fixed` (claims of earlier stages), have their
     phase fixed: H = G (active) or H = 0 (inactive).
+
+    Every integer is kept within CP-SAT's 64-bit limits (`MAX_LINEAR_SUM`, `MAX_DOMAIN_TOTAL`):
+    where the divisor a typical weight asks for would exceed them it is capped, and weights
+    that then round to 0 are left out of the model (the error bound covers their rounding; the
+    hint and the exact re-evaluation of solutions still use them). Where even D = 1 exceeds
+    the limits, float64 overflows, or the bounds are not finite, `ScalingError` is raised.
+    What was given up is listed in the result's `notes`.
     """
     if scale < 2:
         raise ValueError(f"search scale must be at least 2, got {scale}")
     grid = _input_grid(box, scale)
+    notes = _held_note(grid.held)
     magnitudes = np.maximum(np.abs(grid.lower), np.abs(grid.upper)).astype(np.float64)
+    domain_total = 2.0 * float(np.sum(magnitudes))
     units = grid.steps[grid.variable]
     previous_error = np.zeros(grid.variable.size)
     layers: list[ScaledLayer] = []
     for index in range(depth):
         layer = network.layers[index]
         weights = layer.float_weights[:, grid.variable] if index == 0 else layer.float_weights
-        unit_weights = weights * units
-        divisor = _divisor(unit_weights, scale)
-        integer_weights = np.rint(unit_weights * (scale * divisor)).astype(np.int64)
-        # B includes D // 2 so that the floor division rounds to nearest (ties up).
-        bias = np.array(
-            [
-                round(b * scale * divisor) + divisor // 2
-                for b in _exact_biases(network, index, grid.origin)
-            ],
-            dtype=object,
-        )
-        error = (
-            0.5 / scale
-            # weights are rounded in float64: allow 2**-20 above the exact half unit
-            + (0.5 + 2.0**-20) * (float(np.sum(magnitudes)) + 1.0) / (scale * divisor)
-            + np.abs(weights) @ previous_error
-        )
         lower_bound = np.asarray(bounds.lower[index], dtype=np.float64)
         upper_bound = np.asarray(bounds.upper[index], dtype=np.float64)
-        slack = np.minimum(error, DOMAIN_SLACK * (upper_bound - lower_bound) + 2.0 / scale)
-        slack += 1e-9 * (1.0 + np.maximum(np.abs(lower_bound), np.abs(upper_bound)))
-        scaled = ScaledLayer(
-            weights=integer_weights,
-            bias=bias,
-            divisor=divisor,
-            lower=np.array([math.floor(v) - 1 for v in (lower_bound - slack) * scale], object),
-            upper=np.array([math.ceil(v) + 1 for v in (upper_bound + slack) * scale], object),
-            fixed=_fixed_phases(layer.relu, lower_bound, upper_bound, index, fixed or {}),
-            relu=layer.relu,
-            error=np.asarray(error, dtype=np.float64),
+        scaled, layer_notes = _scale_layer(
+            index,
+            weights,
+            units,
+            magnitudes,
+            previous_error,
+            _exact_biases(network, index, grid.origin),
+            (lower_bound, upper_bound),
+            _fixed_phases(layer.relu, lower_bound, upper_bound, index, fixed or {}),
+            layer.relu,
+            scale,
         )
-        _check_magnitudes(index, scaled, magnitudes)
+        notes += layer_notes
+        # G and H of each neuron, and its Booleans.
+        domain_total += 3.0 * float(sum(scaled.reach())) + 4.0 * scaled.outputs
+        if domain_total > MAX_DOMAIN_TOTAL:
+            raise ScalingError(
+                index,
+                f"the model's variable domains add up to {domain_total:.3g} at scale {scale}, "
+                "beyond CP-SAT's int64 limit",
+                domain_total / MAX_DOMAIN_TOTAL,
+            )
         layers.append(scaled)
         post = [scaled.post_activation_range(row) for row in range(scaled.outputs)]
         magnitudes = np.array([max(abs(a), abs(b)) for a, b in post], dtype=np.float64)
@@ -442,25 +532,154 @@ def scale_network(
         input_upper=grid.upper,
         variable=grid.variable,
         layers=tuple(layers),
+        notes=tuple(notes),
     )
 
 
-def _check_magnitudes(
+def _held_note(held: Sequence[int]) -> list[str]:
+    if not held:
+        return []
+    shown = ", ".join(str(j) for j in held[:8]) + (", ..." if len(held) > 8 else "")
+    if len(held) == 1:
+        return [f"input {shown} held at its lower bound: no float grid fits its interval"]
+    return [f"inputs {shown} held at their lower bounds: no float grid fits their intervals"]
+
+
+def _scale_layer(
     index: int,
-    layer: ScaledLayer,
-    input_magnitudes: FloatArray,
-) -> None:
-    """Refuse layers whose integer sums could overflow CP-SAT's 64-bit arithmetic."""
-    sums = np.abs(layer.weights).astype(np.float64) @ input_magnitudes
-    largest = max(
-        float(np.max(sums)) if sums.size else 0.0,
-        *(float(abs(int(v))) for v in layer.bias.tolist()),
-        *(float(abs(int(v))) * layer.divisor for v in (*layer.lower, *layer.upper)),
+    weights: FloatArray,
+    units: FloatArray,
+    magnitudes: FloatArray,
+    previous_error: FloatArray,
+    biases: Sequence[Fraction],
+    bounds: tuple[FloatArray, FloatArray],
+    fixed: npt.NDArray[np.int8],
+    relu: bool,
+    scale: int,
+) -> tuple[ScaledLayer, list[str]]:
+    """One layer of `scale_network`: the divisor, integer weights and bias, error, domains.
+
+    `magnitudes` bounds |v_j| of the layer's integer inputs, one unit of which is worth
+    `units[j]`. The divisor is the ideal one (`_ideal_exponent`) unless every row's linear sum,
+    bounded per unit of D and independently of D, needs a smaller one to stay within
+    `MAX_LINEAR_SUM` / 2 (the other half is margin for rounding).
+    """
+    lower_bound, upper_bound = bounds
+    live = magnitudes > 0
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        raw = weights * units
+        # Inputs that are always 0 (neurons fixed inactive) have no effect: their weights are 0.
+        unit_weights = np.where(live, raw, 0.0)
+    ideal = _ideal_exponent(raw, scale)
+    if not np.all(np.isfinite(unit_weights)):
+        raise ScalingError(index, "its weights times the input units overflow float64", math.inf)
+    if not (np.all(np.isfinite(lower_bound)) and np.all(np.isfinite(upper_bound))):
+        raise ScalingError(index, "its pre-activation bounds are not finite", math.inf)
+    bias_sizes = np.array([_float_magnitude(b) for b in biases], dtype=np.float64)
+    bound_sizes = np.maximum(np.abs(lower_bound), np.abs(upper_bound))
+    with np.errstate(over="ignore", invalid="ignore"):
+        slack_cap = DOMAIN_SLACK * (upper_bound - lower_bound) + 2.0 / scale
+        reach = (bound_sizes + slack_cap + 1e-9 * (1.0 + bound_sizes)) * scale + 2.0
+        # Row sum sum_j |A_ij| max|v_j| + |B_i| + D (max|G_i| + 1) <= D * per_divisor + fixed.
+        per_divisor = scale * (np.abs(unit_weights) @ magnitudes + bias_sizes) + reach + 1.5
+        fixed_part = 0.5 * (np.asarray(unit_weights != 0, dtype=np.float64) @ magnitudes) + 1.0
+    room = MAX_LINEAR_SUM / 2
+    worst = float(np.max(per_divisor + fixed_part)) if per_divisor.size else 0.0
+    if not worst <= room:
+        largest = float(np.max(bound_sizes)) if bound_sizes.size else 0.0
+        raise ScalingError(
+            index,
+            f"its pre-activations (bounds up to {largest:.3g}) need integers up to {worst:.3g} "
+            f"at scale {scale}, beyond CP-SAT's 64-bit limits",
+            worst / room,
+        )
+    budget = 62
+    if per_divisor.size:
+        budget = int(np.min(np.floor(np.log2((room - fixed_part) / per_divisor))))
+    exponent = max(0, min(ideal, budget))
+    divisor = 2**exponent
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        rounded = np.rint(unit_weights * float(scale * divisor))
+    if not np.all(np.abs(rounded) <= MAX_LINEAR_SUM):  # the budget rules it out; guards the cast
+        raise ScalingError(index, "its integer weights leave CP-SAT's 64-bit range", math.inf)
+    integer_weights = rounded.astype(np.int64)
+    # B includes D // 2 so that the floor division rounds to nearest (ties up).
+    bias = np.array([round(b * scale * divisor) + divisor // 2 for b in biases], dtype=object)
+    with np.errstate(over="ignore", invalid="ignore"):
+        error = (
+            0.5 / scale
+            # weights are rounded in float64: allow 2**-20 above the exact half unit
+            + (0.5 + 2.0**-20) * (float(np.sum(magnitudes)) + 1.0) / (scale * divisor)
+            + np.abs(weights) @ previous_error
+        )
+        error = np.where(np.isnan(error), np.inf, error)
+        slack = np.minimum(error, slack_cap) + 1e-9 * (1.0 + bound_sizes)
+    scaled = ScaledLayer(
+        weights=integer_weights,
+        bias=bias,
+        divisor=divisor,
+        lower=np.array([math.floor(v) - 1 for v in (lower_bound - slack) * scale], object),
+        upper=np.array([math.ceil(v) + 1 for v in (upper_bound + slack) * scale], object),
+        fixed=fixed,
+        relu=relu,
+        error=np.asarray(error, dtype=np.float64),
     )
-    if largest >= _MAX_COEFFICIENT:
-        raise ValueError(
-            f"layer {index}: scaled values reach {largest:.3g}, too large for CP-SAT; "
-            "the bounds or the search scale are too large"
+    _check_limits(index, scaled, magnitudes)
+    notes = _dropped_notes(index, weights, unit_weights, integer_weights, live, exponent, ideal)
+    return scaled, notes
+
+
+def _dropped_notes(
+    index: int,
+    weights: FloatArray,
+    unit_weights: FloatArray,
+    integer_weights: IntArray,
+    live: npt.NDArray[np.bool_],
+    exponent: int,
+    ideal: int,
+) -> list[str]:
+    """What a capped divisor or float underflow cost: weights left out of the model (not
+    counting those of inputs that are always 0)."""
+    nonzero = (weights != 0) & live
+    dropped = int(np.count_nonzero(nonzero & (integer_weights == 0)))
+    underflow = int(np.count_nonzero(nonzero & (unit_weights == 0)))
+    left_out = (
+        "left out of the model (the hint and the exact re-evaluation of solutions still use them)"
+    )
+    if exponent < ideal:
+        note = (
+            f"layer {index}: divisor 2**{exponent} instead of 2**{ideal}, to stay within "
+            "CP-SAT's 64-bit limits"
+        )
+        if dropped:
+            return [f"{note}: {dropped} nonzero weight(s) round to 0 and are {left_out}"]
+        return [f"{note}: its weights are rounded more coarsely"]
+    if underflow:
+        return [
+            f"layer {index}: {underflow} nonzero weight(s) underflow float64 at the input scale "
+            f"and are {left_out}"
+        ]
+    return []
+
+
+def _check_limits(index: int, layer: ScaledLayer, input_magnitudes: FloatArray) -> None:
+    """Refuse a layer whose integer sums could leave CP-SAT's 64-bit range: every row's
+    sum_j |A_ij| max|v_j| + |B_i| + D (max|G_i| + 1) must stay within `MAX_LINEAR_SUM`."""
+    biases = [abs(int(v)) for v in layer.bias.tolist()]
+    reach = layer.reach()
+    if max(biases + reach, default=0) > MAX_LINEAR_SUM:
+        raise ScalingError(index, "its scaled bias or bounds leave CP-SAT's 64-bit range", math.inf)
+    sums = (
+        np.abs(layer.weights).astype(np.float64) @ input_magnitudes
+        + np.array(biases, dtype=np.float64)
+        + layer.divisor * (np.array(reach, dtype=np.float64) + 1.0)
+    )
+    worst = float(np.max(sums)) if sums.size else 0.0
+    if not worst <= MAX_LINEAR_SUM:
+        raise ScalingError(
+            index,
+            f"its scaled sums reach {worst:.3g}, beyond CP-SAT's 64-bit limits",
+            worst / MAX_LINEAR_SUM,
         )
 
 
@@ -735,6 +954,9 @@ class BoxReport:
     seconds: float
     build_seconds: float
     """Part of `seconds` spent on bounds, scaling and building models."""
+    notes: tuple[str, ...] = ()
+    """What the search gave up on this box, for the report: inputs held constant, weights left
+    out of the model, a lowered search scale, stages skipped (their candidates stay open)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -757,6 +979,8 @@ class SearchResult:
     per_box: list[BoxReport]
     suspected: dict[Neuron, Phase] = dataclasses.field(default_factory=dict)
     method: str = "single"
+    notes: list[str] = dataclasses.field(default_factory=list)
+    """Every box's `BoxReport.notes`, prefixed with "box k: ", for the caller to print."""
 
 
 @dataclasses.dataclass
@@ -945,6 +1169,7 @@ def _search(
         per_box=reports,
         suspected=suspected,
         method=method,
+        notes=[f"box {report.box}: {note}" for report in reports for note in report.notes],
     )
 
 
@@ -965,6 +1190,7 @@ def _search_box(
     layers = sorted({neuron.layer for neuron, _ in needed})
     build_seconds = 0.0
     stages = 0
+    notes: list[str] = []
     for position, layer in enumerate(layers):
         now = time.monotonic()
         if now >= deadline:
@@ -989,8 +1215,24 @@ def _search_box(
             continue
         fixed = state.conditional_phases()
         open_set = {i for i in open_set if i[0] not in fixed}
-        scaled = scale_network(network, box, stage_bounds, config.search_scale, layer + 1, fixed)
+        scaled, stage_notes = _scale_stage(
+            network, box, stage_bounds, config.search_scale, layer + 1, fixed
+        )
+        notes += [note for note in stage_notes if note not in notes]
+        if scaled is None:
+            # Every deeper stage models this stage's layers too: their candidates stay open.
+            build_seconds += time.monotonic() - now
+            break
         model = build_model(scaled, {n.index for n, _ in open_set if n.layer == layer})
+        invalid = model.model.validate()
+        if invalid:
+            # The limits above should rule this out; never let it end the job.
+            notes.append(
+                f"search skipped for layers {layer} and deeper: CP-SAT rejects the model: "
+                f"{invalid[:200]}"
+            )
+            build_seconds += time.monotonic() - now
+            break
         hint = _hint_point(network, scaled, stage_bounds, table, box_index, open_set)
         build_seconds += time.monotonic() - now
         stages += 1
@@ -1009,8 +1251,57 @@ def _search_box(
         statuses=tuple(state.statuses),
         seconds=time.monotonic() - start,
         build_seconds=build_seconds,
+        notes=tuple(notes),
     )
     return state, report
+
+
+def _scale_stage(
+    network: Network,
+    box: Box,
+    bounds: PreActivationBounds,
+    scale: int,
+    depth: int,
+    fixed: Mapping[Neuron, Phase],
+) -> tuple[ScaledNetwork | None, list[str]]:
+    """`scale_network` at `scale`, or, where that does not fit CP-SAT's limits, at a scale
+    lowered by the estimated excess; None where no scale down to `MIN_LOWERED_SCALE` fits.
+    Returns the notes that say what was given up."""
+    current = scale
+    first: ScalingError | None = None
+    last: ScalingError | None = None
+    for _ in range(_RESCALE_ATTEMPTS):
+        try:
+            scaled = scale_network(network, box, bounds, current, depth, fixed)
+        except ScalingError as error:
+            first = first or error
+            last = error
+            lowered = _lowered_scale(current, error.excess)
+            if lowered is None:
+                break
+            current = lowered
+            continue
+        notes = list(scaled.notes)
+        if first is not None:
+            notes.insert(
+                0,
+                f"search scale lowered from {scale} to {current} for layers up to {depth - 1} "
+                f"({first})",
+            )
+        return scaled, notes
+    return None, [
+        f"search skipped for layers {depth - 1} and deeper: {last} (no search scale from "
+        f"{scale} down to {MIN_LOWERED_SCALE} fits)"
+    ]
+
+
+def _lowered_scale(scale: int, excess: float) -> int | None:
+    """The scale at which values `excess` times too large fit twice over, if it is at least
+    `MIN_LOWERED_SCALE` (values shrink about in proportion to the scale)."""
+    if not math.isfinite(excess):
+        return None
+    lowered = math.floor(scale / (2.0 * max(excess, 1.0)))
+    return lowered if MIN_LOWERED_SCALE <= lowered < scale else None
 
 
 def _conditional_bounds(
@@ -1042,10 +1333,11 @@ def _unseen(table: WitnessRecorder, neurons: Iterable[Neuron]) -> dict[Neuron, s
 
 
 def _possible(bounds: PreActivationBounds, neuron: Neuron, phase: Phase) -> bool:
-    """Whether the bounds leave room for a strict witness of `phase` (g > 0 resp. g < 0)."""
+    """Whether the bounds leave room for a strict witness of `phase` (g > 0 resp. g < 0); a
+    NaN bound leaves room."""
     if phase is Phase.ACTIVE:
-        return bool(bounds.upper[neuron.layer][neuron.index] > 0)
-    return bool(bounds.lower[neuron.layer][neuron.index] < 0)
+        return not bool(bounds.upper[neuron.layer][neuron.index] <= 0)
+    return not bool(bounds.lower[neuron.layer][neuron.index] >= 0)
 
 
 def _aggregate(
@@ -1091,9 +1383,18 @@ def _box_verdict(bounds: PreActivationBounds, state: _BoxState | None, indicator
 
 
 def _margin_limit(model: StabilityModel, neuron: Neuron) -> int:
-    """The margin at which the error bound guarantees a solution is a real witness."""
-    error = float(model.scaled.layers[neuron.layer].error[neuron.index])
-    return math.floor(error * model.scaled.scale) + 1
+    """The margin at which the error bound guarantees a solution is a real witness.
+
+    At most one beyond the neuron's domain (no G reaches that margin, so the indicator is
+    infeasible there, as it would be at any larger one), which keeps the indicator's
+    coefficients within CP-SAT's limits even where the error bound is huge or infinite.
+    """
+    layer = model.scaled.layers[neuron.layer]
+    beyond = max(abs(int(layer.lower[neuron.index])), abs(int(layer.upper[neuron.index]))) + 1
+    scaled_error = float(layer.error[neuron.index]) * model.scaled.scale
+    if not scaled_error < beyond:  # also where the error bound is inf or NaN
+        return beyond
+    return min(beyond, math.floor(scaled_error) + 1)
 
 
 def _hint_point(
@@ -1109,15 +1410,17 @@ def _hint_point(
     box_points = [w.point for w in table.witnesses() if w.box == box_index]
     center = scaled.to_real(np.zeros(scaled.variable.size, dtype=np.int64))
     points = np.vstack([center, *box_points]) if box_points else center
-    values = network.forward(points).pre_activations
     score = np.zeros(points.shape[0])
-    for neuron, phase in needed:
-        width = float(bounds.upper[neuron.layer][neuron.index]) - float(
-            bounds.lower[neuron.layer][neuron.index]
-        )
-        sign = 1.0 if phase is Phase.ACTIVE else -1.0
-        g = values[neuron.layer][:, neuron.index]
-        score += np.clip(sign * g / max(width, 1e-12), -1.0, 1.0)
+    # Extreme weights may overflow the float pass: a NaN score counts as 0.
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        values = network.forward(points).pre_activations
+        for neuron, phase in needed:
+            width = float(bounds.upper[neuron.layer][neuron.index]) - float(
+                bounds.lower[neuron.layer][neuron.index]
+            )
+            sign = 1.0 if phase is Phase.ACTIVE else -1.0
+            g = values[neuron.layer][:, neuron.index]
+            score += np.nan_to_num(np.clip(sign * g / max(width, 1e-12), -1.0, 1.0))
     return scaled.nearest_grid(points[int(np.argmax(score))])
 
 
