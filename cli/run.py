@@ -362,7 +362,7 @@ def run_json(certificate: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     return {
         **certificate["summary"],
         "domain_boxes": len(certificate["domain"]["boxes"]),
-        "proof_subboxes": certificate["subdomains"]["subboxes"],
+        "proof_subboxes": certificate["proofs"]["sub_boxes"],
         "equivalence_proved": certificate["compression"]["equivalence"]["proved"],
         "rounding_bound": certificate["compression"]["rounding_bound"],
         "timings": certificate["timings"],
@@ -378,7 +378,7 @@ def print_run(certificate: Mapping[str, Any], out_dir: Path, console: Console) -
     console.print(layer_table(summary["per_layer"], totals))
     console.print(counts_table(totals))
     console.print(timings_table(certificate["timings"]))
-    subboxes = certificate["subdomains"]["subboxes"]
+    subboxes = certificate["proofs"]["sub_boxes"]
     boxes = len(certificate["domain"]["boxes"])
     if subboxes > boxes:
         console.print(

@@ -214,7 +214,8 @@ def test_max_subboxes_one_keeps_every_domain_box_whole(tiny: Path, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     certificate = json.loads((tmp_path / "out" / "certificate.json").read_text())
     assert certificate["config"]["max_subboxes"] == 1
-    assert certificate["subdomains"] == {"trees": [0], "subboxes": 1, "cover": []}
+    assert certificate["proofs"]["trees"] == [0]
+    assert certificate["proofs"]["sub_boxes"] == 1
 
 
 def test_max_subboxes_below_one_is_refused_naming_the_option(tiny: Path, tmp_path: Path) -> None:
@@ -235,7 +236,7 @@ def test_check_accepts_the_certificate_of_the_main_job(
     result = run_cli("check", str(out / "certificate.json"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1] == "certificate valid"
-    assert "witnesses" in result.stdout and "lemmas" in result.stdout
+    assert "witnesses" in result.stdout and "proof boxes" in result.stdout
 
 
 def test_check_json_reports_validity_and_counts(

@@ -1,4 +1,4 @@
-"""The main job's stages share one time limit."""
+"""The main job's stages share one time limit, owned by one Budget."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from verifier import pipeline
+from verifier.budget import Budget
 from verifier.config import Config
 from verifier.domain import Domain
 
@@ -20,23 +21,22 @@ class _Stop(Exception):
 
 
 @pytest.mark.parametrize("time_limit", [1.0, 0.01])
-def test_the_analysis_leaves_time_for_the_equivalence_proof(
+def test_the_analysis_leaves_time_for_the_equivalence_proof_and_the_outputs(
     time_limit: float, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    given: list[Config] = []
+    given: list[Budget] = []
 
-    def analyse(network: Any, domain: Any, config: Config, *_: Any) -> None:
-        given.append(config)
+    def analyse(_: Any, __: Any, config: Config, rng: Any, budget: Budget, *rest: Any) -> None:
+        given.append(budget)
         raise _Stop
 
     monkeypatch.setattr(pipeline, "analyse", analyse)
     domain = Domain.box(np.zeros(64), np.ones(64))
     with pytest.raises(_Stop):
         pipeline.run(DIGITS, domain, tmp_path / "out", Config(time_limit=time_limit))
-    (config,) = given
+    (budget,) = given
     weights = 64 * 32 + 32 * 32 + 32 * 10  # digits_l1: 64-32-32-10, no zero weights
-    expected = 0.02 * time_limit + min(
-        0.25 * time_limit, pipeline.EQUIVALENCE_SECONDS_PER_WEIGHT * weights
-    )
-    assert config.time_limit == pytest.approx(time_limit - expected)
-    assert config.time_limit < time_limit
+    assert budget.weights == weights
+    held_back = budget.deadline - budget.analysis_deadline()
+    assert held_back == pytest.approx(0.02 * time_limit + min(0.25 * time_limit, 3e-5 * weights))
+    assert budget.limit == time_limit

@@ -75,7 +75,7 @@ def hand_made_certificate(inputs: int = 4) -> dict[str, Any]:
             "rounding_bound": "1/1048576",
             "equivalence": {"proved": True, "obligations": 3},
         },
-        "lemmas": {"L0": {}, "L1": {}, "L2": {}, "L3": {}, "L4": {}, "L5": {}, "L6": {}},
+        "proofs": {"trees": [0, 1], "sub_boxes": 2, "case_splits": [{}, {}]},
         "witnesses": [[0.0] * inputs, [1.0] * inputs],
     }
 
@@ -169,7 +169,7 @@ def test_the_report_shows_hashes_timings_equivalence_and_evidence_counts() -> No
     assert "search 1.25" in text and "total 4.75" in text
     assert "Equivalence proved" in text
     assert "at most 9.54e-7" in text and "1/1048576" in text
-    assert "stability lemmas (proofs) 7" in text
+    assert "case splits (proofs) 2" in text
     assert "witness inputs 2" in text
     assert "equivalence obligations 3" in text
     assert "1 unknown neurons (kept)" in text
@@ -215,11 +215,11 @@ def test_the_domain_summary_counts_boxes_and_groups_equal_inputs() -> None:
 
 def test_proofs_on_bisected_sub_boxes_are_said_with_their_count() -> None:
     certificate = hand_made_certificate()
-    certificate["subdomains"] = {"trees": [], "subboxes": 7, "cover": []}
+    certificate["proofs"] = {"trees": [], "sub_boxes": 7, "case_splits": []}
     text = " ".join(visible_text(render_report(certificate)).split())
     assert "Proofs were made on 7 sub-boxes" in text
     whole = hand_made_certificate()
-    whole["subdomains"] = {"trees": [0, 1], "subboxes": 2, "cover": []}
+    whole["proofs"] = {"trees": [0, 1], "sub_boxes": 2, "case_splits": []}
     assert "sub-boxes" not in visible_text(render_report(whole))
 
 
@@ -235,7 +235,7 @@ def test_a_long_domain_table_is_cut_short_with_a_note() -> None:
 
 def test_a_partial_certificate_still_renders() -> None:
     certificate = copy.deepcopy(hand_made_certificate())
-    for key in ("summary", "timings", "compression", "domain", "lemmas", "solvers"):
+    for key in ("summary", "timings", "compression", "domain", "proofs", "solvers"):
         del certificate[key]
     page = render_report(certificate)
     assert parse(page).problems == []

@@ -21,14 +21,13 @@ import numpy as np
 import numpy.typing as npt
 
 import verifier
-from verifier.certify import BoundLemma, Leaf
 from verifier.errors import CertificateError
-from verifier.exact import fraction_to_str
 from verifier.ir import Network
+from verifier.kernel.stability import CaseSplit
 from verifier.status import Neuron, Phase, Status
 
 FORMAT = "verify-compress-certificate"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 SEMANTICS = (
     "exact real arithmetic over the stored ONNX weights read as the exact rationals their "
     "float values are, preprocessing ops folded exactly (except those listed in "
@@ -62,72 +61,29 @@ def rational_from_json(text: str, item: str) -> Fraction:
         raise CertificateError(f"{item}: {text!r} is not an exact rational") from error
 
 
-def leaf_to_json(leaf: Leaf) -> JsonDict:
+def case_split_to_json(split: CaseSplit) -> JsonDict:
     return {
-        "assumptions": [[n.layer, n.index, p.value] for n, p in leaf.assumptions],
-        "multipliers": {key: fraction_to_str(v) for key, v in sorted(leaf.multipliers.items())},
-        "bound": fraction_to_str(leaf.bound),
+        "box": split.box,
+        "neuron": [split.neuron.layer, split.neuron.index],
+        "phase": split.phase.value,
+        "cases": [[[n.layer, n.index, p.value] for n, p in case] for case in split.cases],
     }
 
 
-def leaf_from_json(data: Mapping[str, Any], item: str) -> Leaf:
+def case_split_from_json(data: Any, item: str) -> CaseSplit:
     try:
-        assumptions = tuple(
-            (Neuron(int(layer), int(index)), Phase(phase))
-            for layer, index, phase in data["assumptions"]
+        cases = tuple(
+            tuple((Neuron(int(layer), int(index)), Phase(phase)) for layer, index, phase in case)
+            for case in data["cases"]
         )
-        multipliers = {
-            str(key): rational_from_json(value, f"{item} multiplier {key}")
-            for key, value in data["multipliers"].items()
-        }
-        bound = rational_from_json(data["bound"], f"{item} bound")
-    except (KeyError, TypeError, ValueError) as error:
-        if isinstance(error, CertificateError):
-            raise
-        raise CertificateError(f"{item}: malformed leaf ({error})") from error
-    return Leaf(assumptions, multipliers, bound)
-
-
-def lemma_to_json(lemma: BoundLemma, obligations: Sequence[JsonDict]) -> JsonDict:
-    return {
-        "kind": "bound",
-        "statement": (
-            f"g{lemma.neuron} {'<=' if lemma.sense == 'upper' else '>='} {float(lemma.value)!r} on box {lemma.box}"  # noqa: E501
-        ),
-        "box": lemma.box,
-        "neuron": [lemma.neuron.layer, lemma.neuron.index],
-        "sense": lemma.sense,
-        "value": fraction_to_str(lemma.value),
-        "uses": [lemma.context],
-        "leaves": [leaf_to_json(leaf) for leaf in lemma.leaves],
-        "obligations": list(obligations),
-    }
-
-
-def lemma_from_json(identifier: str, data: Mapping[str, Any]) -> BoundLemma:
-    item = f"lemma {identifier}"
-    try:
-        sign = {"upper": 1, "lower": -1}[data["sense"]]
-        neuron = Neuron(int(data["neuron"][0]), int(data["neuron"][1]))
-        uses = list(data["uses"])
-        if len(uses) != 1:
-            raise CertificateError(f"{item}: must use exactly one context")
-        leaves = tuple(
-            leaf_from_json(leaf, f"{item} leaf {k}") for k, leaf in enumerate(data["leaves"])
-        )
-        return BoundLemma(
-            identifier,
+        return CaseSplit(
             int(data["box"]),
-            neuron,
-            sign,
-            rational_from_json(data["value"], f"{item} value"),
-            leaves,
-            str(uses[0]),
+            Neuron(int(data["neuron"][0]), int(data["neuron"][1])),
+            Phase(data["phase"]),
+            cases,
         )
     except (KeyError, TypeError, ValueError, IndexError) as error:
-        if isinstance(error, CertificateError):
-            raise
-        raise CertificateError(f"{item}: malformed ({error!r})") from error
+        raise CertificateError(f"{item}: malformed case split ({error!r})") from None
 
 
 def per_layer_summary(

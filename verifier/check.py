@@ -1,21 +1,22 @@
-"""The certificate checker: re-verifies a certificate from scratch.
+"""The certificate checker: re-verifies a certificate from scratch (`verify-compress check`).
 
-Stage: certificate -> **check** (what an auditor runs: `verify-compress check CERT`).
+Stage: certificate -> **check**. It uses the trusted kernel (`verifier.kernel`) and the core
+(ONNX import, IR, domain, compression recomputed, the equivalence identities), and no code that
+only finds evidence: no witness search, CP-SAT, float bound propagation or branching heuristic.
 
-Trusted: the domain written in the certificate and the ONNX file it names (verified by hash).
-Everything else is re-derived or re-checked:
-- every witness is re-evaluated exactly on the re-imported network, and must lie in its box;
-- every lemma's relaxation rows are re-derived from the network and the lemma's context (the
-  certificate only supplies multipliers and claimed numbers), every leaf's residual bound is
-  recomputed in exact arithmetic, case splits must cover every phase combination, every
-  context must consist of exactly the earlier-layer lemmas of its box, and every obligation is
-  regenerated and run by a fresh Z3 (its text must also match the recorded SHA-256);
-- the sub-boxes lemmas are about are rebuilt from the domain and the recorded bisection trees
-  (every cut strictly inside its interval, every sub-box once), and a fresh solver confirms
-  that each split domain box is covered by its sub-boxes;
-- every stable status must rest on verified lemmas on every sub-box;
-- the compressed network is recomputed from the statuses and the stored compressed ONNX must
-  equal its rounding bit for bit; the equivalence obligations are re-run.
+Trusted: the domain written in the certificate and the ONNX files it names (verified by
+SHA-256). Everything else is re-derived or re-checked:
+- every witness is re-evaluated exactly on the re-imported network and must lie in its box;
+- the proof boxes are rebuilt from the domain and the recorded bisection trees (every cut
+  strictly inside its interval, every box numbered once), and the kernel recomputes certified
+  bounds on every proof box in exact arithmetic;
+- every recorded case split must hold (its cases cover every phase combination and each case's
+  exactly computed bound shows the phase);
+- every stable status must be proved on every sub-box, by the sub-box's bounds or a case split;
+- the compressed network is recomputed from the statuses; the stored compressed ONNX must
+  equal its rounding bit for bit, layer by layer, ReLUs included, and be read without any
+  float64-rounded fold; the equivalence obligations are re-derived, compared with the shipped
+  files by SHA-256, and re-run by a fresh solver.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -33,21 +34,10 @@ import numpy as np
 from verifier.certificate import (
     FORMAT,
     FORMAT_VERSION,
-    lemma_from_json,
+    case_split_from_json,
     per_layer_summary,
     point_from_json,
     sha256_of,
-)
-from verifier.certify import (
-    LOWER,
-    UPPER,
-    BoundLemma,
-    DefinitionRows,
-    covers_all_phases,
-    leaf_bound,
-    leaf_obligation,
-    lemma_id,
-    scaled_residual,
 )
 from verifier.compress import compress
 from verifier.domain import Domain
@@ -55,14 +45,13 @@ from verifier.equivalence import prove_equivalence
 from verifier.errors import CertificateError, VerifyCompressError
 from verifier.exact import RationalArray
 from verifier.ir import Network
-from verifier.obligations import RelaxationCache, coverage_obligation
+from verifier.kernel.bounds import ExactNetwork
+from verifier.kernel.stability import case_split_holds, proof_box_bounds, proved_claims
 from verifier.onnx_export import rounded_layers
 from verifier.onnx_import import load_network
-from verifier.relaxation import NeuronFact, Relaxation
 from verifier.smt import SOLVERS, Obligation, SmtVerdict, check_many
-from verifier.stability import covering_lemmas
 from verifier.status import Neuron, Phase, Status
-from verifier.subdomains import Subdomains, cover_obligation
+from verifier.subdomains import Subdomains
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -144,30 +133,7 @@ def _check(
     _require(domain.size == network.input_size, "domain: dimension does not match the network")
 
     statuses = _check_neurons(document, network, domain, counts)
-    subdomains = _check_subdomains(document, domain, counts, solver)
-    lemmas = {
-        identifier: lemma_from_json(identifier, data)
-        for identifier, data in document["lemmas"].items()
-    }
-    verified = _check_lemmas(
-        document, network, subdomains, lemmas, counts, progress, workers, solver
-    )
-    ancestries = [subdomains.ancestry(k) for k in subdomains.leaves]
-    proved = {i: lemmas[i] for i in verified}
-    stability_lemmas: dict[Neuron, list[str]] = {}
-    for neuron, status in statuses.items():
-        if not status.is_stable:
-            continue
-        phase = Phase.ACTIVE if status is Status.STABLY_ACTIVE else Phase.INACTIVE
-        for leaf, chain in zip(subdomains.leaves, ancestries, strict=True):
-            _require(
-                covering_lemmas([chain], proved, neuron, phase) is not None,
-                f"neuron {neuron}: status {status.value} lacks a verified lemma showing it on "
-                f"sub-box {leaf} (or a proof box enclosing it)",
-            )
-        covering = covering_lemmas(ancestries, proved, neuron, phase) or []
-        stability_lemmas[neuron] = [lemma.id for lemma in covering]
-    counts["stable_neurons"] = sum(1 for s in statuses.values() if s.is_stable)
+    stability_lemmas = _check_proofs(document, network, domain, statuses, counts, progress)
 
     per_layer = per_layer_summary(network, statuses)
     for recorded, derived in zip(document["summary"]["per_layer"], per_layer, strict=True):
@@ -180,40 +146,6 @@ def _check(
     _check_compression(
         document, base, network, domain, stability_lemmas, statuses, counts, progress, solver
     )
-
-
-def _check_subdomains(
-    document: dict[str, Any], domain: Domain, counts: dict[str, int], solver: str
-) -> Subdomains:
-    """Rebuild the sub-boxes from the domain and the split trees (which validates the trees),
-    and have the solver confirm that each split domain box is covered by its sub-boxes."""
-    recorded = document["subdomains"]
-    subdomains = Subdomains.from_json(domain, recorded["trees"])
-    _require(
-        recorded["subboxes"] == len(subdomains.leaves),
-        f"subdomains: {recorded['subboxes']} sub-boxes recorded, the trees have "
-        f"{len(subdomains.leaves)}",
-    )
-    covers = {int(entry["box"]): entry for entry in recorded["cover"]}
-    obligations = []
-    for parent in range(len(domain.boxes)):
-        if len(subdomains.leaves_of(parent)) == 1:
-            continue
-        obligation = cover_obligation(subdomains, parent)
-        _require(parent in covers, f"subdomains: box {parent} is split but has no cover record")
-        _require(
-            covers[parent]["sha256"] == obligation.sha256,
-            f"subdomains: recorded obligation {obligation.id} differs from the re-derived one",
-        )
-        obligations.append(obligation)
-    results = check_many(obligations, 60.0, 1, solver)
-    for obligation, result in zip(obligations, results, strict=True):
-        _require(
-            result.verdict is SmtVerdict.PROVED,
-            f"obligation {obligation.id}: {solver} says {result.verdict.value} ({result.detail})",
-        )
-    counts["sub_boxes"] = len(subdomains.leaves)
-    return subdomains
 
 
 def _check_neurons(
@@ -275,165 +207,63 @@ def _check_neurons(
     return statuses
 
 
-def _check_lemmas(
+def _check_proofs(
     document: dict[str, Any],
     network: Network,
-    subdomains: Subdomains,
-    lemmas: dict[str, BoundLemma],
+    domain: Domain,
+    statuses: dict[Neuron, Status],
     counts: dict[str, int],
     progress: ProgressCallback | None,
-    workers: int,
-    solver: str,
-) -> set[str]:
-    """Verify every lemma in dependency order; returns the ids verified.
-
-    The obligations are re-derived one lemma at a time and go to the solver as they are
-    written (each is compared with its recorded hash first).
-    """
-    obligations: list[Obligation] = []
-    derived = _derived_obligations(document, network, subdomains, lemmas, progress, obligations)
-    results = check_many(derived, 60.0, workers, solver)
-    for obligation, result in zip(obligations, results, strict=True):
-        _require(
-            result.verdict is SmtVerdict.PROVED,
-            f"obligation {obligation.id}: {solver} says {result.verdict.value} ({result.detail})",
-        )
-    counts["lemmas"] = len(lemmas)
-    counts["obligations"] = len(obligations)
-    return set(lemmas)
-
-
-def _derived_obligations(
-    document: dict[str, Any],
-    network: Network,
-    subdomains: Subdomains,
-    lemmas: dict[str, BoundLemma],
-    progress: ProgressCallback | None,
-    derived: list[Obligation],
-) -> Iterator[Obligation]:
-    """Check each lemma's certificate exactly and yield its obligations re-derived from the
-    network (also appended to `derived`); raises _Failed at the first problem."""
-    contexts = document["contexts"]
-    rows = DefinitionRows(network)
-    relaxations = RelaxationCache()
-    ordered = sorted(lemmas.values(), key=lambda lemma: (lemma.box, lemma.neuron.layer, lemma.id))
-    for lemma in ordered:
-        item = f"lemma {lemma.id}"
-        _require(
-            lemma.id == lemma_id(lemma.box, lemma.neuron, lemma.sign),
-            f"{item}: id does not match its statement",
-        )
-        _require(0 <= lemma.box < len(subdomains.boxes), f"{item}: box {lemma.box} does not exist")
-        layer = lemma.neuron.layer
-        _require(
-            0 <= layer < len(network.layers)
-            and 0 <= lemma.neuron.index < network.layers[layer].outputs,
-            f"{item}: neuron {lemma.neuron} does not exist",
-        )
-        _require(lemma.context in contexts, f"{item}: context {lemma.context} missing")
-        facts = _context_facts(network, subdomains, lemmas, lemma, list(contexts[lemma.context]))
-        _require(bool(lemma.leaves), f"{item}: has no leaves")
-        # Also for a single leaf: one that carries an assumption proves nothing on its own.
-        _require(
-            covers_all_phases(dict(leaf.assumptions) for leaf in lemma.leaves),
-            f"{item}: case split does not cover all phases",
-        )
-        recorded = document["lemmas"][lemma.id].get("obligations", [])
-        _require(
-            len(recorded) == len(lemma.leaves) + (1 if len(lemma.leaves) > 1 else 0),
-            f"{item}: obligation list does not match its leaves",
-        )
-        for position, leaf in enumerate(lemma.leaves):
-            for neuron, _ in leaf.assumptions:
-                _require(
-                    neuron.layer < layer,
-                    f"{item}: assumption on {neuron} is not an earlier-layer neuron",
-                )
-            key = (lemma.box, layer, lemma.context, leaf.assumptions)
-            relaxation = relaxations.get(key)
-            if relaxation is None:
-                box = subdomains.boxes[lemma.box]
-                relaxation = Relaxation(network, box, layer, facts, dict(leaf.assumptions))
-                relaxations.put(key, relaxation)
-            try:
-                scaled = scaled_residual(relaxation, lemma.neuron, lemma.sign, leaf.multipliers)
-                bound = leaf_bound(relaxation, lemma.neuron, lemma.sign, leaf.multipliers, scaled)
-            except ValueError as error:
-                raise _Failed(f"{item} leaf {position}: {error}") from None
-            _require(
-                bound <= leaf.bound,
-                f"{item} leaf {position}: residual bound {bound} exceeds the stated {leaf.bound}",
-            )
-            allowed = lemma.value if lemma.sign == UPPER else -lemma.value
-            _require(
-                leaf.bound <= allowed,
-                f"{item} leaf {position}: bound {leaf.bound} does not give value {lemma.value}",
-            )
-            obligation = leaf_obligation(
-                relaxation,
-                lemma.neuron,
-                lemma.sign,
-                leaf,
-                f"{lemma.id}.leaf{position}",
-                rows,
-                scaled,
-            )
-            yield _matching(obligation, recorded[position]["sha256"], item, derived)
-        if len(lemma.leaves) > 1:
-            yield _matching(coverage_obligation(lemma), recorded[-1]["sha256"], item, derived)
-        if progress is not None:
-            progress("lemmas", len(derived), 0)
-
-
-def _context_facts(
-    network: Network,
-    subdomains: Subdomains,
-    lemmas: dict[str, BoundLemma],
-    lemma: BoundLemma,
-    context: list[str],
-) -> dict[Neuron, NeuronFact]:
-    """The bounds a lemma's relaxation may use: its context must hold exactly one lower and
-    one upper bound lemma of every earlier-layer neuron, each proved on the lemma's box or on
-    a proof box enclosing it (a lemma holds on every box inside its own)."""
-    item = f"lemma {lemma.id}"
-    boxes = subdomains.ancestry(lemma.box)
-    chosen: dict[tuple[Neuron, int], Fraction] = {}
-    for identifier in context:
-        _require(identifier in lemmas, f"{item}: uses missing lemma {identifier}")
-        used = lemmas[identifier]
-        _require(
-            used.neuron.layer < lemma.neuron.layer,
-            f"{item}: context lemma {identifier} is not about an earlier layer",
-        )
-        _require(
-            used.box in boxes,
-            f"{item}: context lemma {identifier} is on box {used.box}, which does not "
-            f"enclose box {lemma.box}",
-        )
-        key = (used.neuron, used.sign)
-        _require(key not in chosen, f"{item}: context has two {used.sense} bounds of {used.neuron}")
-        chosen[key] = used.value
-    facts: dict[Neuron, NeuronFact] = {}
-    for k in range(lemma.neuron.layer):
-        for i in range(network.layers[k].outputs):
-            neuron = Neuron(k, i)
-            _require(
-                (neuron, LOWER) in chosen and (neuron, UPPER) in chosen,
-                f"{item}: context {lemma.context} lacks a lower or upper bound of {neuron}",
-            )
-            facts[neuron] = NeuronFact(chosen[(neuron, LOWER)], chosen[(neuron, UPPER)])
-    return facts
-
-
-def _matching(
-    obligation: Obligation, digest: str, item: str, derived: list[Obligation]
-) -> Obligation:
+) -> dict[Neuron, list[str]]:
+    """Recompute the certified bounds on every proof box and the recorded case splits; every
+    stable status must be proved on every sub-box. Returns each stable neuron's evidence name
+    (what the equivalence obligations cite)."""
+    recorded = document["proofs"]
+    subdomains = Subdomains.from_json(domain, recorded["trees"])
     _require(
-        obligation.sha256 == digest,
-        f"{item}: recorded obligation {obligation.id} differs from the re-derived one",
+        recorded["sub_boxes"] == len(subdomains.leaves),
+        f"proofs: {recorded['sub_boxes']} sub-boxes recorded, the trees have "
+        f"{len(subdomains.leaves)}",
     )
-    derived.append(obligation)
-    return obligation
+    exact = ExactNetwork(network)
+    report = (lambda done, total: progress("proof boxes", done, total)) if progress else None
+    bounds = proof_box_bounds(exact, subdomains, report)
+    splits = []
+    for k, data in enumerate(recorded["case_splits"]):
+        split = case_split_from_json(data, f"case split {k}")
+        _require(
+            case_split_holds(exact, subdomains, bounds, split),
+            f"case split {k} (neuron {split.neuron} {split.phase.value} on proof box "
+            f"{split.box}) does not hold",
+        )
+        splits.append(split)
+    claims = {
+        n: Phase.ACTIVE if s is Status.STABLY_ACTIVE else Phase.INACTIVE
+        for n, s in statuses.items()
+        if s.is_stable
+    }
+    proved = proved_claims(subdomains, bounds, splits, claims)
+    evidence = {
+        Neuron(int(e["layer"]), int(e["index"])): e["evidence"] for e in document["neurons"]
+    }
+    names: dict[Neuron, list[str]] = {}
+    for neuron, phase in claims.items():
+        _require(
+            proved.get(neuron) is phase,
+            f"neuron {neuron}: status {statuses[neuron].value} is not proved on every sub-box",
+        )
+        used = [k for k, s in enumerate(splits) if s.neuron == neuron and s.phase is phase]
+        _require(
+            evidence[neuron].get("case_splits") == used,
+            f"neuron {neuron}: evidence lists case splits {evidence[neuron].get('case_splits')}"
+            f", the proofs have {used}",
+        )
+        names[neuron] = [f"stable.L{neuron.layer}.n{neuron.index}"]
+    counts["proof_boxes"] = len(subdomains.boxes)
+    counts["sub_boxes"] = len(subdomains.leaves)
+    counts["case_splits"] = len(splits)
+    counts["stable_neurons"] = len(claims)
+    return names
 
 
 def _check_compression(
@@ -461,7 +291,20 @@ def _check_compression(
         len(stored.layers) == len(expected),
         "compressed: layer count differs from the recomputed compression",
     )
+    rounded_folds = [op for op in stored.folded_ops if "rounded" in op]
+    _require(
+        not rounded_folds,
+        f"compressed: holds ops whose fold is rounded in float64 ({', '.join(rounded_folds)}); "
+        "the compressed network must be exactly what its Gemm/MatMul/Relu nodes say",
+    )
     for k, (layer, (weights, bias)) in enumerate(zip(stored.layers, expected, strict=True)):
+        wanted_relu = compression.network.layers[k].relu
+        _require(
+            layer.relu == wanted_relu,
+            f"compressed: layer {k} {'lacks' if wanted_relu else 'has'} a ReLU, the "
+            "recomputed compression "
+            f"{'has one' if wanted_relu else 'has none'}",
+        )
         same = (
             layer.weights.shape == weights.shape
             and np.array_equal(
@@ -482,6 +325,7 @@ def _check_compression(
         network, compression, statuses, stability_lemmas, domain, cross_check=False
     )
     _require(equivalence.proved, f"equivalence: {equivalence.message}")
+    _check_shipped_obligations(document, base, equivalence.obligations)
     if solver != "z3":
         # prove_equivalence ran them with z3; the chosen solver must agree.
         for obligation, result in zip(
@@ -496,3 +340,28 @@ def _check_compression(
     counts["equivalence_obligations"] = len(equivalence.obligations)
     if progress is not None:
         progress("equivalence", 1, 1)
+
+
+def _check_shipped_obligations(
+    document: dict[str, Any], base: Path, obligations: Sequence[Obligation]
+) -> None:
+    """Every re-derived equivalence obligation is listed in the certificate and shipped in
+    smt/ with the same SHA-256, and nothing else is listed: the files a second solver re-runs
+    are exactly the obligations this check proved."""
+    listed = document["compression"]["equivalence"]["obligations"]
+    _require(
+        [entry["id"] for entry in listed] == [o.id for o in obligations],
+        "equivalence: the listed obligations differ from the re-derived ones",
+    )
+    for entry, obligation in zip(listed, obligations, strict=True):
+        _require(
+            entry["sha256"] == obligation.sha256 and entry["file"] == obligation.filename,
+            f"equivalence obligation {obligation.id}: recorded hash or file name differs from "
+            "the re-derived obligation",
+        )
+        shipped = base / "smt" / obligation.filename
+        _require(shipped.is_file(), f"smt/{obligation.filename}: missing")
+        _require(
+            sha256_of(shipped) == obligation.sha256,
+            f"smt/{obligation.filename}: differs from the re-derived obligation",
+        )

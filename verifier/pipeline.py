@@ -1,7 +1,7 @@
 """The main job, stage by stage: what `verify-compress NET.onnx` runs.
 
-ONNX -> IR -> domain and bounds -> witnesses -> stability search -> certification ->
-compression -> equivalence -> certificate and report. Each stage lives in its own module; this
+ONNX -> IR -> domain -> stability analysis (certified bounds, witnesses, search, branching)
+-> compression -> equivalence -> certificate and report. Each stage lives in its own module; this
 one only wires them and writes the output directory atomically (a temporary directory renamed
 into place), so a failed or interrupted run leaves no partial output.
 """
@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from verifier.budget import Budget
 from verifier.certificate import (
     FORMAT,
     FORMAT_VERSION,
     SEMANTICS,
-    lemma_to_json,
+    case_split_to_json,
     per_layer_summary,
     point_to_json,
     sha256_of,
@@ -42,7 +43,6 @@ from verifier.equivalence import (
 )
 from verifier.onnx_export import save_onnx
 from verifier.onnx_import import load_network
-from verifier.smt import Obligation
 from verifier.stability import StabilityAnalysis, analyse
 from verifier.status import Neuron, Phase, Status
 
@@ -58,6 +58,7 @@ class RunResult:
 
 
 def _neuron_entries(analysis: StabilityAnalysis, witness_ids: dict[int, int]) -> list[JsonDict]:
+    split_ids = {id(split): k for k, split in enumerate(analysis.case_splits)}
     entries = []
     for neuron, status in analysis.statuses.items():
         evidence: JsonDict = {}
@@ -67,7 +68,9 @@ def _neuron_entries(analysis: StabilityAnalysis, witness_ids: dict[int, int]) ->
                 if witness is not None:
                     evidence[phase.value] = witness_ids[id(witness)]
         elif status.is_stable:
-            evidence["lemmas"] = analysis.stability_lemmas(neuron)
+            evidence["case_splits"] = [
+                split_ids[id(s)] for s in analysis.case_splits if s.neuron == neuron
+            ]
         else:
             claimed = analysis.claims.get(neuron)
             evidence["claimed"] = claimed.value if claimed else None
@@ -83,49 +86,21 @@ def _neuron_entries(analysis: StabilityAnalysis, witness_ids: dict[int, int]) ->
     return entries
 
 
-def _lemmas_json(analysis: StabilityAnalysis) -> tuple[JsonDict, JsonDict, list[Obligation]]:
-    lemmas: JsonDict = {}
-    contexts: JsonDict = {}
-    obligations: list[Obligation] = []
-    for proof in analysis.proofs:
-        for identifier, check in analysis.lemma_checks.items():
-            lemma = proof.lemmas.get(identifier)
-            if lemma is None:
-                continue
-            records = [
-                {
-                    "file": f"smt/{o.filename}",
-                    "sha256": o.sha256,
-                    "result": r.verdict.value,
-                    "seconds": round(r.seconds, 4),
-                }
-                for o, r in zip(check.obligations, check.results, strict=True)
-            ]
-            lemmas[identifier] = lemma_to_json(lemma, records)
-            obligations.extend(check.obligations)
-            contexts.setdefault(lemma.context, proof.contexts[lemma.context])
-    return lemmas, contexts, obligations
+def proofs_json(analysis: StabilityAnalysis) -> JsonDict:
+    """The certificate's `proofs` block: what the kernel recomputes."""
+    return {
+        "method": PROOF_METHOD,
+        "trees": analysis.subdomains.to_json(),
+        "sub_boxes": len(analysis.subdomains.leaves),
+        "case_splits": [case_split_to_json(split) for split in analysis.case_splits],
+    }
 
 
-def _subdomains_json(analysis: StabilityAnalysis) -> tuple[JsonDict, list[Obligation]]:
-    """The split trees (lemma box k is proof box k) and Z3's check that the sub-boxes cover the
-    domain."""
-    records = []
-    obligations = []
-    for parent, check in sorted(analysis.cover_checks.items()):
-        for obligation, result in zip(check.obligations, check.results, strict=True):
-            records.append(
-                {
-                    "box": parent,
-                    "file": f"smt/{obligation.filename}",
-                    "sha256": obligation.sha256,
-                    "result": result.verdict.value,
-                }
-            )
-            obligations.append(obligation)
-    trees = analysis.subdomains.to_json()
-    count = len(analysis.subdomains.leaves)
-    return {"trees": trees, "subboxes": count, "cover": records}, obligations
+PROOF_METHOD = (
+    "certified bounds on every proof box (Lagrangian dual bounds with the multipliers of "
+    "CROWN's back-substitution, computed in exact integer arithmetic) and case splits on "
+    "earlier neurons' phases"
+)
 
 
 def _relative(path: Path, start: Path) -> str:
@@ -133,18 +108,6 @@ def _relative(path: Path, start: Path) -> str:
         return os.path.relpath(path.resolve(), start.resolve())
     except ValueError:
         return str(path.resolve())
-
-
-EQUIVALENCE_SECONDS_PER_WEIGHT = 3e-5
-"""Time kept from the analysis for the equivalence proof, per nonzero weight (measured: 2.3 to
-7.1 s for the 268,800 weights of mnist-net_256x2, 0.3 s for ACAS Xu's 13,000)."""
-EQUIVALENCE_SHARE = 0.25
-"""At most this share of the time limit is kept for it (a random 784-256x4-10 net, 400,000
-weights, takes 11 s to prove: 0.15 of 60 s kept 9 s)."""
-OUTPUT_SHARE = 0.02
-"""Also kept from the analysis, for its own last steps and for writing the outputs (with
-0.1 of 60 s kept for the equivalence proof alone, mnist-net_256x2 on an eps = 0.05 box ran
-61 s: the analysis ended 1 s late, writing took 1 s more)."""
 
 
 def run(
@@ -159,19 +122,14 @@ def run(
     """Run every stage and write certificate.json, compressed.onnx, report.html and smt/."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    job_deadline = time.monotonic() + config.time_limit
+    budget = Budget(config.time_limit)
     network = load_network(network_path)
     domain.check_dimension(network.input_size)
     timings["import"] = time.perf_counter() - started
     rng = config.rng()
 
-    # The time limit covers the whole job: the analysis leaves time for the equivalence proof.
-    reserve = OUTPUT_SHARE * config.time_limit + min(
-        EQUIVALENCE_SHARE * config.time_limit,
-        EQUIVALENCE_SECONDS_PER_WEIGHT * sum(layer.connections for layer in network.layers),
-    )
-    analysis_config = dataclasses.replace(config, time_limit=config.time_limit - reserve)
-    analysis = analyse(network, domain, analysis_config, rng, data, progress)
+    budget.weights = sum(layer.connections for layer in network.layers)
+    analysis = analyse(network, domain, config, rng, budget, data, progress)
     for stage in analysis.stages:
         timings[stage.name] = stage.seconds
 
@@ -199,7 +157,7 @@ def run(
         domain,
         witness_points,
         rng,
-        deadline=job_deadline - OUTPUT_SHARE * config.time_limit,
+        deadline=budget.output_deadline(),
     )
     timings["equivalence"] = time.perf_counter() - since
     if progress is not None:
@@ -215,12 +173,9 @@ def run(
         )
         witnesses = analysis.table.witnesses()
         witness_ids = {id(w): k for k, w in enumerate(witnesses)}
-        lemmas, contexts, obligations = _lemmas_json(analysis)
-        subdomains, cover_obligations = _subdomains_json(analysis)
-        obligations = obligations + cover_obligations + list(equivalence.obligations)
         smt_dir = staging / "smt"
         smt_dir.mkdir()
-        for obligation in obligations:
+        for obligation in equivalence.obligations:
             (smt_dir / obligation.filename).write_text(obligation.smtlib)
         per_layer = per_layer_summary(
             network,
@@ -263,7 +218,6 @@ def run(
                 "dtype": dtype,
             },
             "domain": domain.to_json(),
-            "subdomains": subdomains,
             "semantics": SEMANTICS,
             "config": {k: v for k, v in dataclasses.asdict(config).items()},
             "neurons": _neuron_entries(analysis, witness_ids),
@@ -271,8 +225,7 @@ def run(
                 {"id": k, "box": w.box, "source": w.source, "point": point_to_json(w.point)}
                 for k, w in enumerate(witnesses)
             ],
-            "contexts": contexts,
-            "lemmas": lemmas,
+            "proofs": proofs_json(analysis),
             "compression": record,
             "summary": summary,
             "timings": {k: round(v, 4) for k, v in timings.items()},

@@ -67,7 +67,7 @@ def render_report(certificate: Mapping[str, Any]) -> str:
         _header(certificate, network_name),
         _files_section(certificate),
         _domain_section(
-            _mapping(certificate.get("domain")), _mapping(certificate.get("subdomains"))
+            _mapping(certificate.get("domain")), _mapping(certificate.get("proofs"))
         ),
         _stability_section(_summary(certificate)),
         _counts_section(_summary(certificate)),
@@ -206,15 +206,14 @@ def _domain_section(domain: Mapping[str, Any], subdomains: Mapping[str, Any]) ->
 
 def _subbox_note(subdomains: Mapping[str, Any], boxes: int) -> str:
     """How many sub-boxes the proofs were made on, when the domain boxes were bisected."""
-    count = subdomains.get("subboxes")
+    count = subdomains.get("sub_boxes")
     if not isinstance(count, int) or count <= boxes:
         return ""
     return (
         f"<p>Proofs were made on {count} sub-boxes, obtained by bisecting the domain boxes "
-        "where a claim needed a smaller box; the certificate's <code>subdomains</code> holds "
-        "the bisection trees, and a Z3 obligation per split box states that its sub-boxes "
-        "cover it. A lemma proved on a box of the tree is also used on the boxes inside "
-        "it.</p>"
+        "where a claim needed a smaller box; the certificate's <code>proofs.trees</code> "
+        "holds the bisection trees (every cut strictly inside its interval, so the halves "
+        "cover the box). Bounds proved on a box also hold on the boxes inside it.</p>"
     )
 
 
@@ -518,7 +517,7 @@ def _evidence_section(certificate: Mapping[str, Any]) -> str:
     unknown = [n for n in neurons if n.get("status") == "unknown"]
     items = [
         ("neuron records", len(neurons)),
-        ("stability lemmas (proofs)", len(_mapping(certificate.get("lemmas")))),
+        ("case splits (proofs)", len(_mapping(certificate.get("proofs")).get("case_splits", []))),
         ("witness inputs", len(_sequence(certificate.get("witnesses")))),
         (
             "equivalence obligations",

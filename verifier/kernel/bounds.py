@@ -115,9 +115,15 @@ Slopes = Mapping[int, Sequence[FloatArray]]
 """Per target layer L, one lower-relaxation slope vector per earlier layer k < L."""
 
 
-def box_bounds(net: ExactNetwork, box: Box, slopes: Slopes | None = None) -> LayerBounds:
+def box_bounds(
+    net: ExactNetwork,
+    box: Box,
+    slopes: Slopes | None = None,
+    enclosing: LayerBounds | None = None,
+) -> LayerBounds:
     """Proved bounds of every hidden layer on `box`, layer by layer: each layer's bounds rest
-    on the earlier layers' (the tighter of back-substitution and interval propagation)."""
+    on the earlier layers' (the tightest of back-substitution, interval propagation and the
+    bounds proved on a box `enclosing` this one)."""
     lowers: list[FloatArray] = []
     uppers: list[FloatArray] = []
     for layer_index in net.hidden_layers:
@@ -134,6 +140,9 @@ def box_bounds(net: ExactNetwork, box: Box, slopes: Slopes | None = None) -> Lay
             interval_lower, interval_upper = _interval(net, layer_index, lowers[-1], uppers[-1])
             lower = np.maximum(lower, interval_lower)
             upper = np.minimum(upper, interval_upper)
+        if enclosing is not None:
+            lower = np.maximum(lower, enclosing.lower[layer_index])
+            upper = np.minimum(upper, enclosing.upper[layer_index])
         lowers.append(lower)
         uppers.append(upper)
     return LayerBounds(tuple(lowers), tuple(uppers))

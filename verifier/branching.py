@@ -1,0 +1,179 @@
+"""Branch and bound for the claims the domain boxes' bounds do not decide: input bisection
+where the input is low-dimensional, case splits on earlier neurons' phases where it is not.
+
+Stage: ... witnesses -> search -> **branching** (proofs) -> statuses -> compression ...
+
+UNTRUSTED producer: it only chooses where to cut and what to assume. Every bound it relies on
+is computed by the kernel (`verifier.kernel.bounds`) exactly as `check` will recompute it, so a
+choice here can make a proof fail but never make a false one. Points sampled in every new
+half are offered to the witness table: a claim refuted there is dropped everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from verifier.domain import Box
+from verifier.ir import Network
+from verifier.kernel.bounds import ExactNetwork, LayerBounds, bound_shows, box_bounds, target_bound
+from verifier.kernel.stability import Assumptions, CaseSplit
+from verifier.status import Neuron, Phase
+from verifier.subdomains import Bisection, SplitTree, bisect, split_dimension
+from verifier.witnesses import WitnessTable
+
+FloatArray = npt.NDArray[np.float64]
+Progress = Callable[[int, int], None]
+
+SAMPLES_PER_HALF = 16
+"""Random points of every new half offered as witnesses (cheap: floats first, exact only for
+points that may show an unseen phase)."""
+
+
+@dataclasses.dataclass
+class ProofBoxes:
+    """The proof boxes of one domain box: node k of its tree is `first + k` overall."""
+
+    first: int
+    boxes: list[Box]
+    bounds: list[LayerBounds]
+    enclosing: list[int | None]
+    splits: dict[int, tuple[int, float, int, int]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def leaves(self) -> list[int]:
+        return [k for k in range(len(self.boxes)) if k not in self.splits]
+
+    def tree(self, node: int = 0) -> SplitTree:
+        if node not in self.splits:
+            return self.first + node
+        dimension, at, below, above = self.splits[node]
+        return Bisection(self.first + node, dimension, at, self.tree(below), self.tree(above))
+
+
+def failing(bounds: LayerBounds, claims: Mapping[Neuron, Phase]) -> set[Neuron]:
+    return {n for n, p in claims.items() if not bounds.shows(n, p)}
+
+
+def bisect_until_proved(
+    network: Network,
+    exact: ExactNetwork,
+    root: ProofBoxes,
+    parent: int,
+    claims: Mapping[Neuron, Phase],
+    table: WitnessTable,
+    rng: np.random.Generator,
+    deadline: float,
+    max_boxes: int,
+    progress: Progress | None = None,
+) -> None:
+    """Bisect the proof boxes of `root` (a domain box with its bounds) while claims fail on
+    some sub-box, most promising sub-box first, until every claim holds or is refuted, the
+    tree has `max_boxes` sub-boxes, or the deadline."""
+    while len(root.leaves) < max_boxes and time.monotonic() < deadline:
+        refuted = table.unstable()
+        open_claims = {n: p for n, p in claims.items() if n not in refuted}
+        failed = {k: failing(root.bounds[k], open_claims) for k in root.leaves}
+        candidates = [
+            k
+            for k, f in failed.items()
+            if f and any(bisect(root.boxes[k], d) is not None for d in range(root.boxes[k].size))
+        ]
+        if not candidates:
+            return
+        # A failed claim counts 1/m where m sub-boxes fail it: it is proved once all m are.
+        count = Counter(n for f in failed.values() for n in f)
+        node = max(candidates, key=lambda k: (sum(1 / count[n] for n in failed[k]), -k))
+        box = root.boxes[node]
+        dimension = split_dimension(network, box, sorted(failed[node]), rng)
+        halves = bisect(box, dimension)
+        if halves is None:
+            return
+        at, below, above = halves
+        numbers = []
+        for half in (below, above):
+            table.offer(half.sample(SAMPLES_PER_HALF, rng), parent, "random")
+            numbers.append(len(root.boxes))
+            root.boxes.append(half)
+            root.enclosing.append(node)
+            root.bounds.append(box_bounds(exact, half, enclosing=root.bounds[node]))
+        root.splits[node] = (dimension, at, numbers[0], numbers[1])
+        if progress is not None:
+            progress(len(root.leaves), max_boxes)
+
+
+def split_by_cases(
+    network: Network,
+    exact: ExactNetwork,
+    box: Box,
+    box_number: int,
+    bounds: LayerBounds,
+    neuron: Neuron,
+    phase: Phase,
+    max_depth: int,
+    max_cases: int,
+    deadline: float,
+) -> CaseSplit | None:
+    """Cases on earlier neurons' phases that together prove `neuron` in `phase` on the box, or
+    None if none is found within `max_depth` assumptions per case, `max_cases` cases, and the
+    deadline. The neuron to split next is the unstable one whose relaxation costs the bound
+    most (an estimate from float back-substitution)."""
+    pending: list[dict[Neuron, Phase]] = [{}]
+    proved: list[Assumptions] = []
+    while pending:
+        if time.monotonic() > deadline or len(proved) + len(pending) > max_cases:
+            return None
+        case = pending.pop()
+        value = target_bound(exact, box, bounds, neuron, phase, case)
+        if bound_shows(value, phase):
+            proved.append(tuple(sorted(case.items())))
+            continue
+        if len(case) >= max_depth:
+            return None
+        chosen = _split_choice(network, bounds, neuron, phase, case)
+        if chosen is None:
+            return None
+        pending.extend({**case, chosen: p} for p in Phase)
+    return CaseSplit(box_number, neuron, phase, tuple(proved))
+
+
+def _split_choice(
+    network: Network,
+    bounds: LayerBounds,
+    target: Neuron,
+    phase: Phase,
+    case: Mapping[Neuron, Phase],
+) -> Neuron | None:
+    """The earlier unstable neuron (not yet assumed) with the largest relaxation gap weighted
+    by its float back-substitution coefficient for the target bound."""
+    lowers = [np.array(v, dtype=np.float64) for v in bounds.lower[: target.layer]]
+    uppers = [np.array(v, dtype=np.float64) for v in bounds.upper[: target.layer]]
+    for n, p in case.items():
+        if p is Phase.ACTIVE:
+            lowers[n.layer][n.index] = max(lowers[n.layer][n.index], 0.0)
+        else:
+            uppers[n.layer][n.index] = min(uppers[n.layer][n.index], 0.0)
+    sign = -1.0 if phase is Phase.INACTIVE else 1.0
+    mu = sign * network.layers[target.layer].float_weights[target.index]
+    best: tuple[float, Neuron] | None = None
+    for k in range(target.layer - 1, -1, -1):
+        lower, upper = lowers[k], uppers[k]
+        unstable = (lower < 0) & (upper > 0)
+        gap = np.where(unstable, np.abs(mu) * np.minimum(upper, -lower), 0.0)
+        if gap.size and gap.max() > 0:
+            i = int(np.argmax(gap))
+            if best is None or gap[i] > best[0]:
+                best = (float(gap[i]), Neuron(k, i))
+        width = np.where(unstable, upper - lower, 1.0)
+        beta = np.where(unstable, upper / width, 0.0)
+        alpha = (upper >= -lower).astype(np.float64)
+        nu = np.where(mu >= 0, alpha * mu, beta * mu)
+        nu = np.where(lower >= 0, mu, nu)
+        nu = np.where(upper <= 0, 0.0, nu)
+        mu = nu @ network.layers[k].float_weights
+    return None if best is None else best[1]

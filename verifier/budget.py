@@ -1,0 +1,77 @@
+"""The one owner of time: the job's limit, the shares of its stages and what is held back.
+
+Every stage asks the `Budget` for its deadline; no other module computes a share. Reaching a
+deadline never makes a result wrong, only less complete (undecided neurons become unknown).
+The clock is a parameter, so the arithmetic is tested with a fake clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+
+SHARES: Mapping[str, float] = {
+    "witnesses": 0.15,
+    "search": 0.15,
+    "proofs": 1.0,
+}
+"""Each stage's share of the time left when it starts, after the reserves: the witness search
+and the CP-SAT search only find counterexamples, so they get a small part; the proofs get all
+that is left (the stages after them are covered by reserves)."""
+
+OUTPUT_SHARE = 0.02
+"""Held back for the last steps and writing the outputs."""
+EQUIVALENCE_SHARE = 0.25
+"""At most this share of the limit is held back for the equivalence proof (measured: 11 s for
+a 400,000-weight 784-256x4-10 net, 0.3 s for ACAS Xu's 13,000 weights) ..."""
+EQUIVALENCE_SECONDS_PER_WEIGHT = 3e-5
+"""... and no more than this per nonzero weight."""
+
+
+@dataclasses.dataclass
+class Budget:
+    """A wall-clock budget of `limit` seconds from creation."""
+
+    limit: float
+    weights: int = 0
+    """Nonzero weights of the network: they size the equivalence reserve."""
+    clock: Callable[[], float] = time.monotonic
+    started: float = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    @property
+    def deadline(self) -> float:
+        """When the whole job must be done."""
+        return self.started + self.limit
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - self.clock())
+
+    def reserve(self, stage: str) -> float:
+        """Seconds held back, at the end of the job, for `stage` ("equivalence", "output")."""
+        if stage == "output":
+            return OUTPUT_SHARE * self.limit
+        if stage == "equivalence":
+            by_weights = EQUIVALENCE_SECONDS_PER_WEIGHT * self.weights
+            return min(EQUIVALENCE_SHARE * self.limit, by_weights)
+        raise KeyError(f"no reserve named {stage!r}; reserves: equivalence, output")
+
+    def analysis_deadline(self) -> float:
+        """When the analysis (bounds, witnesses, search, proofs) must stop."""
+        return self.deadline - self.reserve("output") - self.reserve("equivalence")
+
+    def stage_deadline(self, stage: str) -> float:
+        """Deadline of an analysis stage that starts now: its share of what the analysis has
+        left."""
+        share = SHARES.get(stage)
+        if share is None:
+            raise KeyError(f"no share named {stage!r}; shares: {', '.join(SHARES)}")
+        now = self.clock()
+        return now + share * max(0.0, self.analysis_deadline() - now)
+
+    def output_deadline(self) -> float:
+        """When everything but writing the outputs must be done."""
+        return self.deadline - self.reserve("output")

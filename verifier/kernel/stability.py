@@ -1,0 +1,126 @@
+"""Which stability claims the evidence proves: certified bounds on every proof box, and case
+splits on earlier neurons' phases where the bounds alone fall short.
+
+Part of the TRUSTED kernel (the run decides with it; `check` recomputes it from the
+certificate). Evidence comes in two kinds, both checked here by `verifier.kernel.bounds`:
+
+- Proof boxes: the domain boxes and the halves of recorded bisections, rebuilt from the domain
+  and the split trees by `verifier.subdomains` (every cut strictly inside its interval, so the
+  halves cover the box). Every proof box gets bounds for every hidden layer; the bounds of a
+  box inside another are intersected with the enclosing box's, layer by layer (both hold on
+  it). A claim holds on a sub-box (a leaf of the trees) if the sub-box's bounds show it.
+- Case splits: on a proof box, a claim with a set of cases, each a set of phase assumptions on
+  earlier-layer neurons. It holds on the box if the cases cover every phase combination of the
+  neurons they mention (`covers_all_phases`) and in every case the bound computed under the
+  case's assumptions shows the phase (or the case is vacuous: its assumptions contradict the
+  box's bounds). A case split on a box holds on every sub-box inside it.
+
+A claim holds on the domain iff it holds on every sub-box. Nothing else makes a neuron stable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from verifier.kernel.bounds import (
+    ExactNetwork,
+    LayerBounds,
+    bound_shows,
+    box_bounds,
+    target_bound,
+)
+from verifier.status import Neuron, Phase
+from verifier.subdomains import Subdomains
+
+Assumptions = tuple[tuple[Neuron, Phase], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseSplit:
+    """`neuron` is in `phase` on proof box `box`, case by case."""
+
+    box: int
+    neuron: Neuron
+    phase: Phase
+    cases: tuple[Assumptions, ...]
+
+
+def covers_all_phases(cases: Iterable[Mapping[Neuron, Phase]]) -> bool:
+    """True iff every assignment of phases to the neurons satisfies some case's assumptions."""
+    leaves = [dict(case) for case in cases]
+
+    def covered(fixed: dict[Neuron, Phase]) -> bool:
+        undecided: list[Neuron] = []
+        for leaf in leaves:
+            if all(fixed.get(n, p) == p for n, p in leaf.items()):
+                missing = [n for n in leaf if n not in fixed]
+                if not missing:
+                    return True
+                undecided.extend(missing)
+        if not undecided:
+            return False
+        neuron = min(undecided)
+        return all(covered({**fixed, neuron: phase}) for phase in Phase)
+
+    return covered({})
+
+
+def proof_box_bounds(
+    net: ExactNetwork,
+    subdomains: Subdomains,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[LayerBounds]:
+    """Certified bounds on every proof box, enclosing boxes first (a half is numbered after
+    the box it was cut from)."""
+    bounds: list[LayerBounds] = []
+    for k, box in enumerate(subdomains.boxes):
+        up = subdomains.enclosing[k]
+        if up is not None and up >= k:
+            raise ValueError(f"proof box {k} is numbered before the box {up} enclosing it")
+        bounds.append(box_bounds(net, box, enclosing=None if up is None else bounds[up]))
+        if progress is not None:
+            progress(k + 1, len(subdomains.boxes))
+    return bounds
+
+
+def case_split_holds(
+    net: ExactNetwork, subdomains: Subdomains, bounds: Sequence[LayerBounds], split: CaseSplit
+) -> bool:
+    """Whether every case of the split shows the phase and the cases cover every phase
+    combination."""
+    if not 0 <= split.box < len(subdomains.boxes):
+        return False
+    if not split.cases or not covers_all_phases(dict(case) for case in split.cases):
+        return False
+    box = subdomains.boxes[split.box]
+    for case in split.cases:
+        assumptions = dict(case)
+        if len(assumptions) != len(case):
+            return False
+        if any(not 0 <= n.layer < split.neuron.layer for n in assumptions):
+            return False
+        value = target_bound(net, box, bounds[split.box], split.neuron, split.phase, assumptions)
+        if not bound_shows(value, split.phase):
+            return False
+    return True
+
+
+def proved_claims(
+    subdomains: Subdomains,
+    bounds: Sequence[LayerBounds],
+    valid_splits: Iterable[CaseSplit],
+    claims: Mapping[Neuron, Phase],
+) -> dict[Neuron, Phase]:
+    """The claims that hold on every sub-box, given the proof boxes' bounds and the case
+    splits already found to hold (`case_split_holds`)."""
+    split_on = {(s.box, s.neuron, s.phase) for s in valid_splits}
+    proved = {}
+    for neuron, phase in claims.items():
+        if all(
+            bounds[leaf].shows(neuron, phase)
+            or any((k, neuron, phase) in split_on for k in subdomains.ancestry(leaf))
+            for leaf in subdomains.leaves
+        ):
+            proved[neuron] = phase
+    return proved
