@@ -23,7 +23,7 @@ import numpy.typing as npt
 import verifier
 from verifier.errors import CertificateError
 from verifier.ir import Network
-from verifier.kernel.stability import CaseSplit
+from verifier.kernel.stability import Case, CaseSplit
 from verifier.status import Neuron, Phase, Status
 
 FORMAT = "verify-compress-certificate"
@@ -66,14 +66,30 @@ def case_split_to_json(split: CaseSplit) -> JsonDict:
         "box": split.box,
         "neuron": [split.neuron.layer, split.neuron.index],
         "phase": split.phase.value,
-        "cases": [[[n.layer, n.index, p.value] for n, p in case] for case in split.cases],
+        "cases": [
+            {
+                "assume": [[n.layer, n.index, p.value] for n, p in case.assumptions],
+                "multipliers": None
+                if case.multipliers is None
+                else [[float(v) for v in m] for m in case.multipliers],
+            }
+            for case in split.cases
+        ],
     }
 
 
 def case_split_from_json(data: Any, item: str) -> CaseSplit:
     try:
         cases = tuple(
-            tuple((Neuron(int(layer), int(index)), Phase(phase)) for layer, index, phase in case)
+            Case(
+                tuple(
+                    (Neuron(int(layer), int(index)), Phase(phase))
+                    for layer, index, phase in case["assume"]
+                ),
+                None
+                if case["multipliers"] is None
+                else tuple(np.array(m, dtype=np.float64) for m in case["multipliers"]),
+            )
             for case in data["cases"]
         )
         return CaseSplit(

@@ -24,7 +24,13 @@ import numpy.typing as npt
 
 from verifier import search as search_module
 from verifier.bounds import symbolic_bounds
-from verifier.branching import ProofBoxes, bisect_until_proved, failing, split_by_cases
+from verifier.branching import (
+    ProofBoxes,
+    TriangleLps,
+    bisect_until_proved,
+    failing,
+    split_by_cases,
+)
 from verifier.budget import Budget
 from verifier.config import Config
 from verifier.domain import Domain
@@ -99,10 +105,7 @@ def analyse(
         if progress is not None:
             progress("bounds", k + 1, len(domain.boxes))
     decided = {
-        n: p
-        for n in hidden
-        for p in Phase
-        if all(root.bounds[0].shows(n, p) for root in roots)
+        n: p for n in hidden for p in Phase if all(root.bounds[0].shows(n, p) for root in roots)
     }
     undecided = [n for n in hidden if n not in decided]
     stages.append(StageRecord("bounds", time.monotonic() - since, len(undecided)))
@@ -150,8 +153,13 @@ def analyse(
 
     since = time.monotonic()
     claims = {**_claims(undecided, table, roots, search_claims), **decided}
-    splits = _branch(network, exact, domain, roots, claims, table, config, rng, budget, progress)
+    _branch(network, exact, domain, roots, claims, table, config, rng, budget, progress)
     subdomains = Subdomains.from_trees(domain, _numbered_trees(roots))
+    splits = [
+        dataclasses.replace(split, box=root.first + split.box)
+        for root in roots
+        for split in root.case_splits
+    ]
     bounds = [b for root in roots for b in root.bounds]
     statuses, needed = decide_statuses(exact, hidden, table, subdomains, bounds, splits, claims)
     stages.append(
@@ -203,12 +211,12 @@ def _branch(
     rng: np.random.Generator,
     budget: Budget,
     progress: Progress | None,
-) -> list[CaseSplit]:
+) -> None:
     """Branch and bound on the claims the domain boxes' bounds leave open, each domain box in
-    turn with an equal share of the time left: bisection of low-dimensional inputs, case
-    splits on earlier neurons' phases otherwise. Returns the case splits found."""
+    turn with an equal share of the time left: bisection of low-dimensional inputs (with case
+    splits on sub-boxes that fail few claims), case splits on earlier neurons' phases
+    otherwise. The proof boxes and case splits found are added to `roots`."""
     splittable = network.input_size <= SPLITTABLE_INPUT_SIZE and config.max_subboxes > 1
-    splits: list[CaseSplit] = []
     deadline = budget.stage_deadline("proofs")
     for parent, root in enumerate(roots):
         now = time.monotonic()
@@ -231,10 +239,7 @@ def _branch(
                 report,
             )
             continue
-        splits.extend(
-            _split_cases(network, exact, root, open_claims, table, config, box_deadline, progress)
-        )
-    return splits
+        _split_cases(network, exact, root, open_claims, table, config, box_deadline, progress)
 
 
 def _split_cases(
@@ -246,11 +251,11 @@ def _split_cases(
     config: Config,
     deadline: float,
     progress: Progress | None,
-) -> list[CaseSplit]:
+) -> None:
     """Case splits for the claims failing on the root box, shallow layers first, each claim
     with a fair share of the time left."""
     pending = sorted(failing(root.bounds[0], claims))
-    found = []
+    programs = TriangleLps(network, root.boxes[0], root.bounds[0])
     for position, neuron in enumerate(pending):
         if neuron in table.unstable():
             continue
@@ -269,12 +274,12 @@ def _split_cases(
             config.max_split_depth,
             MAX_CASES,
             now + max(share, 0.0),
+            programs.for_layer(neuron.layer),
         )
         if split is not None:
-            found.append(split)
+            root.case_splits.append(split)
         if progress is not None:
             progress("case splits", position + 1, len(pending))
-    return found
 
 
 def _numbered_trees(roots: Sequence[ProofBoxes]) -> list[SplitTree]:
@@ -299,12 +304,7 @@ def decide_statuses(
     claims: Mapping[Neuron, Phase],
 ) -> tuple[dict[Neuron, Status], list[CaseSplit]]:
     """The status of every hidden neuron, and the case splits the stable ones rest on."""
-    numbered = []
-    offsets = _offsets(subdomains)
-    for split in splits:
-        renumbered = dataclasses.replace(split, box=offsets[split.box])
-        numbered.append(renumbered)
-    valid = [s for s in numbered if case_split_holds(exact, subdomains, bounds, s)]
+    valid = [s for s in splits if case_split_holds(exact, subdomains, bounds, s)]
     proved = proved_claims(subdomains, bounds, valid, claims)
     statuses: dict[Neuron, Status] = {}
     for neuron in hidden:
@@ -321,10 +321,3 @@ def decide_statuses(
             statuses[neuron] = Status.UNKNOWN
     needed = [s for s in valid if s.neuron in proved and proved[s.neuron] is s.phase]
     return statuses, needed
-
-
-def _offsets(subdomains: Subdomains) -> dict[int, int]:
-    """Case splits are found on a domain box's root before the trees are numbered: map the
-    root's local number 0 of each domain box to its global number."""
-    roots = [k for k in range(len(subdomains.boxes)) if subdomains.enclosing[k] is None]
-    return dict(enumerate(roots))

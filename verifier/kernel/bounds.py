@@ -130,12 +130,23 @@ def box_bounds(
         if layer_index != len(lowers):
             raise ValueError("hidden layers must come before the output layer")
         size = net.layers[layer_index].rows.shape[0]
-        index = np.concatenate([np.arange(size), np.arange(size)])
-        sign = np.concatenate([np.ones(size, dtype=np.int64), -np.ones(size, dtype=np.int64)])
-        layer_slopes = slopes.get(layer_index) if slopes is not None else None
-        exact = lower_bounds(net, box, lowers, uppers, layer_index, index, sign, layer_slopes)
-        lower = Scaled(exact.numerators[:size], exact.scale).to_float("down")
-        upper = -Scaled(exact.numerators[size:], exact.scale).to_float("down")
+        lower = np.full(size, -np.inf)
+        upper = np.full(size, np.inf)
+        # Within an enclosing box's bounds, only the neurons unstable there are worth more
+        # work: a stable neuron's bounds change its multipliers by rounding errors at most.
+        if enclosing is None:
+            rows = np.arange(size)
+        else:
+            rows = np.flatnonzero(
+                (enclosing.lower[layer_index] < 0) & (enclosing.upper[layer_index] > 0)
+            )
+        if rows.size:
+            index = np.concatenate([rows, rows])
+            sign = np.concatenate([np.ones(rows.size, np.int64), -np.ones(rows.size, np.int64)])
+            layer_slopes = slopes.get(layer_index) if slopes is not None else None
+            exact = lower_bounds(net, box, lowers, uppers, layer_index, index, sign, layer_slopes)
+            lower[rows] = Scaled(exact.numerators[: rows.size], exact.scale).to_float("down")
+            upper[rows] = -Scaled(exact.numerators[rows.size :], exact.scale).to_float("down")
         if layer_index > 0:
             interval_lower, interval_upper = _interval(net, layer_index, lowers[-1], uppers[-1])
             lower = np.maximum(lower, interval_lower)
@@ -155,13 +166,14 @@ def target_bound(
     neuron: Neuron,
     phase: Phase,
     assumptions: Mapping[Neuron, Phase],
-    slopes: Sequence[FloatArray] | None = None,
+    multipliers: Sequence[FloatArray] | None = None,
 ) -> Fraction | None:
     """The proved bound of `neuron` that can show `phase` (its upper bound for INACTIVE, its
     lower bound for ACTIVE) on the part of `box` where the phase assumptions hold, or None if
     the assumptions hold nowhere on the box (then every claim holds there vacuously).
 
-    Only neurons of layers before `neuron.layer` may be assumed."""
+    Only neurons of layers before `neuron.layer` may be assumed. `multipliers`: one vector per
+    earlier layer (see `lower_bounds`); CROWN's when None."""
     lowers = [np.array(v, copy=True) for v in bounds.lower[: neuron.layer]]
     uppers = [np.array(v, copy=True) for v in bounds.upper[: neuron.layer]]
     for assumed, assumed_phase in assumptions.items():
@@ -182,7 +194,7 @@ def target_bound(
         neuron.layer,
         np.array([neuron.index]),
         np.array([sign], dtype=np.int64),
-        slopes,
+        multipliers=None if multipliers is None else [np.asarray(m)[None, :] for m in multipliers],
     )
     return sign * exact.value(0)
 
@@ -203,9 +215,14 @@ def lower_bounds(
     index: npt.NDArray[np.int64],
     sign: npt.NDArray[np.int64],
     slopes: Sequence[FloatArray] | None = None,
+    multipliers: Sequence[FloatArray] | None = None,
 ) -> Scaled:
     """Exact lower bounds of sign[r] * g_layer[index[r]] for every row r, over the box and the
-    proved bounds [lowers[k], uppers[k]] of the earlier layers (see the module docstring)."""
+    proved bounds [lowers[k], uppers[k]] of the earlier layers (see the module docstring).
+
+    The multipliers are CROWN's (with the given lower `slopes`, else adaptive ones), or the
+    given `multipliers` (one (rows, n_k) float array per earlier layer k, read as the exact
+    rationals they are): any values give a sound bound."""
     target = net.layers[layer]
     signs = sign.astype(object)
     mu = np.asarray(target.rows[index] * signs[:, None], dtype=object)
@@ -218,24 +235,23 @@ def lower_bounds(
         both = Scaled.from_floats(np.concatenate([lower, upper]))
         size = lower.size
         low, high = both.numerators[:size], both.numerators[size:]
-        inactive = upper <= 0.0
-        active = (lower >= 0.0) & ~inactive
-        unstable = ~inactive & ~active
-        alpha = _lower_slopes(lower, upper, None if slopes is None else slopes[k])
-        beta = _upper_slopes(low, high, unstable)
-        chosen = np.where(mu >= 0, alpha[None, :], beta[None, :])
-        chosen[:, active] = 1 << SLOPE_BITS
-        chosen[:, inactive] = 0
-        nu, nu_scale = floor_to_bits(
-            np.asarray(mu * chosen, dtype=object), mu_scale / 2**SLOPE_BITS, MULTIPLIER_BITS
-        )
-        kept = ~inactive
+        if multipliers is None:
+            nu, nu_scale = _crown_multipliers(mu, mu_scale, lower, upper, low, high, slopes, k)
+        else:
+            given = Scaled.from_floats(np.asarray(multipliers[k], dtype=np.float64))
+            nu, nu_scale = floor_to_bits(given.numerators, given.scale, MULTIPLIER_BITS)
+        # Columns with nu = 0 over g <= 0 add min mu relu(g) = 0: skip them.
+        kept = (upper > 0.0) | np.any(nu != 0, axis=0)
         if kept.any():
-            minima = _neuron_minima(mu, mu_scale, nu, nu_scale, both.scale, low, high, active, kept)
-            parts.append(minima)
+            parts.append(_neuron_minima(mu, mu_scale, nu, nu_scale, both.scale, low, high, kept))
         bias = net.layers[k].bias
         parts.append((np.asarray(nu.dot(bias.numerators), dtype=object), nu_scale * bias.scale))
-        mu = matmul(nu, net.layers[k].weights)
+        nonzero = np.any(nu != 0, axis=0)
+        # Neurons with nu = 0 in every row add nothing to the product.
+        if nonzero.all():
+            mu = matmul(nu, net.layers[k].weights)
+        else:
+            mu = matmul(nu[:, nonzero], to_flint(net.layers[k].rows[nonzero]))
         mu_scale = nu_scale * net.layers[k].scale
     # min over the box of mu.x = mu.(l + u)/2 - |mu|.(u - l)/2.
     inputs = Scaled.from_floats(np.concatenate([box.lower, box.upper]))
@@ -244,6 +260,31 @@ def lower_bounds(
     box_part = mu.dot(x_low + x_high) - np.abs(mu).dot(x_high - x_low)
     parts.append((np.asarray(box_part, dtype=object), mu_scale * inputs.scale / 2))
     return _sum_parts(parts, len(index))
+
+
+def _crown_multipliers(
+    mu: ObjArray,
+    mu_scale: Fraction,
+    lower: FloatArray,
+    upper: FloatArray,
+    low: ObjArray,
+    high: ObjArray,
+    slopes: Sequence[FloatArray] | None,
+    k: int,
+) -> tuple[ObjArray, Fraction]:
+    """nu_k = mu_k times the triangle relaxation's slope chosen by the sign of mu (lower slope
+    where mu >= 0, upper slope where mu < 0), 1 for active and 0 for inactive neurons."""
+    inactive = upper <= 0.0
+    active = (lower >= 0.0) & ~inactive
+    unstable = ~inactive & ~active
+    alpha = _lower_slopes(lower, upper, None if slopes is None else slopes[k])
+    beta = _upper_slopes(low, high, unstable)
+    chosen = np.where(mu >= 0, alpha[None, :], beta[None, :])
+    chosen[:, active] = 1 << SLOPE_BITS
+    chosen[:, inactive] = 0
+    return floor_to_bits(
+        np.asarray(mu * chosen, dtype=object), mu_scale / 2**SLOPE_BITS, MULTIPLIER_BITS
+    )
 
 
 def _lower_slopes(lower: FloatArray, upper: FloatArray, given: FloatArray | None) -> ObjArray:
@@ -273,21 +314,21 @@ def _neuron_minima(
     bound_scale: Fraction,
     low: ObjArray,
     high: ObjArray,
-    active: npt.NDArray[np.bool_],
     kept: npt.NDArray[np.bool_],
 ) -> tuple[ObjArray, Fraction]:
-    """Per row, the sum over the kept neurons of min_{g in [l, u]} mu relu(g) - nu g: at u
-    (u > 0) it is (mu - nu) u; at l it is (mu - nu) l if l >= 0, else -nu l; and 0 at the kink
-    when l < 0 < u. (Inactive neurons have nu = 0 and contribute min mu relu(g) = 0.)"""
+    """Per row, the sum over the kept neurons of min_{g in [l, u]} mu relu(g) - nu g: the
+    smaller of its values at l and u, and 0 (its value at the kink) when l < 0 < u."""
     scale = common_scale(mu_scale, nu_scale)
     m = mu[:, kept] * int(mu_scale / scale)
     n = nu[:, kept] * int(nu_scale / scale)
-    lo, hi, on = low[kept], high[kept], active[kept]
-    difference = m - n
-    at_high = difference * hi[None, :]
-    at_low = np.where(on[None, :], difference * lo[None, :], -n * lo[None, :])
+    lo, hi = low[kept], high[kept]
+    relu_lo = np.where(lo > 0, lo, 0)
+    relu_hi = np.where(hi > 0, hi, 0)
+    at_low = m * relu_lo[None, :] - n * lo[None, :]
+    at_high = m * relu_hi[None, :] - n * hi[None, :]
     least = np.minimum(at_low, at_high)
-    least = np.where(on[None, :], least, np.minimum(least, 0))
+    kink = (lo < 0) & (hi > 0)
+    least = np.where(kink[None, :], np.minimum(least, 0), least)
     return np.asarray(least.sum(axis=1), dtype=object), scale * bound_scale
 
 

@@ -116,8 +116,9 @@ def round_fraction(value: Fraction, direction: str) -> float:
 def floor_to_bits(values: ObjArray, scale: Fraction, bits: int) -> tuple[ObjArray, Fraction]:
     """Round `values * scale` DOWN onto a coarser power-of-two grid so that no numerator has
     more than `bits` bits. Callers use it only where any value is sound (dual multipliers)."""
-    flat = values.reshape(-1)
-    largest = max((abs(int(v)) for v in flat), default=0)
+    if values.size == 0:
+        return values, scale
+    largest = max(int(values.max()), -int(values.min()))
     shift = largest.bit_length() - bits
     if shift <= 0:
         return values, scale
@@ -126,7 +127,8 @@ def floor_to_bits(values: ObjArray, scale: Fraction, bits: int) -> tuple[ObjArra
 
 def to_flint(values: ObjArray) -> flint.fmpz_mat:
     rows, columns = values.shape
-    return flint.fmpz_mat(rows, columns, [int(v) for v in values.reshape(-1).tolist()])
+    # Python ints (or fmpz) already: flint takes them as they are.
+    return flint.fmpz_mat(rows, columns, values.reshape(-1).tolist())
 
 
 def from_flint(matrix: flint.fmpz_mat) -> ObjArray:

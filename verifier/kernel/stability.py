@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from verifier.kernel.bounds import (
     ExactNetwork,
     LayerBounds,
@@ -30,6 +32,7 @@ from verifier.kernel.bounds import (
     box_bounds,
     target_bound,
 )
+from verifier.kernel.scaled import FloatArray
 from verifier.status import Neuron, Phase
 from verifier.subdomains import Subdomains
 
@@ -37,13 +40,23 @@ Assumptions = tuple[tuple[Neuron, Phase], ...]
 
 
 @dataclasses.dataclass(frozen=True)
+class Case:
+    """Phase assumptions, and the multipliers of the bound under them (one float vector per
+    earlier layer; None: CROWN's)."""
+
+    assumptions: Assumptions
+    multipliers: tuple[FloatArray, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class CaseSplit:
-    """`neuron` is in `phase` on proof box `box`, case by case."""
+    """`neuron` is in `phase` on proof box `box`, case by case (one case without assumptions:
+    a bound with multipliers of its own)."""
 
     box: int
     neuron: Neuron
     phase: Phase
-    cases: tuple[Assumptions, ...]
+    cases: tuple[Case, ...]
 
 
 def covers_all_phases(cases: Iterable[Mapping[Neuron, Phase]]) -> bool:
@@ -91,16 +104,26 @@ def case_split_holds(
     combination."""
     if not 0 <= split.box < len(subdomains.boxes):
         return False
-    if not split.cases or not covers_all_phases(dict(case) for case in split.cases):
+    cases = [dict(case.assumptions) for case in split.cases]
+    if not cases or not covers_all_phases(cases):
         return False
     box = subdomains.boxes[split.box]
-    for case in split.cases:
-        assumptions = dict(case)
-        if len(assumptions) != len(case):
+    layer = split.neuron.layer
+    for case, assumptions in zip(split.cases, cases, strict=True):
+        if len(assumptions) != len(case.assumptions):
             return False
-        if any(not 0 <= n.layer < split.neuron.layer for n in assumptions):
+        if any(not 0 <= n.layer < layer for n in assumptions):
             return False
-        value = target_bound(net, box, bounds[split.box], split.neuron, split.phase, assumptions)
+        multipliers = case.multipliers
+        if multipliers is not None and (
+            len(multipliers) != layer
+            or any(m.shape != (net.layers[k].rows.shape[0],) for k, m in enumerate(multipliers))
+            or not all(np.all(np.isfinite(m)) for m in multipliers)
+        ):
+            return False
+        value = target_bound(
+            net, box, bounds[split.box], split.neuron, split.phase, assumptions, multipliers
+        )
         if not bound_shows(value, split.phase):
             return False
     return True
