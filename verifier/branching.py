@@ -98,10 +98,12 @@ def bisect_until_proved(
     deadline: float,
     max_boxes: int,
     progress: Progress | None = None,
+    max_depth: int = CASE_SPLIT_DEPTH,
 ) -> None:
     """Bisect the proof boxes of `root` (a domain box with its bounds) while claims fail on
     some sub-box, most promising sub-box first, until every claim holds or is refuted, the
-    tree has `max_boxes` sub-boxes, or the deadline."""
+    tree has `max_boxes` sub-boxes, or the deadline. A sub-box failing few claims first gets
+    case splits of at most `max_depth` assumptions per case."""
     while len(root.leaves) < max_boxes and time.monotonic() < deadline:
         refuted = table.unstable()
         open_claims = {n: p for n, p in claims.items() if n not in refuted}
@@ -119,7 +121,9 @@ def bisect_until_proved(
         if node not in root.tried and len(failed[node]) <= CASE_SPLIT_CLAIMS:
             # A few failing claims are cheaper to prove by case splits than by more boxes.
             root.tried.add(node)
-            try_case_splits(network, exact, root, node, failed[node], open_claims, deadline)
+            try_case_splits(
+                network, exact, root, node, failed[node], open_claims, deadline, max_depth
+            )
             continue
         box = root.boxes[node]
         dimension = split_dimension(network, box, sorted(failed[node]), rng)

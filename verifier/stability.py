@@ -25,6 +25,7 @@ import numpy.typing as npt
 from verifier import search as search_module
 from verifier.bounds import symbolic_bounds
 from verifier.branching import (
+    CASE_SPLIT_DEPTH,
     ProofBoxes,
     TriangleLps,
     bisect_until_proved,
@@ -237,6 +238,7 @@ def _branch(
                 box_deadline,
                 config.max_subboxes,
                 report,
+                min(config.max_split_depth, CASE_SPLIT_DEPTH),
             )
             continue
         _split_cases(network, exact, root, open_claims, table, config, box_deadline, progress)
