@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from fractions import Fraction
 
 import numpy as np
@@ -13,14 +12,12 @@ from hypothesis import strategies as st
 from verifier.domain import Box, Domain
 from verifier.errors import CertificateError
 from verifier.ir import AffineLayer, Network
-from verifier.smt import SmtVerdict, check
 from verifier.status import Neuron
 from verifier.subdomains import (
     Bisection,
     SplitTree,
     Subdomains,
     bisect,
-    cover_obligation,
     split_dimension,
 )
 
@@ -103,13 +100,17 @@ def test_without_splits_sub_box_k_is_domain_box_k() -> None:
     assert subdomains.to_json() == [0, 1]
 
 
-def test_z3_proves_the_cover_and_refutes_it_when_a_sub_box_is_missing() -> None:
-    tree = Bisection(0, 0, 0.5, 1, Bisection(2, 1, 0.5, 3, 4))
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 10_000))
+def test_every_point_of_the_domain_box_lies_in_some_sub_box(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    nodes: list[int] = []
+    tree = _random_tree(UNIT_SQUARE.boxes[0], rng, 4, nodes)
     subdomains = Subdomains.from_trees(UNIT_SQUARE, [tree])
-    assert subdomains.leaves == (1, 3, 4)
-    assert check(cover_obligation(subdomains, 0)).verdict is SmtVerdict.PROVED
-    holey = dataclasses.replace(subdomains, leaves=(1, 3))
-    assert check(cover_obligation(holey, 0)).verdict is SmtVerdict.REFUTED
+    cuts = [b.lower for b in subdomains.boxes] + [b.upper for b in subdomains.boxes]
+    points = np.vstack([rng.random((200, 2)), *cuts])
+    for point in points:
+        assert any(subdomains.boxes[k].contains(point) for k in subdomains.leaves)
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,12 @@ A `SplitTree` per domain box is either an int (a sub-box, i.e. a leaf) or a `Bis
 one input at a float64 value `at` strictly between the bounds: the halves
 `lower <= x_d <= at` and `at <= x_d <= upper` cover the box (closed halves, so nothing is lost
 at the cut). Every node of a tree, leaf or bisection, is a *proof box* with a number of its own
-(all nodes of all trees are numbered 0..m-1, each once): a lemma proved on a proof box holds on
-every proof box inside it, so a sub-box proof reuses what its enclosing boxes proved and only
-re-proves what the smaller box improves. `Subdomains.from_trees` rebuilds every proof box from
+(all nodes of all trees are numbered 0..m-1, each once): bounds proved on a proof box hold on
+every proof box inside it, so a sub-box's bounds are intersected with its enclosing box's.
+`Subdomains.from_trees` rebuilds every proof box from
 the domain and the trees and rejects malformed trees, which is how the checker re-derives the
-boxes instead of trusting them; `cover_obligation` states that the leaves cover their domain
-box as an SMT query for Z3.
+boxes instead of trusting them. The cover needs no solver: every cut lies strictly inside its
+interval and both closed halves are kept, so the leaves cover the box by construction.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import numpy.typing as npt
 from verifier.domain import Box, Domain
 from verifier.errors import CertificateError
 from verifier.ir import Network
-from verifier.smt import Obligation, smt_number
 from verifier.status import Neuron
 
 FloatArray = npt.NDArray[np.float64]
@@ -248,27 +247,3 @@ def split_dimension(
     if not splittable:
         raise ValueError("no input of the box can be bisected (every width is one float)")
     return max(splittable, key=lambda d: (score[d], width[d], -d))
-
-
-def cover_obligation(subdomains: Subdomains, parent: int) -> Obligation:
-    """SMT-LIB2: no point of domain box `parent` lies outside all of its sub-boxes."""
-    box = subdomains.domain.boxes[parent]
-    size = box.size
-    declarations = "\n".join(f"(declare-const x_{j} Real)" for j in range(size))
-
-    def inside(candidate: Box) -> str:
-        atoms = [
-            f"(<= {smt_number(Fraction(float(candidate.lower[j])))} x_{j} "
-            f"{smt_number(Fraction(float(candidate.upper[j])))})"
-            for j in range(size)
-        ]
-        return f"(and {' '.join(atoms)})"
-
-    leaves = " ".join(inside(subdomains.boxes[k]) for k in subdomains.leaves_of(parent))
-    identifier = f"cover.box{parent}"
-    text = (
-        f"; verify-compress obligation {identifier}: the sub-boxes cover domain box {parent}\n"
-        f"(set-logic QF_LRA)\n{declarations}\n(assert {inside(box)})\n"
-        f"(assert (not (or {leaves} false)))\n(check-sat)\n"
-    )
-    return Obligation(identifier, text)

@@ -1,0 +1,59 @@
+"""The checker is independent of the code that finds evidence: importing it in a fresh
+interpreter loads no producer module and no CP-SAT."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+PRODUCER_MODULES = {
+    "verifier.search",
+    "verifier.witnesses",
+    "verifier.stability",
+    "verifier.branching",
+    "verifier.propagation",
+    "verifier.lp",
+    "verifier.bounds",
+    "verifier.pipeline",
+    "verifier.training",
+}
+
+
+def _modules_after_importing(module: str) -> set[str]:
+    script = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
+    output = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    return set(json.loads(output))
+
+
+def test_importing_the_checker_loads_no_producer_module_and_no_ortools() -> None:
+    loaded = _modules_after_importing("verifier.check")
+    assert not loaded & PRODUCER_MODULES, sorted(loaded & PRODUCER_MODULES)
+    assert not any(name == "ortools" or name.startswith("ortools.") for name in loaded)
+
+
+def test_the_kernel_imports_only_the_core_and_its_exact_arithmetic() -> None:
+    loaded = {
+        m for m in _modules_after_importing("verifier.kernel.stability") if m.startswith("verifier")
+    }
+    assert loaded <= {
+        "verifier",
+        "verifier.kernel",
+        "verifier.kernel.bounds",
+        "verifier.kernel.scaled",
+        "verifier.kernel.stability",
+        "verifier.domain",
+        "verifier.errors",
+        "verifier.exact",
+        "verifier.ir",
+        "verifier.status",
+        "verifier.subdomains",
+    }, sorted(loaded)
+
+
+def test_the_kernel_needs_no_solver() -> None:
+    loaded = _modules_after_importing("verifier.kernel.stability")
+    assert "z3" not in loaded and "cvc5" not in loaded
+    assert not any(name.startswith("ortools") for name in loaded)
