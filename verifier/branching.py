@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +24,7 @@ from verifier.ir import Network
 from verifier.kernel.bounds import ExactNetwork, LayerBounds, bound_shows, box_bounds, target_bound
 from verifier.kernel.stability import Case, CaseSplit
 from verifier.lp import TriangleLp
+from verifier.propagation import Targets, crown_multipliers, relaxation_costs
 from verifier.status import Neuron, Phase
 from verifier.subdomains import Bisection, SplitTree, bisect, split_dimension
 from verifier.witnesses import WitnessTable
@@ -122,7 +123,16 @@ def bisect_until_proved(
             # A few failing claims are cheaper to prove by case splits than by more boxes.
             root.tried.add(node)
             try_case_splits(
-                network, exact, root, node, failed[node], open_claims, deadline, max_depth
+                network,
+                exact,
+                root,
+                node,
+                failed[node],
+                open_claims,
+                deadline,
+                table,
+                parent,
+                max_depth,
             )
             continue
         box = root.boxes[node]
@@ -151,17 +161,29 @@ def try_case_splits(
     neurons: Collection[Neuron],
     claims: Mapping[Neuron, Phase],
     deadline: float,
+    table: WitnessTable,
+    parent: int,
     max_depth: int = CASE_SPLIT_DEPTH,
     max_cases: int = CASE_SPLIT_CASES,
+    progress: Progress | None = None,
 ) -> None:
     """Case splits on proof box `node` for the given failing claims, shallow layers first,
-    each with a fair share of the time to the deadline; those found join `root.case_splits`."""
+    each with a fair share of the time to the deadline; those found join `root.case_splits`.
+    Claims refuted meanwhile (by the LP's points) are skipped."""
     pending = sorted(neurons)
     programs = TriangleLps(network, root.boxes[node], root.bounds[node])
+
+    def offer(point: FloatArray) -> None:
+        table.offer(point[None, :], parent, "lp")
+
     for position, neuron in enumerate(pending):
         now = time.monotonic()
         if now >= deadline:
             return
+        if progress is not None:
+            progress(position, len(pending))
+        if neuron in table.unstable():
+            continue
         share = (deadline - now) / (len(pending) - position)
         split = split_by_cases(
             network,
@@ -175,6 +197,8 @@ def try_case_splits(
             max_cases,
             now + share,
             programs.for_layer(neuron.layer),
+            offer,
+            lambda n=neuron: n in table.unstable(),  # type: ignore[misc]
         )
         if split is not None:
             root.case_splits.append(split)
@@ -211,26 +235,32 @@ def split_by_cases(
     max_cases: int,
     deadline: float,
     lp: TriangleLp | None = None,
+    offer: Callable[[FloatArray], None] | None = None,
+    refuted: Callable[[], bool] | None = None,
 ) -> CaseSplit | None:
     """Cases on earlier neurons' phases that together prove `neuron` in `phase` on the box, or
     None if none is found within `max_depth` assumptions per case, `max_cases` cases, and the
     deadline. Each case is tried with CROWN's multipliers, then (given `lp`, the triangle LP of
     the layers before the neuron's on this box) with the LP's optimal ones. The neuron to split
     next is the unstable one whose relaxation costs the bound most (an estimate from float
-    back-substitution). A proof without any split is a single case with LP multipliers."""
+    back-substitution). A proof without any split is a single case with LP multipliers. The
+    LP's optimal input of a case it does not prove goes to `offer` (it may be a witness that
+    the claim is false); the search stops once `refuted()` says so."""
     pending: list[dict[Neuron, Phase]] = [{}]
     proved: list[Case] = []
     while pending:
         if time.monotonic() > deadline or len(proved) + len(pending) > max_cases:
             return None
         assumptions = pending.pop()
-        case = _prove_case(exact, box, bounds, neuron, phase, assumptions, lp)
+        case, tried = _prove_case(exact, box, bounds, neuron, phase, assumptions, lp, offer)
+        if refuted is not None and refuted():
+            return None
         if case is not None:
             proved.append(case)
             continue
         if len(assumptions) >= max_depth:
             return None
-        chosen = _split_choice(network, bounds, neuron, phase, assumptions)
+        chosen = _split_choice(network, bounds, neuron, phase, assumptions, tried)
         if chosen is None:
             return None
         pending.extend({**assumptions, chosen: p} for p in Phase)
@@ -245,19 +275,24 @@ def _prove_case(
     phase: Phase,
     assumptions: Mapping[Neuron, Phase],
     lp: TriangleLp | None,
-) -> Case | None:
-    """The case proved by CROWN's multipliers or the LP's, checked by the kernel; None if
-    neither shows the phase."""
+    offer: Callable[[FloatArray], None] | None = None,
+) -> tuple[Case | None, list[FloatArray] | None]:
+    """The case proved by CROWN's multipliers or the LP's, checked by the kernel (None if
+    neither shows the phase), and the LP's multipliers if it was solved."""
     ordered = tuple(sorted(assumptions.items()))
     if bound_shows(target_bound(exact, box, bounds, neuron, phase, assumptions), phase):
-        return Case(ordered)
+        return Case(ordered), None
     if lp is None:
-        return None
+        return None, None
     multipliers = lp.multipliers(neuron, phase, assumptions)
     if multipliers is None:
-        return None
+        return None, None
     value = target_bound(exact, box, bounds, neuron, phase, assumptions, multipliers)
-    return Case(ordered, tuple(multipliers)) if bound_shows(value, phase) else None
+    if bound_shows(value, phase):
+        return Case(ordered, tuple(multipliers)), multipliers
+    if offer is not None and lp.point is not None:
+        offer(np.clip(lp.point, box.lower, box.upper))
+    return None, multipliers
 
 
 def _split_choice(
@@ -266,9 +301,10 @@ def _split_choice(
     target: Neuron,
     phase: Phase,
     case: Mapping[Neuron, Phase],
+    multipliers: Sequence[FloatArray] | None = None,
 ) -> Neuron | None:
-    """The earlier unstable neuron (not yet assumed) with the largest relaxation gap weighted
-    by its float back-substitution coefficient for the target bound."""
+    """The earlier unstable neuron (not yet assumed) whose interval costs the target's bound
+    most under the given multipliers (the LP's), or under CROWN's when there are none."""
     lowers = [np.array(v, dtype=np.float64) for v in bounds.lower[: target.layer]]
     uppers = [np.array(v, dtype=np.float64) for v in bounds.upper[: target.layer]]
     for n, p in case.items():
@@ -277,21 +313,17 @@ def _split_choice(
         else:
             uppers[n.layer][n.index] = min(uppers[n.layer][n.index], 0.0)
     sign = -1.0 if phase is Phase.INACTIVE else 1.0
-    mu = sign * network.layers[target.layer].float_weights[target.index]
+    if multipliers is None:
+        rows = [lo[None, :] for lo in lowers], [hi[None, :] for hi in uppers]
+        targets = Targets(target.layer, np.array([target.index]), np.array([sign]), *rows)
+        multipliers = [m[0] for m in crown_multipliers(network, targets)]
+    costs = relaxation_costs(network, target.layer, target.index, sign, lowers, uppers, multipliers)
     best: tuple[float, Neuron] | None = None
-    for k in range(target.layer - 1, -1, -1):
-        lower, upper = lowers[k], uppers[k]
-        unstable = (lower < 0) & (upper > 0)
-        gap = np.where(unstable, np.abs(mu) * np.minimum(upper, -lower), 0.0)
-        if gap.size and gap.max() > 0:
-            i = int(np.argmax(gap))
-            if best is None or gap[i] > best[0]:
-                best = (float(gap[i]), Neuron(k, i))
-        width = np.where(unstable, upper - lower, 1.0)
-        beta = np.where(unstable, upper / width, 0.0)
-        alpha = (upper >= -lower).astype(np.float64)
-        nu = np.where(mu >= 0, alpha * mu, beta * mu)
-        nu = np.where(lower >= 0, mu, nu)
-        nu = np.where(upper <= 0, 0.0, nu)
-        mu = nu @ network.layers[k].float_weights
+    for k, cost in enumerate(costs):
+        unstable = (lowers[k] < 0) & (uppers[k] > 0)
+        cost = np.where(unstable, cost, 0.0)
+        if cost.size and cost.max() > 0:
+            i = int(np.argmax(cost))
+            if best is None or cost[i] > best[0]:
+                best = (float(cost[i]), Neuron(k, i))
     return None if best is None else best[1]

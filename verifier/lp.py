@@ -55,6 +55,10 @@ class TriangleLp:
             solver.NumVar(float(lo), float(hi), "")
             for lo, hi in zip(box.lower, box.upper, strict=True)
         ]
+        self._inputs = previous
+        self.point: FloatArray | None = None
+        """The input part of the last optimal solution (a candidate witness: where the
+        relaxation's optimum is an actual network point, the claim is false there)."""
         self._equations: list[list[pywraplp.Constraint]] = []
         self._unstable: dict[Neuron, tuple[pywraplp.Constraint, float, float, float, float]] = {}
         self._g: list[list[pywraplp.Variable]] = []
@@ -157,5 +161,6 @@ class TriangleLp:
         self._solver.SetTimeLimit(max(1, int(time_limit * 1000)))
         if self._solver.Solve() != pywraplp.Solver.OPTIMAL:
             return None
+        self.point = np.array([x.solution_value() for x in self._inputs])
         found = [np.array([row.dual_value() for row in rows]) for rows in self._equations]
         return found if all(np.all(np.isfinite(m)) for m in found) else None

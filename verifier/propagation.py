@@ -133,3 +133,27 @@ def optimise(
             for k in range(len(best)):
                 best[k][better] = multipliers[k][better]
     return best, best_value
+
+
+def relaxation_costs(
+    network: Network,
+    layer: int,
+    index: int,
+    sign: float,
+    lowers: Sequence[FloatArray],
+    uppers: Sequence[FloatArray],
+    multipliers: Sequence[FloatArray],
+) -> list[FloatArray]:
+    """Per earlier layer, what each neuron's interval costs the dual bound of one target row
+    under the given multipliers: -min_{g in [l, u]} (mu relu(g) - nu g) >= 0 where that
+    minimum is negative (0 elsewhere). Splitting the costliest unstable neuron removes most."""
+    mu = sign * network.layers[layer].float_weights[index]
+    costs: list[FloatArray] = [np.zeros(0)] * layer
+    for k in range(layer - 1, -1, -1):
+        nu = multipliers[k]
+        lower, upper = lowers[k], uppers[k]
+        candidates = np.stack([lower, upper, np.clip(0.0, lower, upper)])
+        values = mu[None] * np.maximum(candidates, 0.0) - nu[None] * candidates
+        costs[k] = np.maximum(-values.min(axis=0), 0.0)
+        mu = nu @ network.layers[k].float_weights
+    return costs

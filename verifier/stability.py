@@ -27,10 +27,8 @@ from verifier.bounds import symbolic_bounds
 from verifier.branching import (
     CASE_SPLIT_DEPTH,
     ProofBoxes,
-    TriangleLps,
     bisect_until_proved,
-    failing,
-    split_by_cases,
+    try_case_splits,
 )
 from verifier.budget import Budget
 from verifier.config import Config
@@ -48,6 +46,8 @@ Progress = Callable[[str, int, int], None]
 
 MAX_CASES = 256
 """Most cases one case split may have."""
+DEEPER = 2
+"""The last proof attempt, after the search, allows this many more assumptions per case."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +129,29 @@ def analyse(
     stages.append(StageRecord("witnesses", time.monotonic() - since, len(candidates)))
 
     since = time.monotonic()
-    search_claims: dict[Neuron, Phase] = {}
-    if candidates and time.monotonic() < budget.analysis_deadline():
+    claims = {**_claims(undecided, table, roots, {}), **decided}
+    deadline = budget.stage_deadline("proofs")
+    _branch(
+        network,
+        exact,
+        roots,
+        claims,
+        table,
+        config,
+        rng,
+        deadline,
+        config.max_split_depth,
+        progress,
+    )
+    stages.append(
+        StageRecord("proofs", time.monotonic() - since, _open_count(roots, claims, table))
+    )
+
+    # The search looks for witnesses of the claims still open (it proves nothing); its
+    # claims say which phase the last proof attempt should try for a neuron never seen.
+    since = time.monotonic()
+    remaining = sorted(n for n in _unproved(roots, claims) if n not in table.unstable())
+    if remaining and time.monotonic() < budget.analysis_deadline():
         run_search = (
             search_module.per_neuron_search
             if config.method == "per-neuron"
@@ -142,19 +163,32 @@ def analyse(
             domain,
             float_bounds,
             table,
-            candidates,
+            remaining,
             config,
             budget.stage_deadline("search"),
             progress,
         )
-        search_claims = dict(result.claims)
-    unstable = table.unstable()
-    still_open = sum(1 for n in candidates if n not in unstable)
-    stages.append(StageRecord("search", time.monotonic() - since, still_open))
+        for neuron, phase in result.claims.items():
+            if not table.seen(neuron):
+                claims[neuron] = phase
+    stages.append(
+        StageRecord("search", time.monotonic() - since, _open_count(roots, claims, table))
+    )
 
     since = time.monotonic()
-    claims = {**_claims(undecided, table, roots, search_claims), **decided}
-    _branch(network, exact, domain, roots, claims, table, config, rng, budget, progress)
+    deeper = config.max_split_depth + DEEPER
+    _branch(
+        network,
+        exact,
+        roots,
+        claims,
+        table,
+        config,
+        rng,
+        budget.analysis_deadline(),
+        deeper,
+        progress,
+    )
     subdomains = Subdomains.from_trees(domain, _numbered_trees(roots))
     splits = [
         dataclasses.replace(split, box=root.first + split.box)
@@ -165,7 +199,7 @@ def analyse(
     statuses, needed = decide_statuses(exact, hidden, table, subdomains, bounds, splits, claims)
     stages.append(
         StageRecord(
-            "proofs",
+            "deeper proofs",
             time.monotonic() - since,
             sum(1 for s in statuses.values() if s is Status.UNKNOWN),
         )
@@ -204,27 +238,24 @@ def _claims(
 def _branch(
     network: Network,
     exact: ExactNetwork,
-    domain: Domain,
     roots: list[ProofBoxes],
     claims: Mapping[Neuron, Phase],
     table: WitnessTable,
     config: Config,
     rng: np.random.Generator,
-    budget: Budget,
+    deadline: float,
+    depth: int,
     progress: Progress | None,
 ) -> None:
-    """Branch and bound on the claims the domain boxes' bounds leave open, each domain box in
-    turn with an equal share of the time left: bisection of low-dimensional inputs (with case
-    splits on sub-boxes that fail few claims), case splits on earlier neurons' phases
-    otherwise. The proof boxes and case splits found are added to `roots`."""
+    """Branch and bound on the claims the proofs so far leave open, each domain box in turn
+    with an equal share of the time to `deadline`: bisection of low-dimensional inputs (with
+    case splits on sub-boxes that fail few claims), case splits of at most `depth` assumptions
+    per case on earlier neurons' phases otherwise. What is found is added to `roots`."""
     splittable = network.input_size <= SPLITTABLE_INPUT_SIZE and config.max_subboxes > 1
-    deadline = budget.stage_deadline("proofs")
     for parent, root in enumerate(roots):
         now = time.monotonic()
         box_deadline = now + (deadline - now) / (len(roots) - parent)
         open_claims = {n: p for n, p in claims.items() if n not in table.unstable()}
-        if not failing(root.bounds[0], open_claims):
-            continue
         if splittable:
             report = (lambda done, total: progress("sub-boxes", done, total)) if progress else None
             bisect_until_proved(
@@ -238,50 +269,40 @@ def _branch(
                 box_deadline,
                 config.max_subboxes,
                 report,
-                min(config.max_split_depth, CASE_SPLIT_DEPTH),
+                min(depth, CASE_SPLIT_DEPTH),
             )
             continue
-        _split_cases(network, exact, root, open_claims, table, config, box_deadline, progress)
+        failed = root.failing(0, open_claims)
+        if failed:
+            report = (
+                (lambda done, total: progress("case splits", done, total)) if progress else None
+            )
+            try_case_splits(
+                network,
+                exact,
+                root,
+                0,
+                failed,
+                open_claims,
+                box_deadline,
+                table,
+                parent,
+                depth,
+                MAX_CASES,
+                report,
+            )
 
 
-def _split_cases(
-    network: Network,
-    exact: ExactNetwork,
-    root: ProofBoxes,
-    claims: Mapping[Neuron, Phase],
-    table: WitnessTable,
-    config: Config,
-    deadline: float,
-    progress: Progress | None,
-) -> None:
-    """Case splits for the claims failing on the root box, shallow layers first, each claim
-    with a fair share of the time left."""
-    pending = sorted(failing(root.bounds[0], claims))
-    programs = TriangleLps(network, root.boxes[0], root.bounds[0])
-    for position, neuron in enumerate(pending):
-        if neuron in table.unstable():
-            continue
-        now = time.monotonic()
-        if now >= deadline:
-            break
-        share = (deadline - now) / (len(pending) - position)
-        split = split_by_cases(
-            network,
-            exact,
-            root.boxes[0],
-            0,
-            root.bounds[0],
-            neuron,
-            claims[neuron],
-            config.max_split_depth,
-            MAX_CASES,
-            now + max(share, 0.0),
-            programs.for_layer(neuron.layer),
-        )
-        if split is not None:
-            root.case_splits.append(split)
-        if progress is not None:
-            progress("case splits", position + 1, len(pending))
+def _open_count(
+    roots: Sequence[ProofBoxes], claims: Mapping[Neuron, Phase], table: WitnessTable
+) -> int:
+    unstable = table.unstable()
+    return sum(1 for n in _unproved(roots, claims) if n not in unstable)
+
+
+def _unproved(roots: Sequence[ProofBoxes], claims: Mapping[Neuron, Phase]) -> set[Neuron]:
+    """The claims some sub-box fails so far."""
+    return {n for root in roots for leaf in root.leaves for n in root.failing(leaf, claims)}
 
 
 def _numbered_trees(roots: Sequence[ProofBoxes]) -> list[SplitTree]:
