@@ -444,23 +444,6 @@ def test_with_no_time_a_case_split_claim_stays_unknown_while_the_bounds_still_de
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="analyse and branching compare time.monotonic() with deadlines computed from "
-    "budget.clock: a Budget on another clock does not limit them",
-)
-def test_with_a_fake_clock_past_the_deadline_only_what_the_bounds_decide_is_stable() -> None:
-    net = phase_correlated()
-    domain = Domain((SQUARE,))
-    now = [time.monotonic()]
-    budget = Budget(GENEROUS, clock=lambda: now[0])
-    now[0] += 2 * GENEROUS
-    analysis = analyse(net, domain, NO_BISECTION, np.random.default_rng(0), budget)
-    stable = {n: phase_of(s) for n, s in analysis.statuses.items() if s.is_stable}
-    assert stable == decided_by_bounds(net, domain)
-
-
 def test_with_a_tiny_time_limit_every_stable_status_is_confirmed_by_the_oracle() -> None:
     for seed in range(6):
         net, domain = random_case(seed)

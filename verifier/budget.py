@@ -37,6 +37,8 @@ class Budget:
     weights: int = 0
     """Nonzero weights of the network: they size the equivalence reserve."""
     clock: Callable[[], float] = time.monotonic
+    """The stages compare their deadlines with `time.monotonic()`: a job's Budget keeps this
+    default; another clock is for testing the arithmetic."""
     started: float = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
