@@ -502,13 +502,25 @@ def check(
         str, typer.Option("--solver", help="SMT solver that re-runs every obligation.")
     ] = "z3",
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 2,
+    network: Annotated[
+        Path | None,
+        typer.Option(
+            "--network",
+            help="The original ONNX network, if it is not where the certificate says (it must "
+            "have the recorded SHA-256). Default: the recorded path, then a file of the same "
+            "name beside the certificate.",
+        ),
+    ] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Re-verify a certificate from scratch, trusting only its domain and the ONNX file it names.
 
-    Checks both ONNX hashes, every witness (exact evaluation), every proof (fresh solver).
+    Kernel tier: both ONNX hashes, every witness (exact evaluation), the certified bounds of
+    every proof box and every case split (exact integer arithmetic), the recomputed
+    compression and every derived field. SMT tier: the shipped equivalence obligations, checked
+    against the re-derived ones by SHA-256 and re-run by a fresh Z3 (or cvc5 with --solver).
 
     Exit status: 0 valid, 1 invalid (the first failing item is named), 2 unreadable certificate.
     """
@@ -529,7 +541,7 @@ def check(
         show = not quiet and not json_output and stdout.is_terminal
         with progress_display(show, interrupts) as progress:
             report = check_certificate(
-                certificate, progress=progress, solver=solver, workers=workers
+                certificate, progress=progress, solver=solver, workers=workers, network=network
             )
     if json_output:
         typer.echo(json.dumps(dataclass_json(report), indent=2))

@@ -485,7 +485,7 @@ def test_a_summary_count_that_does_not_match_the_neurons_is_rejected(
     def change(document: Document) -> None:
         document["summary"]["per_layer"][0]["unstable"] += 1
 
-    _assert_rejected(_tampered(certified, "summary", change), "summary.per_layer layer 0")
+    _assert_rejected(_tampered(certified, "summary", change), "summary", "per_layer")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -597,3 +597,58 @@ def test_a_file_that_is_not_a_certificate_is_a_certificate_error(tmp_path: Path)
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(CertificateError, match="not a JSON certificate"):
         check_certificate(tmp_path / "broken.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fields the checker derives again: an edit of any of them is caught
+
+
+@pytest.mark.parametrize(
+    ("field", "edit", "fragment"),
+    [
+        ("rounding", lambda d: d["compression"].update(rounding_bound="1/3"), "rounding_bound"),
+        ("percent", lambda d: d["compression"].update(percent_connections_removed=99.0), "percent"),
+        ("totals", lambda d: d["summary"]["totals"].update(unknown=7), "summary"),
+        ("proved", lambda d: d["summary"].update(equivalence_proved=False), "summary"),
+        ("equivalence", lambda d: d["compression"]["equivalence"].update(proved=False), "proved"),
+        ("folded", lambda d: d["network"].update(folded_ops=["BatchNormalization"]), "folded_ops"),
+        (
+            "verdict",
+            lambda d: d["compression"]["equivalence"]["obligations"][0].update(verdict="unknown"),
+            "verdict",
+        ),
+    ],
+)
+def test_an_edited_derived_field_is_rejected_naming_it(
+    certified: tuple[Path, Document],
+    field: str,
+    edit: Callable[[Document], None],
+    fragment: str,
+) -> None:
+    _assert_rejected(_tampered(certified, f"derived-{field}", edit), fragment)
+
+
+def test_a_moved_certificate_folder_finds_its_network_beside_it_or_given(
+    certified: tuple[Path, Document], tmp_path: Path
+) -> None:
+    import shutil
+
+    path, document = certified
+    moved = tmp_path / "moved"
+    shutil.copytree(path.parent, moved)
+    network = (path.parent / document["network"]["path"]).resolve()
+    report = check_certificate(moved / "certificate.json", workers=1)
+    _assert_rejected(report, "network: not found", "--network")
+    assert check_certificate(moved / "certificate.json", workers=1, network=network).valid
+    shutil.copy(network, moved / network.name)
+    assert check_certificate(moved / "certificate.json", workers=1).valid
+
+
+def test_a_network_given_that_is_not_the_recorded_one_is_rejected(
+    certified: tuple[Path, Document], tmp_path: Path
+) -> None:
+    path, _ = certified
+    other = tmp_path / "other.onnx"
+    save_onnx(random_network(np.random.default_rng(1), [3, 9, 5, 2]), other, "float32")
+    report = check_certificate(path, workers=1, network=other)
+    _assert_rejected(report, "sha256 differs")

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 import verifier
+from verifier.compress import Compression
 from verifier.errors import CertificateError
 from verifier.ir import Network
 from verifier.kernel.stability import Case, CaseSplit
@@ -120,6 +121,35 @@ def per_layer_summary(
             row["connections_after"] = connections_after.get(layer_index, 0)
         rows.append(row)
     return rows
+
+
+def summary_block(
+    network: Network,
+    statuses: Mapping[Neuron, Status],
+    compression: Compression,
+    equivalence_proved: bool,
+) -> JsonDict:
+    """The certificate's `summary`: counts per layer and in total, all derived from the
+    network, the statuses and the compression (the checker derives it again and compares)."""
+    counts = compression.counts
+    per_layer = per_layer_summary(
+        network, statuses, {c.layer: c.connections_after for c in counts.per_layer}
+    )
+    by_status = {s.value: sum(1 for v in statuses.values() if v is s) for s in Status}
+    return {
+        "per_layer": per_layer,
+        "totals": {
+            "neurons_before": counts.neurons_before,
+            "neurons_after": counts.neurons_after,
+            "layers_before": counts.layers_before,
+            "layers_after": counts.layers_after,
+            "connections_before": counts.connections_before,
+            "connections_after": counts.connections_after,
+            "percent_connections_removed": round(counts.percent_connections_removed, 4),
+            **by_status,
+        },
+        "equivalence_proved": equivalence_proved,
+    }
 
 
 def tool_versions() -> JsonDict:

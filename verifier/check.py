@@ -35,11 +35,11 @@ from verifier.certificate import (
     FORMAT,
     FORMAT_VERSION,
     case_split_from_json,
-    per_layer_summary,
     point_from_json,
     sha256_of,
+    summary_block,
 )
-from verifier.compress import compress
+from verifier.compress import compress, compression_record, rounding_bound
 from verifier.domain import Domain
 from verifier.equivalence import prove_equivalence
 from verifier.errors import CertificateError, VerifyCompressError
@@ -75,11 +75,18 @@ def _require(condition: bool, message: str) -> None:
 
 
 def check_certificate(
-    path: Path, progress: ProgressCallback | None = None, solver: str = "z3", workers: int = 2
+    path: Path,
+    progress: ProgressCallback | None = None,
+    solver: str = "z3",
+    workers: int = 2,
+    network: Path | None = None,
 ) -> CheckReport:
     """Re-verify a certificate; invalid certificates give `valid=False` naming the first failure.
 
-    Raises CertificateError when the file cannot be read as a certificate at all.
+    The original network is `network` if given, else the recorded path (relative to the
+    certificate's folder), else a file of the same name beside the certificate; whichever it
+    is, its SHA-256 must be the recorded one. Raises CertificateError when the file cannot be
+    read as a certificate at all.
     """
     started = time.perf_counter()
     if solver not in SOLVERS:
@@ -101,7 +108,7 @@ def check_certificate(
         )
     counts: dict[str, int] = {}
     try:
-        _check(document, path.parent, counts, progress, workers, solver)
+        _check(document, path.parent, counts, progress, workers, solver, network)
     except _Failed as failure:
         return CheckReport(
             False, str(failure), [str(failure)], counts, time.perf_counter() - started
@@ -121,31 +128,44 @@ def _check(
     progress: ProgressCallback | None,
     workers: int,
     solver: str,
+    network_file: Path | None,
 ) -> None:
-    network_path = base / document["network"]["path"]
-    _require(network_path.is_file(), f"network: file {network_path} not found")
-    _require(
-        sha256_of(network_path) == document["network"]["sha256"],
-        "network: sha256 does not match the file",
-    )
+    network_path = _original_network(document, base, network_file)
     network = load_network(network_path)
+    _require(
+        list(network.folded_ops) == document["network"]["folded_ops"],
+        "network.folded_ops differs from the ops the importer folds",
+    )
     domain = Domain.from_json(document["domain"])
     _require(domain.size == network.input_size, "domain: dimension does not match the network")
 
     statuses = _check_neurons(document, network, domain, counts)
     stability_lemmas = _check_proofs(document, network, domain, statuses, counts, progress)
 
-    per_layer = per_layer_summary(network, statuses)
-    for recorded, derived in zip(document["summary"]["per_layer"], per_layer, strict=True):
-        for key in ("layer", "neurons", *(s.value for s in Status)):
-            _require(
-                recorded[key] == derived[key],
-                f"summary.per_layer layer {derived['layer']}: {key} does not match the neurons",
-            )
-
     _check_compression(
         document, base, network, domain, stability_lemmas, statuses, counts, progress, solver
     )
+
+
+def _original_network(document: dict[str, Any], base: Path, given: Path | None) -> Path:
+    recorded = document["network"]
+    candidates = (
+        [given]
+        if given is not None
+        else [
+            base / recorded["path"],
+            base / Path(recorded["path"]).name,
+        ]
+    )
+    for candidate in candidates:
+        if candidate.is_file():
+            _require(
+                sha256_of(candidate) == recorded["sha256"],
+                f"network: {candidate} is not the network the certificate names (sha256 differs)",
+            )
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    raise _Failed(f"network: not found (tried {tried}); give it with --network FILE")
 
 
 def _check_neurons(
@@ -316,15 +336,26 @@ def _check_compression(
         )
         _require(same, f"compressed: layer {k} differs from the recomputed compression")
     recorded = document["compression"]
-    for key in ("neurons_after", "layers_after", "connections_after"):
+    derived = compression_record(compression, rounding_bound(compression, domain, dtype))
+    for key, value in derived.items():
         _require(
-            recorded[key] == getattr(compression.counts, key),
+            recorded.get(key) == value,
             f"compression.{key} does not match the recomputed compression",
         )
+    summary = summary_block(network, statuses, compression, True)
+    _require(
+        document["summary"] == summary,
+        "summary does not match the statuses and the recomputed compression: "
+        + ", ".join(f"{key}" for key in summary if document["summary"].get(key) != summary[key]),
+    )
     equivalence = prove_equivalence(
         network, compression, statuses, stability_lemmas, domain, cross_check=False
     )
     _require(equivalence.proved, f"equivalence: {equivalence.message}")
+    _require(
+        recorded["equivalence"]["proved"] is True,
+        "compression.equivalence.proved is not true, though the check proves it",
+    )
     _check_shipped_obligations(document, base, equivalence.obligations)
     if solver != "z3":
         # prove_equivalence ran them with z3; the chosen solver must agree.
@@ -354,6 +385,11 @@ def _check_shipped_obligations(
         "equivalence: the listed obligations differ from the re-derived ones",
     )
     for entry, obligation in zip(listed, obligations, strict=True):
+        _require(
+            entry["verdict"] == SmtVerdict.PROVED.value,
+            f"equivalence obligation {obligation.id}: recorded verdict {entry['verdict']!r}, "
+            "the check proves it",
+        )
         _require(
             entry["sha256"] == obligation.sha256 and entry["file"] == obligation.filename,
             f"equivalence obligation {obligation.id}: recorded hash or file name differs from "

@@ -27,9 +27,9 @@ from verifier.certificate import (
     FORMAT_VERSION,
     SEMANTICS,
     case_split_to_json,
-    per_layer_summary,
     point_to_json,
     sha256_of,
+    summary_block,
     tool_versions,
 )
 from verifier.compress import compress, compression_record, rounding_bound
@@ -44,7 +44,7 @@ from verifier.equivalence import (
 from verifier.onnx_export import save_onnx
 from verifier.onnx_import import load_network
 from verifier.stability import StabilityAnalysis, analyse
-from verifier.status import Neuron, Phase, Status
+from verifier.status import Phase, Status
 
 ProgressCallback = Callable[[str, int, int], None]
 JsonDict = dict[str, Any]
@@ -71,10 +71,6 @@ def _neuron_entries(analysis: StabilityAnalysis, witness_ids: dict[int, int]) ->
             evidence["case_splits"] = [
                 split_ids[id(s)] for s in analysis.case_splits if s.neuron == neuron
             ]
-        else:
-            claimed = analysis.claims.get(neuron)
-            evidence["claimed"] = claimed.value if claimed else None
-            evidence["seen"] = sorted(p.value for p in analysis.table.seen(neuron))
         entries.append(
             {
                 "layer": neuron.layer,
@@ -177,30 +173,11 @@ def run(
         smt_dir.mkdir()
         for obligation in equivalence.obligations:
             (smt_dir / obligation.filename).write_text(obligation.smtlib)
-        per_layer = per_layer_summary(
-            network,
-            analysis.statuses,
-            {c.layer: c.connections_after for c in compression.counts.per_layer},
-        )
         record = compression_record(compression, rounding)
+        summary = summary_block(network, analysis.statuses, compression, equivalence.proved)
         record["equivalence"] = equivalence_record(equivalence)
         record["empirical"] = empirical
-        status_totals = neurons_by_status(analysis.statuses)
         versions = tool_versions()
-        summary: JsonDict = {
-            "per_layer": per_layer,
-            "totals": {
-                "neurons_before": record["neurons_before"],
-                "neurons_after": record["neurons_after"],
-                "layers_before": record["layers_before"],
-                "layers_after": record["layers_after"],
-                "connections_before": record["connections_before"],
-                "connections_after": record["connections_after"],
-                "percent_connections_removed": record["percent_connections_removed"],
-                **status_totals,
-            },
-            "equivalence_proved": equivalence.proved,
-        }
         timings["total"] = time.perf_counter() - started
         certificate: JsonDict = {
             "format": FORMAT,
@@ -260,8 +237,3 @@ def _replace_directory(staging: Path, target: Path) -> None:
     from verifier.files import replace_directory
 
     replace_directory(staging, target)
-
-
-def neurons_by_status(statuses: dict[Neuron, Status]) -> dict[str, int]:
-    """How many neurons have each status, keyed by the status's certificate name."""
-    return {s.value: sum(1 for v in statuses.values() if v is s) for s in Status}
