@@ -14,6 +14,7 @@ its output directory atomically, so an interrupted run leaves no partial files.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
@@ -177,6 +178,14 @@ def run(
             help="dtype of the compressed ONNX weights. Default: the original network's.",
         ),
     ] = None,
+    strict_semantics: Annotated[
+        bool,
+        typer.Option(
+            "--strict-semantics",
+            help="Refuse a network whose import rounds a fold in float64 (BatchNormalization, "
+            "divisions of constants): its results would hold for the rounded network only.",
+        ),
+    ] = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -197,6 +206,7 @@ def run(
         user_errors(debug),
     ):
         config = make_config(time_limit, samples, method, workers, seed, export_dtype, max_subboxes)
+        config = dataclasses.replace(config, strict_semantics=strict_semantics)
         # Imported here: onnx and the solvers load slowly and are not needed for --help.
         from verifier.onnx_import import load_network
         from verifier.pipeline import run as run_pipeline
@@ -365,6 +375,7 @@ def run_json(certificate: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
         "proof_subboxes": certificate["proofs"]["sub_boxes"],
         "equivalence_proved": certificate["compression"]["equivalence"]["proved"],
         "rounding_bound": certificate["compression"]["rounding_bound"],
+        "semantics_note": certificate["network"]["semantics_note"],
         "timings": certificate["timings"],
         "files": {name: str(out_dir / name) for name in (*OUTPUT_FILES, "smt")},
         "check_command": f"verify-compress check {out_dir / 'certificate.json'}",
@@ -378,12 +389,15 @@ def print_run(certificate: Mapping[str, Any], out_dir: Path, console: Console) -
     console.print(layer_table(summary["per_layer"], totals))
     console.print(counts_table(totals))
     console.print(timings_table(certificate["timings"]))
+    note = certificate["network"]["semantics_note"]
+    if note:
+        console.print(f"[bold yellow]semantics:[/] {escape(note)}")
     subboxes = certificate["proofs"]["sub_boxes"]
     boxes = len(certificate["domain"]["boxes"])
     if subboxes > boxes:
         console.print(
             f"proofs made on {subboxes} sub-boxes bisected from the {boxes} domain "
-            f"box{'es' if boxes != 1 else ''} (their cover is checked by Z3)"
+            f"box{'es' if boxes != 1 else ''} (the halves of every cut cover the box)"
         )
     equivalence = certificate["compression"]["equivalence"]
     if equivalence["proved"]:

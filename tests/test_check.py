@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx.helper
+import onnx.numpy_helper
 import pytest
 
 from tests.conftest import random_network
@@ -652,3 +653,32 @@ def test_a_network_given_that_is_not_the_recorded_one_is_rejected(
     save_onnx(random_network(np.random.default_rng(1), [3, 9, 5, 2]), other, "float32")
     report = check_certificate(path, workers=1, network=other)
     _assert_rejected(report, "sha256 differs")
+
+
+def test_a_compressed_file_holding_a_float64_rounded_batch_normalization_is_rejected(
+    certified: tuple[Path, Document],
+) -> None:
+    # Its exact factor is 1/sqrt(1 + 2^-52), which float64 rounds to 1: read in float64 it
+    # would equal the recomputed compression, read exactly it does not.
+    def insert_batch_normalization(model: onnx.ModelProto) -> None:
+        graph = model.graph
+        source = graph.input[0].name
+        for node in graph.node:
+            for k, name in enumerate(node.input):
+                if name == source:
+                    node.input[k] = "normalized"
+        width = 3
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(graph.input[0].type.tensor_type.elem_type)
+        names = []
+        for name, values in (("s", 1.0), ("b", 0.0), ("m", 0.0), ("v", 1.0)):
+            graph.initializer.append(
+                onnx.numpy_helper.from_array(np.full(width, values, dtype=dtype), f"bn_{name}")
+            )
+            names.append(f"bn_{name}")
+        node = onnx.helper.make_node(
+            "BatchNormalization", [source, *names], ["normalized"], epsilon=2.0**-52
+        )
+        graph.node.insert(0, node)
+
+    report = _rewrite_compressed(certified, "bn", insert_batch_normalization)
+    _assert_rejected(report, "compressed", "rounded in float64")

@@ -39,6 +39,16 @@ SEMANTICS = (
 JsonDict = dict[str, Any]
 
 
+def semantics_note(rounded_folds: Sequence[str]) -> str | None:
+    """In words, what a float64-rounded fold means for every claim (None when all is exact)."""
+    if not rounded_folds:
+        return None
+    return (
+        f"{', '.join(rounded_folds)}: folded in float64, not exactly; every claim holds for "
+        "that rounded network, not for the exact semantics of the ONNX file"
+    )
+
+
 def sha256_of(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

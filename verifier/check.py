@@ -36,6 +36,7 @@ from verifier.certificate import (
     FORMAT_VERSION,
     case_split_from_json,
     point_from_json,
+    semantics_note,
     sha256_of,
     summary_block,
 )
@@ -135,6 +136,10 @@ def _check(
     _require(
         list(network.folded_ops) == document["network"]["folded_ops"],
         "network.folded_ops differs from the ops the importer folds",
+    )
+    _require(
+        document["network"]["semantics_note"] == semantics_note(network.rounded_folds),
+        "network.semantics_note does not say what the importer's rounded folds mean",
     )
     domain = Domain.from_json(document["domain"])
     _require(domain.size == network.input_size, "domain: dimension does not match the network")
@@ -311,7 +316,7 @@ def _check_compression(
         len(stored.layers) == len(expected),
         "compressed: layer count differs from the recomputed compression",
     )
-    rounded_folds = [op for op in stored.folded_ops if "rounded" in op]
+    rounded_folds = stored.rounded_folds
     _require(
         not rounded_folds,
         f"compressed: holds ops whose fold is rounded in float64 ({', '.join(rounded_folds)}); "

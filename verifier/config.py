@@ -31,6 +31,9 @@ class Config:
     """Most sub-boxes one domain box is bisected into for certification (1: no input
     splitting). Splitting is tried only on inputs of at most 16 dimensions, and only while the
     time limit allows it."""
+    strict_semantics: bool = False
+    """Refuse a network whose import rounds a fold in float64 (BatchNormalization's sqrt, a
+    division of constants): its claims would hold for the rounded network only."""
     export_dtype: Literal["float32", "float64"] | None = None
     """dtype of the compressed ONNX; None keeps the original network's dtype."""
 

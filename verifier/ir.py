@@ -152,6 +152,12 @@ class Network:
             )
 
     @property
+    def rounded_folds(self) -> list[str]:
+        """The folded ONNX ops whose fold is float64-rounded, not exact: every claim then holds
+        for the rounded network, not for the ONNX file's exact semantics."""
+        return [op for op in self.folded_ops if "rounded" in op]
+
+    @property
     def input_size(self) -> int:
         return self.layers[0].inputs
 

@@ -28,6 +28,7 @@ from verifier.certificate import (
     SEMANTICS,
     case_split_to_json,
     point_to_json,
+    semantics_note,
     sha256_of,
     summary_block,
     tool_versions,
@@ -41,6 +42,7 @@ from verifier.equivalence import (
     prove_equivalence,
     runtime_check,
 )
+from verifier.errors import ModelError
 from verifier.onnx_export import save_onnx
 from verifier.onnx_import import load_network
 from verifier.stability import StabilityAnalysis, analyse
@@ -120,6 +122,11 @@ def run(
     started = time.perf_counter()
     budget = Budget(config.time_limit)
     network = load_network(network_path)
+    if config.strict_semantics and network.rounded_folds:
+        raise ModelError(
+            f"{network_path}: {', '.join(network.rounded_folds)} cannot be folded exactly, so "
+            "the results would hold for the float64-rounded network only (--strict-semantics)"
+        )
     domain.check_dimension(network.input_size)
     timings["import"] = time.perf_counter() - started
     rng = config.rng()
@@ -188,6 +195,7 @@ def run(
                 "path": _relative(Path(network_path), out_dir),
                 "sha256": sha256_of(network_path),
                 "folded_ops": list(network.folded_ops),
+                "semantics_note": semantics_note(network.rounded_folds),
             },
             "compressed": {
                 "path": "compressed.onnx",

@@ -39,6 +39,7 @@ DOMAIN_DETAIL_ROWS = 5000
 """Most rows of the collapsed per-input domain table (beyond this the table is cut short)."""
 
 _CSS = """
+.warning { background: #fff3cd; border-left: 4px solid #e0a800; padding: 0.5rem 1rem; }
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0;
        color: #1a1a1a; background: #fafafa; }
 main { max-width: 60rem; margin: 0 auto; padding: 1.5rem; }
@@ -65,6 +66,7 @@ def render_report(certificate: Mapping[str, Any]) -> str:
     network_name = _network_name(certificate)
     sections = [
         _header(certificate, network_name),
+        _semantics_warning(_mapping(certificate.get("network"))),
         _files_section(certificate),
         _domain_section(
             _mapping(certificate.get("domain")), _mapping(certificate.get("proofs"))
@@ -486,6 +488,14 @@ def rounding_bound_text(bound: object, exact_up_to: int = 40, note: bool = True)
         return f"at most {rounded_up(value)} (exactly {bound})"
     pointer = " (the exact rational is in the certificate)" if note else ""
     return f"at most {rounded_up(value)}{pointer}"
+
+
+def _semantics_warning(network: Mapping[str, Any]) -> str:
+    """A float64-rounded fold in the network, said in words (empty when all is exact)."""
+    note = network.get("semantics_note")
+    if not isinstance(note, str) or not note:
+        return ""
+    return f'<p class="warning"><strong>Semantics:</strong> {_e(note)}.</p>'
 
 
 def _equivalence_section(compression: Mapping[str, Any]) -> str:
