@@ -4,8 +4,8 @@ Not a test: it prints Markdown tables (paste them into docs/BENCHMARKS.md with t
 
     python bench/stability.py [--time-limit 120] [--search-limit 60] [--cases acas_prop3,...]
 
-For each case: undecided neurons and time after bounds, witnesses, the CP-SAT search and
-certification; final statuses; then the single search and the per-neuron search run side by
+For each case: neurons still open and time after each stage (certified bounds, witnesses, the
+first proof pass, the CP-SAT search, the deeper proof pass); final statuses; then the single search and the per-neuron search run side by
 side on the same undecided set (same witness table state), with their time ratio; then the
 whole main job (`verifier.pipeline.run`) and `check_certificate` on its output, with the ratio.
 """
@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from verifier.bounds import symbolic_bounds  # noqa: E402
+from verifier.budget import Budget  # noqa: E402
 from verifier.check import check_certificate  # noqa: E402
 from verifier.config import Config  # noqa: E402
 from verifier.domain import Domain, box_from_cli, parse_vnnlib  # noqa: E402
@@ -96,25 +97,27 @@ def main() -> None:
         selected = {k: v for k, v in selected.items() if k in arguments.cases.split(",")}
     config = Config(time_limit=arguments.time_limit)
 
-    print("## Stages (undecided neurons after each stage, stage time in s)\n")
+    print("## Stages (neurons still open after each stage, stage time in s)\n")
+    stage_names = ("bounds", "witnesses", "proofs", "search", "deeper proofs")
     print(
-        "| case | hidden | bounds | witnesses | search | certify | smt | stably active | stably inactive | unstable | unknown | total s |"
+        "| case | hidden | "
+        + " | ".join(stage_names)
+        + " | stably active | stably inactive | unstable | unknown | total s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|" + "---|" * len(stage_names) + "---|---|---|---|---|")
     for name, (path, vnnlib) in selected.items():
         network = load_network(path)
         domain = domain_for(path, vnnlib)
         started = time.perf_counter()
-        analysis = analyse(network, domain, config, config.rng())
+        budget = Budget(config.time_limit, sum(layer.connections for layer in network.layers))
+        analysis = analyse(network, domain, config, config.rng(), budget)
         total = time.perf_counter() - started
         stages = {s.name: s for s in analysis.stages}
         counts = Counter(s.value for s in analysis.statuses.values())
         cells = [name, str(len(analysis.statuses))]
-        for stage in ("bounds", "witnesses", "search"):
+        for stage in stage_names:
             record = stages[stage]
             cells.append(f"{record.undecided} ({record.seconds:.1f})")
-        cells.append(f"{stages['certify'].seconds:.1f}")
-        cells.append(f"{stages['smt'].seconds:.1f}")
         cells += [
             str(counts[k]) for k in ("stably_active", "stably_inactive", "unstable", "unknown")
         ]
@@ -137,7 +140,7 @@ def main() -> None:
             )
 
     print("\n## Main job vs checker\n")
-    print("| case | run s | check s | run / check | valid | lemmas | obligations |")
+    print("| case | run s | check s | run / check | valid | proof boxes | case splits |")
     print("|---|---|---|---|---|---|---|")
     for name, (path, vnnlib) in selected.items():
         domain = domain_for(path, vnnlib)
@@ -149,7 +152,7 @@ def main() -> None:
             ratio = run_seconds / report.seconds if report.seconds else float("inf")
             print(
                 f"| {name} | {run_seconds:.1f} | {report.seconds:.1f} | {ratio:.1f}x | {report.valid} | "
-                f"{report.counts.get('lemmas', 0)} | {report.counts.get('obligations', 0)} |",
+                f"{report.counts.get('proof_boxes', 0)} | {report.counts.get('case_splits', 0)} |",
                 flush=True,
             )
 
