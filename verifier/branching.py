@@ -22,7 +22,7 @@ import numpy.typing as npt
 from verifier.domain import Box
 from verifier.ir import Network
 from verifier.kernel.bounds import ExactNetwork, LayerBounds, bound_shows, box_bounds, target_bound
-from verifier.kernel.stability import Case, CaseSplit
+from verifier.kernel.stability import BoundsOfBoxes, Case, CaseSplit
 from verifier.lp import TriangleLp
 from verifier.propagation import Targets, crown_multipliers, relaxation_costs
 from verifier.status import Neuron, Phase
@@ -100,11 +100,18 @@ def bisect_until_proved(
     max_boxes: int,
     progress: Progress | None = None,
     max_depth: int = CASE_SPLIT_DEPTH,
+    compute: BoundsOfBoxes | None = None,
 ) -> None:
     """Bisect the proof boxes of `root` (a domain box with its bounds) while claims fail on
     some sub-box, most promising sub-box first, until every claim holds or is refuted, the
     tree has `max_boxes` sub-boxes, or the deadline. A sub-box failing few claims first gets
-    case splits of at most `max_depth` assumptions per case."""
+    case splits of at most `max_depth` assumptions per case. `compute` gives the halves'
+    bounds (both at once on a worker pool); by default one after the other here."""
+    if compute is None:
+
+        def compute(tasks: Sequence[tuple[Box, LayerBounds | None]]) -> list[LayerBounds]:
+            return [box_bounds(exact, box, enclosing=up) for box, up in tasks]
+
     while len(root.leaves) < max_boxes and time.monotonic() < deadline:
         refuted = table.unstable()
         open_claims = {n: p for n, p in claims.items() if n not in refuted}
@@ -142,12 +149,13 @@ def bisect_until_proved(
             return
         at, below, above = halves
         numbers = []
-        for half in (below, above):
+        halves_bounds = compute([(below, root.bounds[node]), (above, root.bounds[node])])
+        for half, bounds in zip((below, above), halves_bounds, strict=True):
             table.offer(half.sample(SAMPLES_PER_HALF, rng), parent, "random")
             numbers.append(len(root.boxes))
             root.boxes.append(half)
             root.enclosing.append(node)
-            root.bounds.append(box_bounds(exact, half, enclosing=root.bounds[node]))
+            root.bounds.append(bounds)
         root.splits[node] = (dimension, at, numbers[0], numbers[1])
         if progress is not None:
             progress(len(root.leaves), max_boxes)

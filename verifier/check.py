@@ -53,6 +53,7 @@ from verifier.onnx_import import load_network
 from verifier.smt import SOLVERS, Obligation, SmtVerdict, check_many
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import Subdomains
+from verifier.workers import BoundsPool
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -145,7 +146,9 @@ def _check(
     _require(domain.size == network.input_size, "domain: dimension does not match the network")
 
     statuses = _check_neurons(document, network, domain, counts)
-    stability_lemmas = _check_proofs(document, network, domain, statuses, counts, progress)
+    stability_lemmas = _check_proofs(
+        document, network, domain, statuses, counts, progress, workers
+    )
 
     _check_compression(
         document, base, network, domain, stability_lemmas, statuses, counts, progress, solver
@@ -239,6 +242,7 @@ def _check_proofs(
     statuses: dict[Neuron, Status],
     counts: dict[str, int],
     progress: ProgressCallback | None,
+    workers: int,
 ) -> dict[Neuron, list[str]]:
     """Recompute the certified bounds on every proof box and the recorded case splits; every
     stable status must be proved on every sub-box. Returns each stable neuron's evidence name
@@ -252,7 +256,8 @@ def _check_proofs(
     )
     exact = ExactNetwork(network)
     report = (lambda done, total: progress("proof boxes", done, total)) if progress else None
-    bounds = proof_box_bounds(exact, subdomains, report)
+    with BoundsPool(network, exact, workers if len(subdomains.boxes) > 2 else 1) as pool:
+        bounds = proof_box_bounds(exact, subdomains, report, pool.bounds)
     splits = []
     for k, data in enumerate(recorded["case_splits"]):
         split = case_split_from_json(data, f"case split {k}")

@@ -15,6 +15,7 @@ decision rests on the kernel's exact bounds or on exact witnesses.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,10 +37,11 @@ from verifier.domain import Domain
 from verifier.errors import VerifyCompressError
 from verifier.ir import Network
 from verifier.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
-from verifier.kernel.stability import CaseSplit, case_split_holds, proved_claims
+from verifier.kernel.stability import BoundsOfBoxes, CaseSplit, case_split_holds, proved_claims
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import SPLITTABLE_INPUT_SIZE, SplitTree, Subdomains
 from verifier.witnesses import WitnessTable, find_witnesses
+from verifier.workers import BoundsPool
 
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[str, int, int], None]
@@ -128,8 +130,43 @@ def analyse(
     candidates = [n for n in undecided if n not in unstable]
     stages.append(StageRecord("witnesses", time.monotonic() - since, len(candidates)))
 
+    with contextlib.ExitStack() as stack:
+        # Bisection computes both halves' bounds at once on the worker pool.
+        splittable = network.input_size <= SPLITTABLE_INPUT_SIZE and config.max_subboxes > 1
+        workers = config.workers if splittable else 1
+        pool = stack.enter_context(BoundsPool(network, exact, workers))
+        claims = {**_claims(undecided, table, roots, {}), **decided}
+        stages += _prove(
+            network, domain, exact, roots, claims, table, config, rng, budget, progress, pool
+        )
+    subdomains = Subdomains.from_trees(domain, _numbered_trees(roots))
+    splits = [
+        dataclasses.replace(split, box=root.first + split.box)
+        for root in roots
+        for split in root.case_splits
+    ]
+    bounds = [b for root in roots for b in root.bounds]
+    statuses, needed = decide_statuses(exact, hidden, table, subdomains, bounds, splits, claims)
+    return StabilityAnalysis(statuses, table, claims, subdomains, bounds, needed, stages)
+
+
+def _prove(
+    network: Network,
+    domain: Domain,
+    exact: ExactNetwork,
+    roots: list[ProofBoxes],
+    claims: dict[Neuron, Phase],
+    table: WitnessTable,
+    config: Config,
+    rng: np.random.Generator,
+    budget: Budget,
+    progress: Progress | None,
+    pool: BoundsPool,
+) -> list[StageRecord]:
+    """The proof passes around the search (see `analyse`); `claims` may change phase where
+    the search suggests one for a neuron never seen."""
+    stages = []
     since = time.monotonic()
-    claims = {**_claims(undecided, table, roots, {}), **decided}
     deadline = budget.stage_deadline("proofs")
     _branch(
         network,
@@ -142,6 +179,7 @@ def analyse(
         deadline,
         config.max_split_depth,
         progress,
+        pool.bounds,
     )
     stages.append(
         StageRecord("proofs", time.monotonic() - since, _open_count(roots, claims, table))
@@ -188,23 +226,12 @@ def analyse(
         budget.analysis_deadline(),
         deeper,
         progress,
+        pool.bounds,
     )
-    subdomains = Subdomains.from_trees(domain, _numbered_trees(roots))
-    splits = [
-        dataclasses.replace(split, box=root.first + split.box)
-        for root in roots
-        for split in root.case_splits
-    ]
-    bounds = [b for root in roots for b in root.bounds]
-    statuses, needed = decide_statuses(exact, hidden, table, subdomains, bounds, splits, claims)
     stages.append(
-        StageRecord(
-            "deeper proofs",
-            time.monotonic() - since,
-            sum(1 for s in statuses.values() if s is Status.UNKNOWN),
-        )
+        StageRecord("deeper proofs", time.monotonic() - since, _open_count(roots, claims, table))
     )
-    return StabilityAnalysis(statuses, table, claims, subdomains, bounds, needed, stages)
+    return stages
 
 
 def _claims(
@@ -246,6 +273,7 @@ def _branch(
     deadline: float,
     depth: int,
     progress: Progress | None,
+    compute: BoundsOfBoxes | None = None,
 ) -> None:
     """Branch and bound on the claims the proofs so far leave open, each domain box in turn
     with an equal share of the time to `deadline`: bisection of low-dimensional inputs (with
@@ -270,6 +298,7 @@ def _branch(
                 config.max_subboxes,
                 report,
                 min(depth, CASE_SPLIT_DEPTH),
+                compute,
             )
             continue
         failed = root.failing(0, open_claims)

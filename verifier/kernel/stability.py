@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from verifier.domain import Box
 from verifier.kernel.bounds import (
     ExactNetwork,
     LayerBounds,
@@ -79,22 +80,38 @@ def covers_all_phases(cases: Iterable[Mapping[Neuron, Phase]]) -> bool:
     return covered({})
 
 
+BoundsOfBoxes = Callable[[Sequence[tuple[Box, LayerBounds | None]]], list[LayerBounds]]
+"""Certified bounds of boxes, each with the bounds of the box enclosing it (or None): what
+`box_bounds` gives, one box at a time or on several processes at once."""
+
+
 def proof_box_bounds(
     net: ExactNetwork,
     subdomains: Subdomains,
     progress: Callable[[int, int], None] | None = None,
+    compute: BoundsOfBoxes | None = None,
 ) -> list[LayerBounds]:
-    """Certified bounds on every proof box, enclosing boxes first (a half is numbered after
-    the box it was cut from)."""
-    bounds: list[LayerBounds] = []
-    for k, box in enumerate(subdomains.boxes):
-        up = subdomains.enclosing[k]
-        if up is not None and up >= k:
-            raise ValueError(f"proof box {k} is numbered before the box {up} enclosing it")
-        bounds.append(box_bounds(net, box, enclosing=None if up is None else bounds[up]))
+    """Certified bounds on every proof box, level by level of the trees (a box's enclosing
+    box is on the level above), the boxes of a level computed together by `compute`."""
+    if compute is None:
+
+        def compute(tasks: Sequence[tuple[Box, LayerBounds | None]]) -> list[LayerBounds]:
+            return [box_bounds(net, box, enclosing=up) for box, up in tasks]
+
+    count = len(subdomains.boxes)
+    found: dict[int, LayerBounds] = {}
+    level = [k for k in range(count) if subdomains.enclosing[k] is None]
+    while level:
+        tasks = []
+        for k in level:
+            up = subdomains.enclosing[k]
+            tasks.append((subdomains.boxes[k], None if up is None else found[up]))
+        for k, bounds in zip(level, compute(tasks), strict=True):
+            found[k] = bounds
         if progress is not None:
-            progress(k + 1, len(subdomains.boxes))
-    return bounds
+            progress(len(found), count)
+        level = [k for k in range(count) if subdomains.enclosing[k] in set(level)]
+    return [found[k] for k in range(count)]
 
 
 def case_split_holds(
