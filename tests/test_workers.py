@@ -7,7 +7,7 @@ import numpy as np
 from tests.test_kernel_bounds import random_box, random_network
 from verifier.kernel.bounds import ExactNetwork, box_bounds
 from verifier.subdomains import bisect
-from verifier.workers import BoundsPool
+from verifier.workers import WorkerPool
 
 
 def test_bounds_of_a_batch_on_two_processes_equal_the_bounds_box_by_box() -> None:
@@ -21,7 +21,7 @@ def test_bounds_of_a_batch_on_two_processes_equal_the_bounds_box_by_box() -> Non
         assert cut is not None
         halves += [cut[1], cut[2]]
     tasks = [(half, whole) for half in halves] + [(box, None)]
-    with BoundsPool(network, exact, 2) as pool:
+    with WorkerPool(network, exact, 2) as pool:
         batched = pool.bounds(tasks)
     for (half, enclosing), bounds in zip(tasks, batched, strict=True):
         alone = box_bounds(exact, half, enclosing=enclosing)

@@ -22,12 +22,13 @@ import numpy.typing as npt
 from verifier.domain import Box
 from verifier.ir import Network
 from verifier.kernel.bounds import ExactNetwork, LayerBounds, bound_shows, box_bounds, target_bound
-from verifier.kernel.stability import BoundsOfBoxes, Case, CaseSplit
+from verifier.kernel.stability import Case, CaseSplit
 from verifier.lp import TriangleLp
 from verifier.propagation import Targets, crown_multipliers, relaxation_costs
 from verifier.status import Neuron, Phase
 from verifier.subdomains import Bisection, SplitTree, bisect, split_dimension
 from verifier.witnesses import WitnessTable
+from verifier.workers import WorkerPool, WorkerState
 
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[int, int], None]
@@ -100,17 +101,18 @@ def bisect_until_proved(
     max_boxes: int,
     progress: Progress | None = None,
     max_depth: int = CASE_SPLIT_DEPTH,
-    compute: BoundsOfBoxes | None = None,
+    pool: WorkerPool | None = None,
 ) -> None:
     """Bisect the proof boxes of `root` (a domain box with its bounds) while claims fail on
     some sub-box, most promising sub-box first, until every claim holds or is refuted, the
     tree has `max_boxes` sub-boxes, or the deadline. A sub-box failing few claims first gets
-    case splits of at most `max_depth` assumptions per case. `compute` gives the halves'
-    bounds (both at once on a worker pool); by default one after the other here."""
-    if compute is None:
+    case splits of at most `max_depth` assumptions per case. On a worker `pool` both halves'
+    bounds are computed at once; without one, one after the other here."""
 
-        def compute(tasks: Sequence[tuple[Box, LayerBounds | None]]) -> list[LayerBounds]:
-            return [box_bounds(exact, box, enclosing=up) for box, up in tasks]
+    def compute(tasks: Sequence[tuple[Box, LayerBounds | None]]) -> list[LayerBounds]:
+        if pool is not None:
+            return pool.bounds(tasks)
+        return [box_bounds(exact, box, enclosing=up) for box, up in tasks]
 
     while len(root.leaves) < max_boxes and time.monotonic() < deadline:
         refuted = table.unstable()
@@ -140,6 +142,7 @@ def bisect_until_proved(
                 table,
                 parent,
                 max_depth,
+                pool=pool,
             )
             continue
         box = root.boxes[node]
@@ -174,42 +177,86 @@ def try_case_splits(
     max_depth: int = CASE_SPLIT_DEPTH,
     max_cases: int = CASE_SPLIT_CASES,
     progress: Progress | None = None,
+    pool: WorkerPool | None = None,
 ) -> None:
     """Case splits on proof box `node` for the given failing claims, shallow layers first,
-    each with a fair share of the time to the deadline; those found join `root.case_splits`.
-    Claims refuted meanwhile (by the LP's points) are skipped."""
-    pending = sorted(neurons)
-    programs = TriangleLps(network, root.boxes[node], root.bounds[node])
-
-    def offer(point: FloatArray) -> None:
-        table.offer(point[None, :], parent, "lp")
-
-    for position, neuron in enumerate(pending):
+    each with a fair share of the time to the deadline (claims run side by side on the pool's
+    workers); those found join `root.case_splits`, and the LP's points are offered to the
+    witness table."""
+    pending = [n for n in sorted(neurons) if n not in table.unstable()]
+    workers = 1 if pool is None else pool.workers
+    # Rounds of one claim per worker: a claim refuted by an earlier round's points is skipped.
+    for start in range(0, len(pending), workers):
         now = time.monotonic()
         if now >= deadline:
             return
         if progress is not None:
-            progress(position, len(pending))
-        if neuron in table.unstable():
-            continue
-        share = (deadline - now) / (len(pending) - position)
-        split = split_by_cases(
-            network,
-            exact,
-            root.boxes[node],
-            node,
-            root.bounds[node],
-            neuron,
-            claims[neuron],
-            max_depth,
-            max_cases,
-            now + share,
-            programs.for_layer(neuron.layer),
-            offer,
-            lambda n=neuron: n in table.unstable(),  # type: ignore[misc]
-        )
-        if split is not None:
-            root.case_splits.append(split)
+            progress(start, len(pending))
+        batch = [n for n in pending[start : start + workers] if n not in table.unstable()]
+        share = (deadline - now) * workers / (len(pending) - start)
+        tasks = [
+            CaseSplitTask(
+                root.boxes[node],
+                node,
+                root.bounds[node],
+                neuron,
+                claims[neuron],
+                max_depth,
+                max_cases,
+                min(deadline, now + share),
+            )
+            for neuron in batch
+        ]
+        if pool is None:
+            state = WorkerState(network, exact)
+            results = [case_split_task(state, task) for task in tasks]
+        else:
+            results = pool.map(case_split_task, tasks)
+        for split, points in results:
+            for point in points:
+                table.offer(point[None, :], parent, "lp")
+            if split is not None:
+                root.case_splits.append(split)
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseSplitTask:
+    box: Box
+    box_number: int
+    bounds: LayerBounds
+    neuron: Neuron
+    phase: Phase
+    max_depth: int
+    max_cases: int
+    deadline: float
+
+
+def case_split_task(
+    state: WorkerState, task: CaseSplitTask
+) -> tuple[CaseSplit | None, list[FloatArray]]:
+    """`split_by_cases` for one claim (run on a worker: the box's LPs are built once per
+    worker and kept in its cache), and the LP points it found on the way."""
+    key = ("lps", task.box.lower.tobytes(), task.box.upper.tobytes())
+    programs = state.cache.get(key)
+    if programs is None:
+        state.cache.clear()  # one proof box at a time: the LPs of the last one go
+        programs = state.cache[key] = TriangleLps(state.network, task.box, task.bounds)
+    points: list[FloatArray] = []
+    split = split_by_cases(
+        state.network,
+        state.exact,
+        task.box,
+        task.box_number,
+        task.bounds,
+        task.neuron,
+        task.phase,
+        task.max_depth,
+        task.max_cases,
+        task.deadline,
+        programs.for_layer(task.neuron.layer),
+        points.append,
+    )
+    return split, points
 
 
 class TriangleLps:

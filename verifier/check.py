@@ -53,7 +53,7 @@ from verifier.onnx_import import load_network
 from verifier.smt import SOLVERS, Obligation, SmtVerdict, check_many
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import Subdomains
-from verifier.workers import BoundsPool
+from verifier.workers import WorkerPool
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -256,7 +256,7 @@ def _check_proofs(
     )
     exact = ExactNetwork(network)
     report = (lambda done, total: progress("proof boxes", done, total)) if progress else None
-    with BoundsPool(network, exact, workers if len(subdomains.boxes) > 2 else 1) as pool:
+    with WorkerPool(network, exact, workers if len(subdomains.boxes) > 2 else 1) as pool:
         bounds = proof_box_bounds(exact, subdomains, report, pool.bounds)
     splits = []
     for k, data in enumerate(recorded["case_splits"]):

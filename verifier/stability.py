@@ -37,11 +37,11 @@ from verifier.domain import Domain
 from verifier.errors import VerifyCompressError
 from verifier.ir import Network
 from verifier.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
-from verifier.kernel.stability import BoundsOfBoxes, CaseSplit, case_split_holds, proved_claims
+from verifier.kernel.stability import CaseSplit, case_split_holds, proved_claims
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import SPLITTABLE_INPUT_SIZE, SplitTree, Subdomains
 from verifier.witnesses import WitnessTable, find_witnesses
-from verifier.workers import BoundsPool
+from verifier.workers import WorkerPool
 
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[str, int, int], None]
@@ -131,10 +131,9 @@ def analyse(
     stages.append(StageRecord("witnesses", time.monotonic() - since, len(candidates)))
 
     with contextlib.ExitStack() as stack:
-        # Bisection computes both halves' bounds at once on the worker pool.
-        splittable = network.input_size <= SPLITTABLE_INPUT_SIZE and config.max_subboxes > 1
-        workers = config.workers if splittable else 1
-        pool = stack.enter_context(BoundsPool(network, exact, workers))
+        # Both halves of a bisection, and the case splits of several claims, run at once.
+        workers = config.workers if undecided else 1
+        pool = stack.enter_context(WorkerPool(network, exact, workers))
         claims = {**_claims(undecided, table, roots, {}), **decided}
         stages += _prove(
             network, domain, exact, roots, claims, table, config, rng, budget, progress, pool
@@ -161,7 +160,7 @@ def _prove(
     rng: np.random.Generator,
     budget: Budget,
     progress: Progress | None,
-    pool: BoundsPool,
+    pool: WorkerPool,
 ) -> list[StageRecord]:
     """The proof passes around the search (see `analyse`); `claims` may change phase where
     the search suggests one for a neuron never seen."""
@@ -179,7 +178,7 @@ def _prove(
         deadline,
         config.max_split_depth,
         progress,
-        pool.bounds,
+        pool,
     )
     stages.append(
         StageRecord("proofs", time.monotonic() - since, _open_count(roots, claims, table))
@@ -226,7 +225,7 @@ def _prove(
         budget.analysis_deadline(),
         deeper,
         progress,
-        pool.bounds,
+        pool,
     )
     stages.append(
         StageRecord("deeper proofs", time.monotonic() - since, _open_count(roots, claims, table))
@@ -273,7 +272,7 @@ def _branch(
     deadline: float,
     depth: int,
     progress: Progress | None,
-    compute: BoundsOfBoxes | None = None,
+    pool: WorkerPool | None = None,
 ) -> None:
     """Branch and bound on the claims the proofs so far leave open, each domain box in turn
     with an equal share of the time to `deadline`: bisection of low-dimensional inputs (with
@@ -298,7 +297,7 @@ def _branch(
                 config.max_subboxes,
                 report,
                 min(depth, CASE_SPLIT_DEPTH),
-                compute,
+                pool,
             )
             continue
         failed = root.failing(0, open_claims)
@@ -319,6 +318,7 @@ def _branch(
                 depth,
                 MAX_CASES,
                 report,
+                pool,
             )
 
 

@@ -1,46 +1,59 @@
-"""The one worker pool: the kernel's bounds of many proof boxes, computed in parallel.
+"""The one worker pool: per-box and per-claim work spread over processes.
 
-Used by the run (both halves of a bisection at once) and by `check` (every proof box of a
-level of the bisection trees at once). Each worker process builds the network's exact integer
-matrices once; a task is a box and the bounds of the box enclosing it, a result the box's
-certified bounds, exactly what `verifier.kernel.bounds.box_bounds` computes in this process.
-Leaving the `with` block cancels what has not started.
+Used by the run (both halves of a bisection at once; case splits of many claims at once) and by
+`check` (every proof box of a level of the bisection trees at once). Each worker process keeps
+a `WorkerState`: the network, its exact integer matrices (built once), and a cache the tasks
+may use (the LPs of a proof box). A task function takes the state and one task and returns a
+picklable result; with one worker the same functions run in this process. Leaving the `with`
+block cancels what has not started.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from types import TracebackType
+from typing import Any, TypeVar
 
 from verifier.domain import Box
 from verifier.ir import Network
 from verifier.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
 
-BoundsTask = tuple[Box, LayerBounds | None]
+Task = TypeVar("Task")
+Result = TypeVar("Result")
 
-_worker_network: list[ExactNetwork] = []
+
+@dataclasses.dataclass
+class WorkerState:
+    network: Network
+    exact: ExactNetwork
+    cache: dict[Any, Any] = dataclasses.field(default_factory=dict)
+
+
+_worker_state: list[WorkerState] = []
 
 
 def _start(network: Network) -> None:
-    _worker_network.append(ExactNetwork(network))
+    _worker_state.append(WorkerState(network, ExactNetwork(network)))
 
 
-def _bounds(task: BoundsTask) -> LayerBounds:
-    box, enclosing = task
-    return box_bounds(_worker_network[-1], box, enclosing=enclosing)
+def _call(packed: tuple[Callable[[WorkerState, Any], Any], Any]) -> Any:
+    function, task = packed
+    return function(_worker_state[-1], task)
 
 
-class BoundsPool:
-    """Certified bounds of boxes on `workers` processes (in this process when 1)."""
+class WorkerPool:
+    """Task functions over `workers` processes (in this process when 1)."""
 
     def __init__(self, network: Network, exact: ExactNetwork, workers: int) -> None:
-        self.exact = exact
+        self.state = WorkerState(network, exact)
+        self.workers = workers
         self._executor: Executor | None = None
         if workers > 1:
             self._executor = ProcessPoolExecutor(workers, initializer=_start, initargs=(network,))
 
-    def __enter__(self) -> BoundsPool:
+    def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(
@@ -52,8 +65,22 @@ class BoundsPool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def bounds(self, tasks: Sequence[BoundsTask]) -> list[LayerBounds]:
-        """The certified bounds of each task's box, in order."""
+    def map(
+        self, function: Callable[[WorkerState, Task], Result], tasks: Sequence[Task]
+    ) -> list[Result]:
+        """`function(state, task)` for every task, results in order."""
         if self._executor is None or len(tasks) < 2:
-            return [box_bounds(self.exact, box, enclosing=up) for box, up in tasks]
-        return list(self._executor.map(_bounds, tasks))
+            return [function(self.state, task) for task in tasks]
+        return list(self._executor.map(_call, [(function, task) for task in tasks]))
+
+    def bounds(self, tasks: Sequence[BoundsTask]) -> list[LayerBounds]:
+        """The certified bounds of each task's box (given the bounds of its enclosing box)."""
+        return self.map(bounds_of_box, tasks)
+
+
+BoundsTask = tuple[Box, LayerBounds | None]
+
+
+def bounds_of_box(state: WorkerState, task: BoundsTask) -> LayerBounds:
+    box, enclosing = task
+    return box_bounds(state.exact, box, enclosing=enclosing)
