@@ -5,8 +5,15 @@ network leaves the tool through here; `onnx_import` reads the result back for th
 checks on files.
 
 Format: one `Gemm` (transB = 1, alpha = beta = 1) per layer, followed by a `Relu` when the
-layer has one; opset 17; graph input "input" of shape ["batch", n] (symbolic batch, flattened
-input), graph output "output". Weights are stored in float32 (default) or float64.
+layer has one; opset 17. Weights are stored in float32 (default) or float64, and the graph's
+input and output have that element type. Without an interface, the graph input is "input" of
+shape ["batch", n] (symbolic batch, flattened input) and the graph output "output" of shape
+["batch", m]. With the original's `Interface` (`verifier.onnx_import.read_interface`), the file
+is a drop-in replacement: the input and output keep the original's names and declared shapes,
+batch dimension included (symbolic, fixed 1 or absent, as the original has it); a `Flatten`
+before the first Gemm and a `Reshape` after the last layer (each only when needed) map them
+to and from the flattened rows. The element type is the export dtype, which the pipeline
+takes from the original unless told otherwise (`--export-dtype`).
 
 Rounding contract: a float weight that the dtype holds exactly is stored bit for bit; any
 other value (an exact rational from compression, or a float64 exported as float32) is rounded
@@ -33,6 +40,7 @@ from verifier.errors import ModelError, NetworkError
 from verifier.exact import as_fraction
 from verifier.files import atomic_write_bytes
 from verifier.ir import Network
+from verifier.onnx_import import Dim, Interface
 
 OPSET = 17
 IR_VERSION = 8  # the IR version that introduced opset 17; widely loadable
@@ -110,36 +118,133 @@ def rounded_layers(
     ]
 
 
-def to_onnx_model(network: Network, dtype: str = "float32") -> onnx.ModelProto:
-    """The network as a checked ONNX model: Gemm (+ Relu) per layer, opset 17."""
+_ELEMENT_DTYPES = {element: name for name, (_, element) in _DTYPES.items()}
+
+
+def _default_interface(network: Network, element_type: int) -> Interface:
+    return Interface(
+        INPUT_NAME, ("batch", network.input_size), OUTPUT_NAME, ("batch", network.output_size),
+        element_type,
+    )
+
+
+def _checked_interface(network: Network, interface: Interface) -> Interface:
+    """`interface` if it fits the network's input and output sizes (else `ModelError`)."""
+    dims = interface.input_shape[1:] if interface.has_batch else interface.input_shape
+    sizes = [d for d in dims if isinstance(d, int) and d >= 1]
+    if len(sizes) != len(dims) or math.prod(sizes) != network.input_size:
+        raise ModelError(
+            f"cannot export with input shape {list(interface.input_shape)}: the network has "
+            f"{network.input_size} inputs"
+        )
+    if interface.output_shape is not None:
+        sizes = [d for d in interface.output_shape if isinstance(d, int) and d >= 1]
+        open_dims = len(interface.output_shape) - len(sizes)
+        if open_dims > 1 or math.prod(sizes) != network.output_size:
+            raise ModelError(
+                f"cannot export with output shape {list(interface.output_shape)}: the network "
+                f"has {network.output_size} outputs"
+            )
+    if interface.input_name == interface.output_name:
+        raise ModelError(f"cannot export with input and output both named {interface.input_name!r}")
+    return interface
+
+
+def _output_target(network: Network, interface: Interface) -> list[int] | None:
+    """The Reshape target from the Gemm's [rows, m] to the declared output (None: none
+    needed). An open output dimension (the batch) becomes -1."""
+    if interface.output_shape is None:
+        return None if interface.has_batch else [network.output_size]
+    target = [d if isinstance(d, int) and d >= 1 else -1 for d in interface.output_shape]
+    rows_fixed = not interface.has_batch or isinstance(interface.input_shape[0], int)
+    if target == [-1, network.output_size] or (rows_fixed and target == [1, network.output_size]):
+        return None
+    return target
+
+
+def _declared_output(network: Network, interface: Interface) -> tuple[Dim, ...]:
+    if interface.output_shape is not None:
+        return interface.output_shape
+    if interface.has_batch:
+        return (interface.input_shape[0], network.output_size)
+    return (network.output_size,)
+
+
+def to_onnx_model(
+    network: Network, dtype: str | None = None, interface: Interface | None = None
+) -> onnx.ModelProto:
+    """The network as a checked ONNX model: Gemm (+ Relu) per layer, opset 17.
+
+    `dtype` (float32 or float64) is the dtype of the weights and of the graph's input and
+    output; None means the interface's element type (float32 without an interface). With
+    `interface`, the graph input and output have its names and declared shapes (see the
+    module docstring)."""
+    if dtype is None:
+        dtype = "float32" if interface is None else _ELEMENT_DTYPES.get(interface.elem_type, "")
     _, element_type = _export_dtype(dtype)
+    interface = (
+        _default_interface(network, element_type)
+        if interface is None
+        else _checked_interface(network, interface)
+    )
+    reserved = {interface.input_name, interface.output_name}
+
+    def internal(name: str) -> str:
+        while name in reserved:
+            name += "_"
+        return name
+
     nodes: list[onnx.NodeProto] = []
     initializers: list[onnx.TensorProto] = []
-    current = INPUT_NAME
+    current = interface.input_name
+    if len(interface.input_shape) != 2 or not interface.has_batch:
+        flat = internal("input.flat")
+        nodes.append(
+            helper.make_node(
+                "Flatten", [current], [flat], name=flat, axis=1 if interface.has_batch else 0
+            )
+        )
+        current = flat
+    target = _output_target(network, interface)
     layers = rounded_layers(network, dtype)
     for index, ((weights, bias), layer) in enumerate(zip(layers, network.layers, strict=True)):
         last = index == len(layers) - 1
-        weight_name, bias_name = f"layer{index}.weight", f"layer{index}.bias"
+        result = interface.output_name if last and target is None else internal("output.flat")
+        weight_name = internal(f"layer{index}.weight")
+        bias_name = internal(f"layer{index}.bias")
         initializers.append(numpy_helper.from_array(weights, weight_name))
         initializers.append(numpy_helper.from_array(bias, bias_name))
-        gemm_output = OUTPUT_NAME if last and not layer.relu else f"layer{index}.gemm"
+        gemm_name = internal(f"layer{index}.gemm")
+        gemm_output = result if last and not layer.relu else gemm_name
         nodes.append(
             helper.make_node(
                 "Gemm", [current, weight_name, bias_name], [gemm_output],
-                name=f"layer{index}.gemm", transB=1,
+                name=gemm_name, transB=1,
             )
         )
         current = gemm_output
         if layer.relu:
-            relu_output = OUTPUT_NAME if last else f"layer{index}.relu"
-            relu = helper.make_node("Relu", [current], [relu_output], name=f"layer{index}.relu")
+            relu_name = internal(f"layer{index}.relu")
+            relu_output = result if last else relu_name
+            relu = helper.make_node("Relu", [current], [relu_output], name=relu_name)
             nodes.append(relu)
             current = relu_output
+    if target is not None:
+        shape_name = internal("output.shape")
+        initializers.append(numpy_helper.from_array(np.array(target, np.int64), shape_name))
+        nodes.append(
+            helper.make_node(
+                "Reshape", [current, shape_name], [interface.output_name],
+                name=internal("output.reshape"),
+            )
+        )
     graph = helper.make_graph(
         nodes,
         network.name,
-        [helper.make_tensor_value_info(INPUT_NAME, element_type, ["batch", network.input_size])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, element_type, ["batch", network.output_size])],
+        [helper.make_tensor_value_info(interface.input_name, element_type,
+                                       list(interface.input_shape))],
+        [helper.make_tensor_value_info(interface.output_name, element_type,
+                                       list(_declared_output(network, interface)))],
         initializer=initializers,
     )
     model = helper.make_model(
@@ -152,6 +257,15 @@ def to_onnx_model(network: Network, dtype: str = "float32") -> onnx.ModelProto:
     return model
 
 
-def save_onnx(network: Network, path: str | Path, dtype: str = "float32") -> None:
-    """Write the network to `path` as ONNX (atomically: all or nothing)."""
-    atomic_write_bytes(path, to_onnx_model(network, dtype).SerializeToString())
+def save_onnx(
+    network: Network,
+    path: str | Path,
+    dtype: str | None = None,
+    interface: Interface | None = None,
+) -> None:
+    """Write the network to `path` as ONNX (atomically: all or nothing).
+
+    With `interface` (the original's, `verifier.onnx_import.read_interface`), the file keeps
+    the original's input and output names and declared shapes; `dtype` None means the
+    interface's element type (float32 without one). See `to_onnx_model`."""
+    atomic_write_bytes(path, to_onnx_model(network, dtype, interface).SerializeToString())

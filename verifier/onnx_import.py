@@ -1583,8 +1583,7 @@ def network_from_model(model: onnx.ModelProto, source: str = "<model>") -> Netwo
     )
 
 
-def load_network(path: str | Path) -> Network:
-    """Read an ONNX file and import it (`ModelError` naming the file when it cannot)."""
+def _load_model(path: str | Path) -> onnx.ModelProto:
     source = str(path)
     if not Path(path).is_file():
         raise ModelError(f"{source}: file not found")
@@ -1595,4 +1594,108 @@ def load_network(path: str | Path) -> Network:
         raise ModelError(f"{source}: not an ONNX model ({detail})") from error
     if not model.graph.node and not model.graph.input:
         raise ModelError(f"{source}: not an ONNX model (no graph)")
-    return network_from_model(model, source)
+    return model
+
+
+def load_network(path: str | Path) -> Network:
+    """Read an ONNX file and import it (`ModelError` naming the file when it cannot)."""
+    return network_from_model(_load_model(path), str(path))
+
+
+# ---------------------------------------------------------------- the graph's interface
+
+Dim: TypeAlias = int | str | None
+"""One declared dimension: a fixed size, a symbolic name (dim_param), or None (unnamed)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Interface:
+    """What a caller of an ONNX model sees: the graph input and output as declared.
+
+    `input_shape` and `output_shape` hold the declared dimensions (batch dimension included,
+    exactly as the file has it); `output_shape` is None when neither the file nor ONNX shape
+    inference gives one with at most one open dimension. `elem_type` is the ONNX element type
+    of the input (`onnx.TensorProto.FLOAT` or `DOUBLE`). The exporter writes a network with
+    this interface (`verifier.onnx_export.save_onnx(..., interface=...)`)."""
+
+    input_name: str
+    input_shape: tuple[Dim, ...]
+    output_name: str
+    output_shape: tuple[Dim, ...] | None
+    elem_type: int
+
+    @property
+    def has_batch(self) -> bool:
+        """Whether the input has a batch dimension (the importer's rule: rank >= 2 and a
+        leading dimension that is symbolic, 0 or 1)."""
+        if len(self.input_shape) < 2:
+            return False
+        leading = self.input_shape[0]
+        return not isinstance(leading, int) or leading in (0, 1)
+
+
+def _declared_dims(value: onnx.ValueInfoProto) -> tuple[Dim, ...] | None:
+    tensor = value.type.tensor_type
+    if not value.type.HasField("tensor_type") or not tensor.HasField("shape"):
+        return None
+    dims: list[Dim] = []
+    for dim in tensor.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param") and dim.dim_param:
+            dims.append(str(dim.dim_param))
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+def _inferred_output_dims(model: onnx.ModelProto, name: str) -> tuple[Dim, ...] | None:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference is only a help here: a model it rejects keeps what it says
+        return None
+    for value in inferred.graph.output:
+        if value.name == name:
+            return _declared_dims(value)
+    return None
+
+
+def _open_dims(dims: tuple[Dim, ...]) -> int:
+    return sum(1 for d in dims if not isinstance(d, int) or d < 1)
+
+
+def interface_from_model(model: onnx.ModelProto, source: str = "<model>") -> Interface:
+    """The input and output of an ONNX model as declared (see `Interface`); an output shape
+    the file leaves open is completed by ONNX shape inference, dimension by dimension."""
+    graph = model.graph
+    constants = {init.name for init in graph.initializer}
+    network_input = _network_input(graph, constants, source)
+    element = network_input.type.tensor_type.elem_type
+    _input_dtype(network_input, source)
+    input_dims = _declared_dims(network_input)
+    if not input_dims:
+        raise UnsupportedModelError(
+            f"{source}: input '{network_input.name}' has no declared shape"
+        )
+    if len(graph.output) != 1:
+        names = ", ".join(f"'{value.name}'" for value in graph.output) or "none"
+        raise UnsupportedModelError(f"{source}: expected exactly one graph output, found {names}")
+    output = graph.output[0]
+    output_dims = _declared_dims(output)
+    if output_dims is None or None in output_dims:
+        inferred = _inferred_output_dims(model, output.name)
+        if output_dims is None:
+            output_dims = inferred
+        elif inferred is not None and len(inferred) == len(output_dims):
+            output_dims = tuple(
+                known if known is not None else guess
+                for known, guess in zip(output_dims, inferred, strict=True)
+            )
+    if output_dims is not None and (not output_dims or _open_dims(output_dims) > 1):
+        output_dims = None
+    return Interface(network_input.name, input_dims, output.name, output_dims, element)
+
+
+def read_interface(path: str | Path) -> Interface:
+    """The `Interface` of an ONNX file (`ModelError` naming the file when it cannot)."""
+    return interface_from_model(_load_model(path), str(path))
