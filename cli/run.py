@@ -170,7 +170,7 @@ def run(
             help="Most sub-boxes a domain box is bisected into when a claim needs a smaller "
             "box (inputs of at most 16 dimensions, as time allows); 1 disables input splitting.",
         ),
-    ] = 256,
+    ] = 4096,
     export_dtype: Annotated[
         ExportDtype | None,
         typer.Option(
@@ -198,6 +198,7 @@ def run(
 
     Writes to --out: certificate.json, compressed.onnx, report.html and smt/*.smt2.
     """
+    started = time.monotonic()  # the time limit counts from here, imports included
     stdout = Console(quiet=quiet and not json_output, highlight=False, soft_wrap=True)
     with (
         interruptible(
@@ -231,6 +232,7 @@ def run(
                 data=rows,
                 progress=progress,
                 write_report=render_report,
+                started=started,
             )
     note = NO_RELU_NOTE if not net.hidden_neurons() else None
     if note is not None:
@@ -253,7 +255,7 @@ def make_config(
     workers: int,
     seed: int,
     export_dtype: ExportDtype | None,
-    max_subboxes: int = 256,
+    max_subboxes: int = 4096,
 ) -> Config:
     """The run's `Config`; out-of-range numbers are user errors naming the option."""
     if not (math.isfinite(time_limit) and time_limit > 0):

@@ -35,10 +35,10 @@ def test_a_stage_gets_its_share_of_what_the_analysis_has_left_now() -> None:
     clock = FakeClock()
     budget = Budget(100.0, weights=0, clock=clock)
     analysis_end = budget.analysis_deadline()
-    assert analysis_end == pytest.approx(198.0)
+    assert analysis_end == pytest.approx(197.0)
     clock.now = 150.0
-    assert budget.stage_deadline("search") == pytest.approx(150.0 + 0.15 * 48.0)
-    assert budget.stage_deadline("proofs") == pytest.approx(analysis_end)
+    assert budget.stage_deadline("search") == pytest.approx(150.0 + 0.15 * 47.0)
+    assert budget.stage_deadline("proofs") == pytest.approx(150.0 + 0.85 * 47.0)
 
 
 def test_a_stage_past_the_analysis_deadline_gets_no_time() -> None:
@@ -50,7 +50,14 @@ def test_a_stage_past_the_analysis_deadline_gets_no_time() -> None:
 
 def test_unknown_stage_and_reserve_names_are_errors_listing_the_known_ones() -> None:
     budget = Budget(10.0, clock=FakeClock())
-    with pytest.raises(KeyError, match="witnesses, search, proofs"):
+    with pytest.raises(KeyError, match="witnesses, proofs, search"):
         budget.stage_deadline("lp")
     with pytest.raises(KeyError, match="equivalence, output"):
         budget.reserve("z3")
+
+
+def test_a_job_started_before_the_budget_was_made_counts_from_its_start() -> None:
+    clock = FakeClock()
+    budget = Budget(60.0, clock=clock, started=90.0)
+    assert budget.deadline == 150.0
+    assert budget.remaining() == 50.0

@@ -58,6 +58,9 @@ class ProofBoxes:
     """Case splits found on these proof boxes (`box` is the local node number)."""
     tried: set[int] = dataclasses.field(default_factory=set)
     """Nodes whose failing claims case splits were tried on."""
+    attempted: set[tuple[int, Neuron]] = dataclasses.field(default_factory=set)
+    """(node, claim) pairs a case split search has run on (a later, deeper pass takes the
+    claims never attempted first)."""
 
     def ancestry(self, node: int) -> list[int]:
         chain = [node]
@@ -183,7 +186,10 @@ def try_case_splits(
     each with a fair share of the time to the deadline (claims run side by side on the pool's
     workers); those found join `root.case_splits`, and the LP's points are offered to the
     witness table."""
-    pending = [n for n in sorted(neurons) if n not in table.unstable()]
+    unstable = table.unstable()
+    pending = sorted(
+        (n for n in neurons if n not in unstable), key=lambda n: ((node, n) in root.attempted, n)
+    )
     workers = 1 if pool is None else pool.workers
     # Rounds of one claim per worker: a claim refuted by an earlier round's points is skipped.
     for start in range(0, len(pending), workers):
@@ -212,7 +218,8 @@ def try_case_splits(
             results = [case_split_task(state, task) for task in tasks]
         else:
             results = pool.map(case_split_task, tasks)
-        for split, points in results:
+        for task, (split, points) in zip(tasks, results, strict=True):
+            root.attempted.add((node, task.neuron))
             for point in points:
                 table.offer(point[None, :], parent, "lp")
             if split is not None:

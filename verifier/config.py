@@ -24,10 +24,9 @@ class Config:
     seed: int = 0
     search_scale: int = 1000
     """Integer scale of weights and inputs in the CP-SAT model."""
-    lp_tightening: bool = True
     max_split_depth: int = 6
     """Deepest phase case split tried when one relaxation does not prove a claim."""
-    max_subboxes: int = 256
+    max_subboxes: int = 4096
     """Most sub-boxes one domain box is bisected into for certification (1: no input
     splitting). Splitting is tried only on inputs of at most 16 dimensions, and only while the
     time limit allows it."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 
 from verifier.budget import Budget
 from verifier.certificate import (
@@ -44,7 +45,7 @@ from verifier.equivalence import (
 )
 from verifier.errors import ModelError
 from verifier.onnx_export import save_onnx
-from verifier.onnx_import import load_network
+from verifier.onnx_import import load_network, read_interface
 from verifier.stability import StabilityAnalysis, analyse
 from verifier.status import Phase, Status
 
@@ -116,11 +117,14 @@ def run(
     data: npt.NDArray[np.float64] | None = None,
     progress: ProgressCallback | None = None,
     write_report: Callable[[JsonDict], str] | None = None,
+    started: float | None = None,
 ) -> RunResult:
-    """Run every stage and write certificate.json, compressed.onnx, report.html and smt/."""
+    """Run every stage and write certificate.json, compressed.onnx, report.html and smt/.
+
+    The time limit counts from `started` (a `time.monotonic()` value; default: now)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    budget = Budget(config.time_limit)
+    budget = Budget(config.time_limit, started=started)
     network = load_network(network_path)
     if config.strict_semantics and network.rounded_folds:
         raise ModelError(
@@ -138,7 +142,10 @@ def run(
 
     since = time.perf_counter()
     compression = compress(network, analysis.statuses)
-    dtype = config.export_dtype or str(network.dtype)
+    # A drop-in replacement: the original's interface, and by default its element type.
+    interface = read_interface(network_path)
+    original_dtype = "float64" if interface.elem_type == onnx.TensorProto.DOUBLE else "float32"
+    dtype = config.export_dtype or original_dtype
     rounding = rounding_bound(compression, domain, dtype)
     timings["compress"] = time.perf_counter() - since
 
@@ -170,7 +177,7 @@ def run(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        save_onnx(compression.network, staging / "compressed.onnx", dtype)
+        save_onnx(compression.network, staging / "compressed.onnx", dtype, interface=interface)
         empirical["onnxruntime"] = _onnxruntime_comparison(
             Path(network_path), staging / "compressed.onnx", domain, rng
         )
