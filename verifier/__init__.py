@@ -1,25 +1,36 @@
 """verify-compress: exact compression of ReLU networks by certified neuron stability.
 
-Pipeline, one module per stage (read them in this order):
+Two sides. The TRUSTED kernel accepts evidence, in exact arithmetic, and imports nothing of the
+producer; `check` runs only the kernel and the core. The UNTRUSTED producer finds evidence as
+fast as it can; nothing it says is believed until the kernel (or an exact evaluation) says so.
 
+Core (read first):
     onnx_import -> ir             ONNX file to the network IR (affine layers + ReLU), exactly
-    domain                        input domain: a union of boxes (CLI, VNN-LIB, bounds file)
-    bounds                        interval and symbolic float bounds (hints, never proofs)
-    witnesses                     inputs showing neurons active/inactive, checked exactly
+    domain, subdomains            input domain (union of boxes); bisection trees of proof boxes
+    status, config, errors        Neuron/Phase/Status, the frozen run configuration, one
+                                  error hierarchy; exact (rational arrays), files (atomic writes)
+
+Kernel (trusted, `verifier/kernel/`):
+    kernel.scaled                 exact arithmetic in bulk (integer arrays over a rational scale)
+    kernel.bounds                 certified bounds from dual multipliers, computed exactly
+    kernel.stability              which claims the evidence proves (bounds, case splits, cover)
+
+Producer (untrusted), in pipeline order:
+    bounds, propagation           float bounds, CROWN's multipliers and their optimisation
+    witnesses                     inputs showing neurons active/inactive (checked exactly)
+    lp, branching                 triangle LP multipliers (GLOP); case splits and bisection
     search                        the single CP-SAT stability search (the only CP-SAT import)
-    subdomains                    bisection of low-dimensional boxes into proof boxes
-    relaxation, lp, certify       LP relaxation rows, GLOP, exact Farkas certificates, splits
-    obligations                   lemma obligations, written and Z3-checked in worker processes
-    smt                           obligations run by Z3 (the only z3 import) or cvc5
+    budget, workers               the one owner of time shares; the one process pool
     stability                     the stages above wired into one status per neuron
+
+After the statuses:
     compress                      remove / fold / merge certified stable neurons, exactly
-    equivalence                   proof that compressed == original on the domain
-    certificate, check, report    the JSON certificate, its independent checker, the HTML report
+    equivalence, smt              compressed == original on the domain; Z3 (the only z3
+                                  import) or cvc5 on the obligations
+    certificate, check, report    the JSON certificate (format 4), its checker, the HTML report
     pipeline                      the main job: every stage, atomic output directory
 
-Shared: `exact` (rational arrays), `status` (Neuron, Phase, Status), `config` (the frozen run
-configuration), `errors` (one hierarchy), `files` (atomic writes), `summary` (for `inspect`),
-`training` (optional, torch).
+Also: `summary` (for `inspect`), `training` (optional, torch), `onnx_export`.
 """
 
 __version__ = "0.1.0"
