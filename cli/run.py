@@ -61,7 +61,10 @@ EXIT_CHECK_FAILED = 1
 EXIT_INTERRUPTED = 130
 DEFAULT_LOWER = 0.0
 DEFAULT_UPPER = 1.0
-PROOFS_DIR = Path("proofs")
+DEFAULT_OUT_ROOT = Path("verify-compress-out")
+"""The main job writes to `DEFAULT_OUT_ROOT/<network name>/` (relative to the current
+directory) unless `--out` is given: outside any committed tree, so running the README's
+example in the repository never overwrites the bundled `proofs/` (git ignores this folder)."""
 OUTPUT_FILES = ("certificate.json", "compressed.onnx", "report.html")
 MAX_LISTED_FAILURES = 20
 NO_RELU_NOTE = "nothing to compress: the network has no ReLU"
@@ -124,7 +127,11 @@ def run(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Output directory. Default: proofs/<network name>/."),
+        typer.Option(
+            "--out",
+            help="Output directory. Default: verify-compress-out/<network name>/ in the "
+            "current directory.",
+        ),
     ] = None,
     force: Annotated[
         bool,
@@ -196,7 +203,8 @@ def run(
 
     Give at most one of them. Without any, the domain is [0, 1] for every input (the default).
 
-    Writes to --out: certificate.json, compressed.onnx, report.html and smt/*.smt2.
+    Writes to --out (default: verify-compress-out/<network name>/ in the current directory):
+    certificate.json, compressed.onnx, report.html and smt/*.smt2.
     """
     started = time.monotonic()  # the time limit counts from here, imports included
     stdout = Console(quiet=quiet and not json_output, highlight=False, soft_wrap=True)
@@ -215,7 +223,7 @@ def run(
         net = load_network(network)
         domain, description = build_domain(lower, upper, vnnlib, bounds, net.input_size)
         rows = load_data(data, net.input_size) if data is not None else None
-        out_dir = out if out is not None else PROOFS_DIR / network.stem
+        out_dir = out if out is not None else DEFAULT_OUT_ROOT / network.stem
         prepare_output(out_dir, force)
         if not json_output:
             stdout.print(

@@ -11,6 +11,8 @@ import copy
 import itertools
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +27,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from cli.main import main
-from cli.run import OUTPUT_FILES, Interrupts, build_domain, describe_domain
+from cli.run import (
+    DEFAULT_OUT_ROOT,
+    OUTPUT_FILES,
+    Interrupts,
+    build_domain,
+    describe_domain,
+)
 from verifier.errors import DomainError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -524,18 +532,69 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_no_files(tmp_path: Path) -> N
 # The README's command on the first bundled model
 
 
+def readme_commands() -> list[list[str]]:
+    """The `verify-compress` commands of the README's first code block ("Install and use"),
+    split into arguments, without the program name and the trailing comments."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Install and use", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    return [
+        shlex.split(line.split("#", 1)[0])[1:]
+        for line in block.splitlines()
+        if line.startswith("verify-compress ")
+    ]
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
 @pytest.mark.skipif(not README_MODEL.is_file(), reason=f"{README_MODEL} is not bundled")
-def test_the_readme_main_job_on_a_bundled_model_is_accepted_by_check(tmp_path: Path) -> None:
-    """README: `verify-compress models/digits_l1.onnx`, then `check` (into a temporary
-    directory here, so that the bundled proofs/ stay as committed)."""
-    out = tmp_path / README_MODEL.stem
-    result = run_cli(str(README_MODEL.relative_to(REPO)), "--out", str(out))
+def test_the_readme_commands_leave_the_bundled_proofs_as_committed(tmp_path: Path) -> None:
+    """README: `verify-compress models/digits_l1.onnx`, then `check` on what it wrote, run
+    verbatim in a copy of the repository's models/ and proofs/: the main job writes to
+    verify-compress-out/ (ignored by git), and the bundled proofs/ stay byte for byte."""
+    commands = readme_commands()
+    assert [args[0] for args in commands] == ["models/digits_l1.onnx", "check"], commands
+    copy = tmp_path / "clone"
+    for folder in ("models", "proofs"):
+        shutil.copytree(REPO / folder, copy / folder)
+    bundled = tree_bytes(copy / "proofs")
+    assert bundled, "no bundled proofs to compare"
+
+    result = run_cli(*commands[0], cwd=copy)
     assert result.returncode == 0, result.stderr
     assert "domain: [0, 1]^64 (default)" in result.stdout
     assert "equivalence proved" in result.stdout
-    checked = run_cli("check", str(out / "certificate.json"))
+    out = copy / DEFAULT_OUT_ROOT / README_MODEL.stem
+    assert (out / "certificate.json").is_file()
+    assert "re-check: verify-compress check verify-compress-out/digits_l1/certificate.json" in (
+        result.stdout
+    )
+    checked = run_cli(*commands[1], cwd=copy)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.strip().splitlines()[-1] == "certificate valid"
+
+    assert tree_bytes(copy / "proofs") == bundled
+    assert sorted(p.name for p in copy.iterdir()) == ["models", "proofs", "verify-compress-out"]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_ignores_the_default_output_folder() -> None:
+    inside = subprocess.run(
+        ["git", "rev-parse", "--is-inside-work-tree"], cwd=REPO, capture_output=True, check=False
+    )
+    if inside.returncode != 0:
+        pytest.skip(f"{REPO} is not a git work tree")
+    path = DEFAULT_OUT_ROOT / README_MODEL.stem / "certificate.json"
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=REPO, check=False)
+    assert ignored.returncode == 0, f"git does not ignore {path}"
+
+
+def test_the_default_output_folder_is_named_in_the_help() -> None:
+    result = run_cli("NET.onnx", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert "Default: verify-compress-out/<network name>/ in the current directory" in text
 
 
 # ---------------------------------------------------------------------------------------------
