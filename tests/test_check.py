@@ -382,9 +382,14 @@ def test_a_witness_naming_a_box_that_does_not_exist_is_rejected(
     certified: tuple[Path, Document],
 ) -> None:
     def change(document: Document) -> None:
+        document["witnesses"][0]["box"] = 7
+
+    _assert_rejected(_tampered(certified, "no-box", change), "witness 0", "box 7 does not exist")
+
+    def negative(document: Document) -> None:
         document["witnesses"][0]["box"] = -1
 
-    _assert_rejected(_tampered(certified, "no-box", change), "witness 0", "box -1 does not exist")
+    _assert_rejected(_tampered(certified, "negative-box", negative), "$.witnesses[0].box")
 
 
 def test_a_witness_moved_to_a_point_of_the_opposite_phase_is_rejected(
@@ -682,3 +687,27 @@ def test_a_compressed_file_holding_a_float64_rounded_batch_normalization_is_reje
 
     report = _rewrite_compressed(certified, "bn", insert_batch_normalization)
     _assert_rejected(report, "compressed", "rounded in float64")
+
+
+# ---------------------------------------------------------------------------------------------
+# The format: validated against its JSON Schema first
+
+
+def test_a_missing_or_extra_field_is_rejected_naming_its_json_path(
+    certified: tuple[Path, Document],
+) -> None:
+    def missing(document: Document) -> None:
+        del document["proofs"]["sub_boxes"]
+
+    _assert_rejected(_tampered(certified, "missing", missing), "$.proofs", "sub_boxes")
+
+    def extra(document: Document) -> None:
+        document["neurons"][0]["evidence"]["lemmas"] = ["b0.L0.n0.upper"]
+
+    _assert_rejected(_tampered(certified, "extra", extra), "$.neurons[0].evidence", "lemmas")
+
+
+def test_the_schema_shipped_in_docs_is_the_one_check_validates_against() -> None:
+    root = Path(__file__).resolve().parents[1]
+    shipped = (root / "docs" / "certificate.schema.json").read_text()
+    assert shipped == (root / "verifier" / "certificate.schema.json").read_text()

@@ -10,6 +10,7 @@ ONNX file named here (by hash); everything else is re-derived or re-checked.
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -17,6 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import numpy.typing as npt
 
@@ -37,6 +39,20 @@ SEMANTICS = (
 )
 
 JsonDict = dict[str, Any]
+
+
+SCHEMA_FILE = Path(__file__).with_name("certificate.schema.json")
+"""The JSON Schema of the format (shipped with the package; `docs/certificate.schema.json` is
+a copy for readers, kept equal by a test)."""
+
+
+def validate_document(document: Any, source: str) -> None:
+    """Raise CertificateError naming the JSON path of the first place where `document`
+    departs from the format's schema (a missing, extra or mistyped field)."""
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    if error is not None:
+        raise CertificateError(f"{source}: {error.json_path}: {error.message}")
 
 
 def semantics_note(rounded_folds: Sequence[str]) -> str | None:

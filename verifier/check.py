@@ -39,6 +39,7 @@ from verifier.certificate import (
     semantics_note,
     sha256_of,
     summary_block,
+    validate_document,
 )
 from verifier.compress import compress, compression_record, rounding_bound
 from verifier.domain import Domain
@@ -110,6 +111,7 @@ def check_certificate(
         )
     counts: dict[str, int] = {}
     try:
+        validate_document(document, "certificate")
         _check(document, path.parent, counts, progress, workers, solver, network)
     except _Failed as failure:
         return CheckReport(
