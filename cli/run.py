@@ -24,25 +24,27 @@ import sys
 import time
 import traceback
 import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import numpy as np
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from cli import DebugOption, one_line, user_errors
 from verifier.config import Config
@@ -231,7 +233,12 @@ def run(
                 f"{len(net.layers)} affine layers)"
             )
             stdout.print(f"domain: {escape(description)}")
-        with progress_display(not quiet and stdout.is_terminal, interrupts) as progress:
+        with progress_display(
+            not quiet and stdout.is_terminal,
+            interrupts,
+            budget=(started, config.time_limit),
+            hidden=() if data is not None else (NO_DATA_STAGE,),
+        ) as progress:
             result = run_pipeline(
                 network,
                 domain,
@@ -253,7 +260,24 @@ def run(
     elif quiet:
         typer.echo(f"certificate written: {result.out_dir / 'certificate.json'}")
     else:
-        print_run(result.certificate, result.out_dir, stdout)
+        print_run(
+            result.certificate,
+            result.out_dir,
+            stdout,
+            hint=unknown_hint(result.certificate, config.time_limit, data is not None),
+        )
+
+
+def unknown_hint(certificate: Mapping[str, Any], time_limit: float, data_given: bool) -> str | None:
+    """One line on what may decide the run's unknown neurons; None when there are none."""
+    unknown = int(certificate["summary"]["totals"]["unknown"])
+    if unknown == 0:
+        return None
+    data = "more --data rows" if data_given else "--data with real inputs (say, the training set)"
+    return (
+        f"{unknown} neuron{'s' if unknown != 1 else ''} unknown (kept as they are): a longer "
+        f"--time-limit (this run: {_number(time_limit)} s) or {data} may decide them"
+    )
 
 
 def make_config(
@@ -392,8 +416,11 @@ def run_json(certificate: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     }
 
 
-def print_run(certificate: Mapping[str, Any], out_dir: Path, console: Console) -> None:
-    """The human summary of a run: stability per layer, counts, time per stage, files."""
+def print_run(
+    certificate: Mapping[str, Any], out_dir: Path, console: Console, hint: str | None = None
+) -> None:
+    """The human summary of a run: stability per layer, counts, time per stage, files, and
+    `hint` (see `unknown_hint`) when given."""
     summary = certificate["summary"]
     totals = summary["totals"]
     console.print(layer_table(summary["per_layer"], totals))
@@ -437,6 +464,8 @@ def print_run(certificate: Mapping[str, Any], out_dir: Path, console: Console) -
             f"onnxruntime on both ONNX files at {runtime['points']} domain points: "
             f"max |difference| = {runtime['max_abs_difference']:.3g} (float arithmetic)"
         )
+    if hint is not None:
+        console.print(f"[bold yellow]{escape(hint)}[/]")
     smt_files = len(list((out_dir / "smt").glob("*.smt2")))
     console.print(
         f"written to {escape(str(out_dir))}/: {', '.join(OUTPUT_FILES)}, "
@@ -603,23 +632,141 @@ def dataclass_json(report: Any) -> dict[str, Any]:
 # Progress and interruption
 
 
+NO_DATA_STAGE = "data"
+"""The witness stage that tries the `--data` rows: hidden from the display without `--data`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StageStyle:
+    """How the display shows a progress stage: its label, the unit of its count, and whether
+    the reported total is only a cap (shown as "(limit N)", never as a bar to fill)."""
+
+    label: str
+    unit: str = ""
+    capped: bool = False
+
+
+STAGE_STYLES: Mapping[str, StageStyle] = {
+    # the pipeline's (or check's) stage name -> how it is shown
+    "bounds": StageStyle("certified bounds", "domain boxes"),
+    "data": StageStyle("witnesses from --data", "neurons shown unstable"),
+    "random": StageStyle("witnesses at random points", "neurons shown unstable"),
+    "corner": StageStyle("witnesses at box corners", "neurons shown unstable"),
+    "gradient": StageStyle("witnesses by gradient steps", "neurons shown unstable"),
+    "sub-boxes": StageStyle("bisection of the domain boxes", "sub-boxes", capped=True),
+    "case splits": StageStyle("case splits", "claims tried"),
+    "proof boxes": StageStyle("certified bounds", "proof boxes"),
+    "equivalence": StageStyle("equivalence", "step"),
+}
+"""Display of the known progress stages; see `stage_style` for the others."""
+
+
+def stage_style(stage: str) -> StageStyle:
+    """How to show a progress stage, e.g. "search box 0 layer 1" -> "CP-SAT search box 0 layer
+    1", counting "claims resolved"; an unknown stage shows its own name and a bare count."""
+    if stage in STAGE_STYLES:
+        return STAGE_STYLES[stage]
+    if stage.startswith("search"):
+        return StageStyle(f"CP-SAT {stage}", "claims resolved")
+    return StageStyle(stage)
+
+
+def _clock(seconds: float, up: bool = False) -> str:
+    """h:mm:ss, as rich shows elapsed time (whole seconds down, or up with `up`)."""
+    whole = max(0, math.ceil(seconds) if up else math.floor(seconds))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def budget_text(started: float, time_limit: float, now: float) -> str:
+    """The display's first line: the run's overall time limit, the time used and the most
+    time left (the run ends by the limit, writing its output in a short reserve after it)."""
+    used = now - started
+    if used < time_limit:
+        return (
+            f"time limit {_clock(time_limit, up=True)}: {_clock(used)} used, "
+            f"at most {_clock(time_limit - used, up=True)} left"
+        )
+    return f"time limit {_clock(time_limit, up=True)} reached: writing the output"
+
+
+class CountColumn(ProgressColumn):
+    """The count as `done/total unit`, or `done unit (limit N)` for a capped stage; the unit
+    and cap come from the task's fields."""
+
+    def render(self, task: Task) -> Text:
+        unit = str(task.fields.get("unit", ""))
+        cap = task.fields.get("cap")
+        done = int(task.completed)
+        if cap:
+            text = f"{done} {unit} (limit {cap})"
+        elif task.total is not None:
+            text = f"{done}/{int(task.total)} {unit}"
+        else:
+            text = f"{done} {unit}"
+        return Text(" ".join(text.split()), style="progress.download")
+
+
+class StateColumn(SpinnerColumn):
+    """A spinner while the stage runs, a check mark once a later stage has started."""
+
+    def render(self, task: Task) -> RenderableType:
+        if task.stop_time is not None:
+            return Text("✓", style="green")
+        return super().render(task)
+
+
+class BudgetProgress(Progress):
+    """A `Progress` whose first line is the overall time limit and time left (`budget_text`),
+    redrawn on every refresh (so the time left counts down between reports)."""
+
+    def __init__(
+        self,
+        *columns: str | ProgressColumn,
+        budget: tuple[float, float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        **options: Any,
+    ) -> None:
+        self.budget = budget  # set first: Progress.__init__ already renders
+        self.clock = clock
+        super().__init__(*columns, **options)
+
+    def get_renderables(self) -> Iterator[RenderableType]:
+        if self.budget is not None:
+            started, limit = self.budget
+            yield Text(budget_text(started, limit, self.clock()))
+        yield from super().get_renderables()
+
+
 class StageProgress:
     """The pipeline's `progress(stage, done, total)` callback drawn as one rich task per stage.
 
-    A stage's task appears when the stage first reports; when a later stage reports, the
-    earlier ones are shown as finished (a stage with an unknown total, 0, shows a spinner).
+    A stage's task appears when the stage first reports, labelled and counted in its unit
+    (`stage_style`); when a later stage reports, the earlier ones are shown as finished (a
+    check mark, their clock stopped, their counts as last reported). A stage with an unknown
+    total (0) or a capped one shows a moving bar while it runs and a full one once finished.
+    Stages in `hidden` are not drawn.
     """
 
-    def __init__(self, display: Progress) -> None:
+    def __init__(self, display: Progress, hidden: Collection[str] = ()) -> None:
         self.display = display
+        self.hidden = frozenset(hidden)
         self.tasks: dict[str, TaskID] = {}
         self.latest: str | None = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage in self.hidden:
+            return
+        style = stage_style(stage)
+        shown_total = None if style.capped or not total else total
         if stage not in self.tasks:
             self.finish_latest()
-            self.tasks[stage] = self.display.add_task(stage, total=total or None)
-        self.display.update(self.tasks[stage], completed=done, total=total or None)
+            self.tasks[stage] = self.display.add_task(
+                style.label,
+                total=shown_total,
+                unit=style.unit,
+                cap=total if style.capped else None,
+            )
+        self.display.update(self.tasks[stage], completed=done, total=shown_total)
         self.latest = stage
 
     def finish_latest(self) -> None:
@@ -627,8 +774,10 @@ class StageProgress:
             return
         task = self.tasks[self.latest]
         current = self.display.tasks[task]
-        final = max(int(current.total or 0), int(current.completed), 1)
-        self.display.update(task, total=final, completed=final)
+        if current.total is None:  # a full bar, the count as reported
+            self.display.update(task, total=max(int(current.completed), 1))
+        self.display.stop_task(task)
+        self.latest = None
 
 
 def _inside_finalizer(frame: object) -> bool:
@@ -669,12 +818,27 @@ class Interrupts:
             raise KeyboardInterrupt
 
 
+def progress_columns() -> tuple[ProgressColumn, ...]:
+    return (
+        StateColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        CountColumn(),
+        TimeElapsedColumn(),
+    )
+
+
 @contextmanager
 def progress_display(
-    show: bool, interrupts: Interrupts
+    show: bool,
+    interrupts: Interrupts,
+    budget: tuple[float, float] | None = None,
+    hidden: Collection[str] = (),
 ) -> Iterator[Callable[[str, int, int], None]]:
     """The progress callback for the pipeline: it re-raises a swallowed Ctrl-C, and when
-    `show`, draws a `StageProgress` on stderr while the block runs."""
+    `show`, draws a `StageProgress` on stderr while the block runs, under a line with the
+    overall time limit and the time left when `budget` (its `time.monotonic()` start, the
+    limit in seconds) is given."""
     if not show:
 
         def report(stage: str, done: int, total: int) -> None:
@@ -682,17 +846,11 @@ def progress_display(
 
         yield report
         return
-    display = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
+    display = BudgetProgress(
+        *progress_columns(), budget=budget, console=Console(stderr=True), transient=True
     )
     with display:
-        stages = StageProgress(display)
+        stages = StageProgress(display, hidden)
 
         def report_and_draw(stage: str, done: int, total: int) -> None:
             interrupts.raise_if_requested()

@@ -8,6 +8,7 @@ certificates. A few in-process tests cover the option parsing helpers.
 from __future__ import annotations
 
 import copy
+import io
 import itertools
 import json
 import os
@@ -25,14 +26,22 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from rich.console import Console
+from rich.progress import Progress
 
 from cli.main import main
 from cli.run import (
     DEFAULT_OUT_ROOT,
+    NO_DATA_STAGE,
     OUTPUT_FILES,
+    BudgetProgress,
     Interrupts,
+    StageProgress,
+    budget_text,
     build_domain,
     describe_domain,
+    progress_columns,
+    unknown_hint,
 )
 from verifier.errors import DomainError
 
@@ -595,6 +604,95 @@ def test_the_default_output_folder_is_named_in_the_help() -> None:
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.replace("│", " ").split())
     assert "Default: verify-compress-out/<network name>/ in the current directory" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress (in process) and the hint after a run with unknown neurons
+
+
+def drawn(display: Progress) -> str:
+    """What `display` shows on a terminal now, as plain text."""
+    console = Console(file=io.StringIO(), width=140, record=True, force_terminal=True)
+    console.print(display.get_renderable())
+    return console.export_text()
+
+
+def test_the_progress_display_shows_the_time_limit_and_the_time_left() -> None:
+    now = [1000.0]
+    display = BudgetProgress(*progress_columns(), budget=(1000.0, 300.0), clock=lambda: now[0])
+    now[0] = 1012.4
+    assert drawn(display).splitlines()[0] == (
+        "time limit 0:05:00: 0:00:12 used, at most 0:04:48 left"
+    )
+    now[0] = 1301.0
+    assert drawn(display).splitlines()[0] == "time limit 0:05:00 reached: writing the output"
+    assert budget_text(0.0, 3600.0, 0.5) == "time limit 1:00:00: 0:00:00 used, at most 1:00:00 left"
+
+
+def test_progress_counts_carry_units_and_a_finished_stage_keeps_its_count() -> None:
+    display = BudgetProgress(*progress_columns())
+    stages = StageProgress(display, hidden=(NO_DATA_STAGE,))
+    stages("bounds", 1, 1)
+    stages("data", 95, 95)  # no --data given: not drawn
+    stages("random", 70, 110)
+    stages("sub-boxes", 93, 4096)
+    stages("search box 0 layer 1", 2, 13)
+    lines = [" ".join(line.split()) for line in drawn(display).splitlines()]
+    assert not any("data" in line for line in lines), lines
+    assert any(
+        line.startswith("✓ certified bounds") and "1/1 domain boxes" in line for line in lines
+    )
+    # finished, but as reported: not filled up to the total
+    assert any(
+        "witnesses at random points" in line and "70/110 neurons shown unstable" in line
+        for line in lines
+    ), lines
+    # the sub-box total is a cap, not a goal
+    assert any("93 sub-boxes (limit 4096)" in line for line in lines), lines
+    assert any(
+        "CP-SAT search box 0 layer 1" in line and "2/13 claims resolved" in line for line in lines
+    ), lines
+
+
+def test_an_unknown_stage_is_drawn_under_its_own_name() -> None:
+    display = BudgetProgress(*progress_columns())
+    StageProgress(display)("lemmas", 668, 0)
+    assert "lemmas" in drawn(display) and "668" in drawn(display)
+
+
+def test_a_run_with_unknown_neurons_says_in_one_line_what_may_decide_them(
+    tmp_path: Path,
+) -> None:
+    network = mlp(tmp_path / "deep.onnx", [6, 40, 40, 40, 2], seed=2)
+    result = run_cli(str(network), "--out", str(tmp_path / "o"), "--time-limit", "0.05")
+    assert result.returncode == 0, result.stderr
+    certificate = json.loads((tmp_path / "o" / "certificate.json").read_text())
+    unknown = certificate["summary"]["totals"]["unknown"]
+    assert unknown > 0, "the time limit decided every neuron: make the network harder"
+    hints = [line for line in result.stdout.splitlines() if "may decide them" in line]
+    assert hints == [
+        f"{unknown} neurons unknown (kept as they are): a longer --time-limit (this run: "
+        "0.05 s) or --data with real inputs (say, the training set) may decide them"
+    ]
+
+
+def test_the_unknown_hint_counts_and_names_what_may_help() -> None:
+    def certificate(unknown: int) -> dict[str, Any]:
+        return {"summary": {"totals": {"unknown": unknown}}}
+
+    assert unknown_hint(certificate(0), 300.0, False) is None
+    one = unknown_hint(certificate(1), 300.0, True)
+    assert one is not None and one.startswith("1 neuron unknown")
+    assert "--time-limit (this run: 300 s)" in one and "more --data rows" in one
+
+
+def test_a_run_without_unknown_neurons_gives_no_hint(
+    main_job: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, out = main_job
+    certificate = json.loads((out / "certificate.json").read_text())
+    assert certificate["summary"]["totals"]["unknown"] == 0
+    assert "may decide them" not in result.stdout
 
 
 # ---------------------------------------------------------------------------------------------
