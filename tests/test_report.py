@@ -1,13 +1,21 @@
-"""The HTML report: self-contained, well formed, escaped, and showing every count it promises."""
+"""The HTML report: self-contained, well formed, escaped, showing every count it promises, in a
+form a person reads (no Python reprs, no float noise, files by name and hash)."""
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
-from verifier.report import DOMAIN_DETAIL_ROWS, render_report, rounding_bound_text
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from verifier.domain import parse_bound_values
+from verifier.report import DOMAIN_DETAIL_ROWS, bound_text, render_report, rounding_bound_text
 
 VOID_ELEMENTS = frozenset({"meta", "br", "hr", "img", "input", "link", "col", "area", "wbr"})
 
@@ -208,7 +216,7 @@ def test_the_domain_summary_counts_boxes_and_groups_equal_inputs() -> None:
     page = render_report(hand_made_certificate(inputs=784))
     text = " ".join(visible_text(page).split())
     assert "2 boxes over 784 inputs" in text
-    assert "0 0-783 0.0 1.0" in text
+    assert "0 0-783 0 1" in text
     assert "1 0-783 -0.5 0.25" in text
     assert "<details>" in page
 
@@ -251,3 +259,126 @@ def test_the_rounding_bound_is_shown_rounded_up_so_it_stays_a_bound() -> None:
     assert rounding_bound_text(huge) == (
         "at most 0.0101 (the exact rational is in the certificate)"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# What a user reads: no Python reprs, no float noise, no long relative paths, the comparisons
+
+
+def obligation(layer: int, verdict: str = "proved") -> dict[str, Any]:
+    return {
+        "id": f"equivalence-layer-{layer}",
+        "file": f"equivalence-layer-{layer}.smt2",
+        "sha256": f"{layer}" * 64,
+        "verdict": verdict,
+        "seconds": 0.0211,
+    }
+
+
+def test_equivalence_obligations_are_a_count_and_a_table_not_a_python_list() -> None:
+    certificate = hand_made_certificate()
+    certificate["compression"]["equivalence"] = {
+        "proved": True,
+        "uses": ["stable.L0.n0", "stable.L0.n1"],
+        "obligations": [obligation(0), obligation(1), obligation(2, "unknown")],
+    }
+    page = render_report(certificate)
+    text = " ".join(visible_text(page).split())
+    assert "{'" not in page and "[{" not in page and "&#x27;" not in page
+    assert "equivalence obligations 3 (2 proved, 1 unknown)" in text
+    assert "smt/equivalence-layer-1.smt2 proved 0.021 " + "1" * 64 in text
+    assert "stability lemmas used 2" in text
+    assert parse(page).problems == []
+
+
+def test_the_network_is_shown_by_file_name_and_sha256_not_by_its_relative_path() -> None:
+    certificate = hand_made_certificate()
+    certificate["network"]["path"] = "../../../../work/shared/acasxu/ACASXU_run2a_1_1.onnx"
+    page = render_report(certificate)
+    text = " ".join(visible_text(page).split())
+    assert "../" not in page
+    assert "original network ACASXU_run2a_1_1.onnx " + "ab" * 32 in text
+    assert "compressed network compressed.onnx " + "cd" * 32 in text
+
+
+def test_the_exact_and_onnxruntime_comparisons_are_shown() -> None:
+    certificate = hand_made_certificate()
+    certificate["compression"]["empirical"] = {
+        "points": 114,
+        "witnesses": 18,
+        "corners": 32,
+        "random": 64,
+        "witnesses_outside_domain": 0,
+        "skipped_at_time_limit": 7,
+        "max_abs_difference": "0",
+        "agree": True,
+        "first_disagreement": None,
+        "onnxruntime": {"points": 10000, "max_abs_difference": 3.6621093750e-06},
+    }
+    text = " ".join(visible_text(render_report(certificate)).split())
+    assert (
+        "exact evaluation (rational arithmetic) 114 (18 witnesses, 32 corners, 64 random "
+        "points); 7 more skipped at the time limit 0 yes"
+    ) in text
+    assert "onnxruntime on both ONNX files (float arithmetic) 10000 random points 3.66e-06" in text
+    skipped = hand_made_certificate()
+    not_installed = {"skipped": "onnxruntime is not installed"}
+    skipped["compression"]["empirical"] = {"onnxruntime": not_installed}
+    assert "not run: onnxruntime is not installed" in visible_text(render_report(skipped))
+
+
+def test_a_nonzero_exact_difference_is_shown_with_a_rounded_up_decimal() -> None:
+    certificate = hand_made_certificate()
+    certificate["compression"]["empirical"] = {
+        "points": 3,
+        "max_abs_difference": "1/3",
+        "agree": False,
+        "first_disagreement": [0.5, 0.25],
+    }
+    text = " ".join(visible_text(render_report(certificate)).split())
+    assert "1/3 (at most 0.334) no; first difference at [0.5, 0.25]" in text
+
+
+def test_a_bound_typed_as_a_decimal_shows_as_typed_not_as_float_noise() -> None:
+    # X_0 <= -0.298552812 (ACAS Xu property 3): rounded up to the float -0.29855281199999995
+    upper = parse_bound_values("--upper", ["-0.298552812"], "up")[0]
+    lower = parse_bound_values("--lower", ["-0.303531156", "0.45"], "down")
+    assert repr(upper) == "-0.29855281199999995"
+    assert bound_text(upper, "up") == "-0.298552812"
+    assert [bound_text(v, "down") for v in lower] == ["-0.303531156", "0.45"]
+    certificate = hand_made_certificate(inputs=2)
+    certificate["domain"]["boxes"] = [
+        {"lower": [str(v) for v in lower], "upper": [repr(upper), "1"]}
+    ]
+    text = " ".join(visible_text(render_report(certificate)).split())
+    assert "0 0 -0.303531156 -0.298552812" in text and "0 1 0.45 1" in text
+    assert "99999" not in text
+
+
+def test_float_bounds_keep_their_shortest_repr() -> None:
+    assert bound_text(0.1, "down") == "0.1"  # a float 0.1 (say from a .npy file) stays 0.1
+    assert bound_text(1.0, "up") == "1" and bound_text(-0.0, "down") == "0"
+    assert bound_text(1e-7, "down") == "1e-07" and bound_text(1e22, "up") == "1e+22"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False), st.sampled_from(["down", "up"]))
+def test_a_shown_bound_names_exactly_its_float(value: float, direction: str) -> None:
+    """The text reads back to the same float: to nearest, or by the tool's outward rounding of
+    that kind of bound; and it is never longer than `repr`."""
+    text = bound_text(value, direction)
+    option = "--lower" if direction == "down" else "--upper"
+    assert float(text) == value or parse_bound_values(option, [text], direction)[0] == value
+    assert len(text) <= len(repr(value))
+
+
+def test_the_bundled_report_has_no_python_reprs_or_relative_paths() -> None:
+    bundled = Path(__file__).resolve().parents[1] / "proofs" / "digits_l1" / "certificate.json"
+    if not bundled.is_file():
+        pytest.skip(f"{bundled} is not bundled")
+    page = render_report(json.loads(bundled.read_text()))
+    text = " ".join(visible_text(page).split())
+    assert "{'" not in page and "&#x27;" not in page and "../" not in page
+    assert "original network digits_l1.onnx" in text
+    assert "exact evaluation (rational arithmetic)" in text
+    assert "onnxruntime on both ONNX files" in text

@@ -5,9 +5,11 @@ Stage: ... -> equivalence -> certificate and **report**.
 `render_report(certificate)` is a pure function of the certificate JSON document. It returns
 one self-contained HTML file: inline CSS and inline SVG, no scripts, no external fetches, so
 it opens offline and can be archived with the certificate. The report proves nothing; the
-certificate and `verify-compress check` do. It shows: the network and its hashes, the domain,
-the per-layer stability chart, the counts before and after compression, the time per stage,
-the equivalence result and rounding bound, the amount of evidence, and how to re-check.
+certificate and `verify-compress check` do. It shows: the ONNX files by name and SHA-256, the
+domain (bounds as short decimals, `bound_text`), the per-layer stability chart, the counts
+before and after compression, the time per stage, the equivalence result with its obligations,
+the rounding bound, the exact-evaluation and onnxruntime comparisons, the amount of evidence,
+and how to re-check.
 
 Every string taken from the certificate is escaped with `html.escape`; the renderer tolerates
 missing optional fields (it shows "-"), so a report can be drawn for a partial document.
@@ -47,7 +49,10 @@ h1 { font-size: 1.5rem; margin-bottom: 0.2rem; }
 h2 { font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.5rem 0; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child, .text { text-align: left; }
+.fields td { text-align: left; }
+td code, td.hash { word-break: normal; white-space: nowrap; }
+td.hash { font-size: 0.8em; }
 thead th, tfoot td { background: #f0f0f0; }
 code, .hash { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace;
               font-size: 0.9em; word-break: break-all; }
@@ -57,6 +62,7 @@ pre { background: #272822; color: #f8f8f2; padding: 0.75rem; overflow-x: auto; }
 .verdict-bad { color: #c62828; font-weight: bold; }
 details { margin: 0.5rem 0; }
 summary { cursor: pointer; }
+h3 { font-size: 1rem; margin-top: 1.2rem; }
 svg text { font-family: system-ui, sans-serif; font-size: 12px; }
 """
 
@@ -164,20 +170,29 @@ def _header(certificate: Mapping[str, Any], network_name: str) -> str:
 
 
 def _files_section(certificate: Mapping[str, Any]) -> str:
+    """Each ONNX file by name and SHA-256 (the recorded path is relative to the certificate's
+    folder, which says little on this page; the hash is what identifies the file)."""
     rows = []
     for role, key in (("original network", "network"), ("compressed network", "compressed")):
         entry = _mapping(certificate.get(key))
+        path = entry.get("path")
+        name = PurePath(path).name if isinstance(path, str) and path else "-"
         rows.append(
-            f"<tr><td>{_e(role)}</td><td><code>{_e(_text(entry.get('path')))}</code></td>"
-            f'<td class="hash">{_e(_text(entry.get("sha256")))}</td></tr>'
+            f'<tr><td>{_e(role)}</td><td class="text"><code>{_e(name)}</code></td>'
+            f'<td class="hash text">{_e(_text(entry.get("sha256")))}</td></tr>'
         )
     return "\n".join(
         [
             "<h2>Files</h2>",
-            "<table><thead><tr><th>role</th><th>path</th><th>SHA-256</th></tr></thead>",
+            '<table><thead><tr><th>role</th><th class="text">file</th>'
+            '<th class="text">SHA-256</th></tr></thead>',
             "<tbody>",
             *rows,
             "</tbody></table>",
+            '<p class="muted">A file is identified by its SHA-256. <code>verify-compress '
+            "check</code> looks for the original network at the path the certificate records "
+            "(relative to its folder), then beside the certificate, or takes it from "
+            "<code>--network</code>.</p>",
         ]
     )
 
@@ -198,7 +213,7 @@ def _domain_section(domain: Mapping[str, Any], subdomains: Mapping[str, Any]) ->
         "<th>upper (min)</th><th>upper (max)</th></tr></thead><tbody>"
     )
     for k, box in enumerate(boxes):
-        lower, upper = _bounds(box.get("lower")), _bounds(box.get("upper"))
+        lower, upper = _bounds(box.get("lower"), "down"), _bounds(box.get("upper"), "up")
         parts.append(f"<tr><td>{k}</td>{_range_cells(lower)}{_range_cells(upper)}</tr>")
     parts.append("</tbody></table>")
     parts.append(_domain_details(boxes))
@@ -219,11 +234,11 @@ def _subbox_note(subdomains: Mapping[str, Any], boxes: int) -> str:
     )
 
 
-def _bounds(values: object) -> list[tuple[float, str]]:
-    """Each bound as (float, shortest text identifying that float); NaN for unreadable ones.
+def _bounds(values: object, direction: str) -> list[tuple[float, str]]:
+    """Each bound as (float, short text naming that float); NaN for unreadable ones.
 
-    The certificate stores each bound as the exact decimal of a float64; `repr` of that float
-    is the shortest decimal that reads back to the same float, so it names the same number.
+    `direction` is how the tool rounds a decimal to this kind of bound: "down" (lower bounds)
+    or "up" (upper bounds). See `bound_text`.
     """
     result = []
     for value in _sequence(values):
@@ -232,8 +247,61 @@ def _bounds(values: object) -> list[tuple[float, str]]:
         except (TypeError, ValueError):
             result.append((math.nan, str(value)))
             continue
-        result.append((number, repr(number)))
+        result.append((number, bound_text(number, direction)))
     return result
+
+
+def bound_text(value: float, direction: str) -> str:
+    """The shortest decimal naming the float64 bound `value`: Python's `repr` (the shortest
+    decimal that reads back to `value` to nearest), or, when shorter, the shortest decimal
+    that the tool's outward rounding turns into `value` (`direction` "down" for a lower
+    bound: a decimal in [value, next float up); "up" for an upper bound: in (next float down,
+    value]). The second recovers a decimal as typed in a VNN-LIB file: `X_0 <= -0.298552812`
+    is the float -0.29855281199999995 (the next float up), shown as -0.298552812. Either way
+    the text names exactly one float, and a directed decimal lies inside the float box (a
+    result on the float box holds on the box shown)."""
+    nearest = repr(value)
+    if not math.isfinite(value):
+        return nearest
+    directed = _directed_decimal(value, direction)
+    if directed is not None and len(directed) < len(nearest):
+        return directed
+    return "0" if value == 0 else _trim(nearest)
+
+
+def _trim(text: str) -> str:
+    """`repr` of an integral float without its ".0" ("1.0" -> "1")."""
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _directed_decimal(value: float, direction: str) -> str | None:
+    """The decimal with fewest significant digits in [value, next float up) ("down") or
+    (next float down, value] ("up"); None when there is none below 17 digits, or when the
+    next float is infinite (a decimal beyond the float64 range is refused, not rounded)."""
+    exact = decimal.Decimal(value)
+    neighbour = math.nextafter(value, math.inf if direction == "down" else -math.inf)
+    if not math.isfinite(neighbour):
+        return None
+    limit = decimal.Decimal(neighbour)
+    rounding = decimal.ROUND_CEILING if direction == "down" else decimal.ROUND_FLOOR
+    for digits in range(1, 17):
+        candidate = decimal.Context(prec=digits, rounding=rounding).plus(exact)
+        inside = candidate < limit if direction == "down" else candidate > limit
+        if inside:
+            return _decimal_text(candidate)
+    return None
+
+
+def _decimal_text(number: decimal.Decimal) -> str:
+    """A decimal as plain digits ("-0.298552812", "25"), or in exponent form when very large
+    or very small ("1.5e-07", as `repr` writes floats)."""
+    number = number.normalize()
+    if number == 0:
+        return "0"
+    if -5 <= number.adjusted() < 16:
+        return format(number, "f")
+    mantissa, exponent = format(number, "E").split("E")
+    return f"{mantissa.lower()}e{int(exponent):+03d}"
 
 
 def _range_cells(bounds: Sequence[tuple[float, str]]) -> str:
@@ -250,7 +318,7 @@ def _domain_details(boxes: Sequence[Mapping[str, Any]]) -> str:
     rows: list[str] = []
     truncated = False
     for k, box in enumerate(boxes):
-        lower, upper = _bounds(box.get("lower")), _bounds(box.get("upper"))
+        lower, upper = _bounds(box.get("lower"), "down"), _bounds(box.get("upper"), "up")
         for first, last, low, high in _runs(lower, upper):
             if len(rows) >= DOMAIN_DETAIL_ROWS:
                 truncated = True
@@ -268,8 +336,10 @@ def _domain_details(boxes: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(
         [
             "<details><summary>Bounds of every input</summary>",
-            '<p class="muted">Bounds are shown as the shortest decimal that identifies each '
-            "float64; the certificate stores their exact decimal values.</p>",
+            '<p class="muted">Each bound is a float64, shown as the shortest decimal that '
+            "names it: read to the nearest float, or rounded the way the tool rounds a typed "
+            "decimal (lower bounds down, upper bounds up), so a bound typed as a decimal shows "
+            "as typed. The certificate stores the exact value of every float.</p>",
             "<table><thead><tr><th>box</th><th>inputs</th><th>lower</th><th>upper</th></tr>"
             "</thead><tbody>",
             *rows,
@@ -506,18 +576,143 @@ def _equivalence_section(compression: Mapping[str, Any]) -> str:
         for key, value in equivalence.items()
         if value is None or isinstance(value, (str, int, float, bool))
     ]
+    uses = equivalence.get("uses")
+    if isinstance(uses, Sequence) and not isinstance(uses, str):
+        rows.append(f"<tr><td>stability lemmas used</td><td>{len(uses)}</td></tr>")
     return "\n".join(
         [
             "<h2>Equivalence</h2>",
             f"<p>{_equivalence_verdict(compression)}</p>",
-            "<table><tbody>",
+            '<table class="fields"><tbody>',
             *rows,
             "</tbody></table>",
+            _obligations_table(equivalence.get("obligations")),
             "<p>Bound on the output deviation caused by storing the compressed weights as "
             "floats (over the whole domain, any output): "
             f"<strong>{_e(rounding_bound_text(bound, exact_up_to=0, note=False))}</strong></p>",
             "<details><summary>exact value</summary>"
             f"<p><code>{_e(_text(bound))}</code></p></details>",
+            _empirical_section(_mapping(compression.get("empirical"))),
+        ]
+    )
+
+
+def _obligations(value: object) -> list[Mapping[str, Any]]:
+    return [_mapping(item) for item in _sequence(value)]
+
+
+def obligations_count(value: object) -> str:
+    """The equivalence obligations as a count with their verdicts, e.g. "3 (3 proved)"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    obligations = _obligations(value)
+    if not obligations:
+        return "-" if value is None else "0"
+    verdicts: dict[str, int] = {}
+    for obligation in obligations:
+        verdict = _text(obligation.get("verdict"))
+        verdicts[verdict] = verdicts.get(verdict, 0) + 1
+    return f"{len(obligations)} (" + ", ".join(f"{n} {v}" for v, n in verdicts.items()) + ")"
+
+
+def _obligations_table(value: object) -> str:
+    """One row per equivalence obligation: its SMT-LIB2 file, verdict, time and hash."""
+    obligations = _obligations(value)
+    if not obligations:
+        return ""
+    rows = []
+    for obligation in obligations:
+        seconds = obligation.get("seconds")
+        shown = f"{float(seconds):.3f}" if isinstance(seconds, (int, float)) else "-"
+        verdict = _text(obligation.get("verdict"))
+        style = "verdict-ok" if verdict == "proved" else "verdict-bad"
+        rows.append(
+            f"<tr><td><code>smt/{_e(_text(obligation.get('file')))}</code></td>"
+            f'<td class="{style}">{_e(verdict)}</td><td>{_e(shown)}</td>'
+            f'<td class="hash text">{_e(_text(obligation.get("sha256")))}</td></tr>'
+        )
+    return "\n".join(
+        [
+            "<table><thead><tr><th>obligation (SMT-LIB2 file)</th><th>verdict</th>"
+            '<th>seconds</th><th class="text">SHA-256</th></tr></thead><tbody>',
+            *rows,
+            "</tbody></table>",
+        ]
+    )
+
+
+def _difference_text(value: object) -> str:
+    """The exact evaluation's largest difference (an exact rational as text): "0", or the
+    rational with a rounded-up decimal beside it."""
+    if not isinstance(value, str):
+        return _text(value)
+    try:
+        number = Fraction(value)
+    except (ValueError, ZeroDivisionError):
+        return value
+    if number == 0:
+        return "0"
+    return f"{value} (at most {rounded_up(number)})" if len(value) <= 40 else rounded_up(number)
+
+
+def _empirical_section(empirical: Mapping[str, Any]) -> str:
+    """Both networks evaluated side by side beside the proof: exactly (rational arithmetic) at
+    witnesses, corners and random points, and under onnxruntime (float arithmetic)."""
+    if not empirical:
+        return ""
+    rows = []
+    if "points" in empirical:
+        kinds = ", ".join(
+            f"{_int(empirical.get(kind))} {label}"
+            for kind, label in (
+                ("witnesses", "witnesses"),
+                ("corners", "corners"),
+                ("random", "random points"),
+            )
+            if kind in empirical
+        )
+        skipped = _int(empirical.get("skipped_at_time_limit"))
+        points = f"{_int(empirical.get('points'))}" + (f" ({kinds})" if kinds else "")
+        if skipped:
+            points += f"; {skipped} more skipped at the time limit"
+        agree = empirical.get("agree")
+        first = empirical.get("first_disagreement")
+        rows.append(
+            "<tr><td>exact evaluation (rational arithmetic)</td>"
+            f"<td>{_e(points)}</td>"
+            f"<td>{_e(_difference_text(empirical.get('max_abs_difference')))}</td>"
+            f"<td>{_e(_text(agree))}"
+            + (f"; first difference at <code>{_e(_text(first))}</code>" if first else "")
+            + "</td></tr>"
+        )
+    runtime = _mapping(empirical.get("onnxruntime"))
+    if "max_abs_difference" in runtime:
+        difference = runtime.get("max_abs_difference")
+        shown = f"{difference:.3g}" if isinstance(difference, (int, float)) else _text(difference)
+        rows.append(
+            "<tr><td>onnxruntime on both ONNX files (float arithmetic)</td>"
+            f"<td>{_e(_text(runtime.get('points')))} random points</td>"
+            f"<td>{_e(shown)}</td><td>-</td></tr>"
+        )
+    elif runtime:
+        rows.append(
+            "<tr><td>onnxruntime on both ONNX files</td>"
+            f'<td colspan="3">not run: {_e(_text(runtime.get("skipped")))}</td></tr>'
+        )
+    return "\n".join(
+        [
+            "<h3>Tests beside the proof</h3>",
+            "<p>Both networks evaluated at the same domain points. These are tests, not "
+            "proofs: the proof above covers every point of the domain.</p>",
+            "<table><thead><tr><th>comparison</th><th>points</th>"
+            "<th>max |original &minus; compressed|</th><th>agree exactly</th></tr></thead>"
+            "<tbody>",
+            *rows,
+            "</tbody></table>",
+            '<p class="muted">onnxruntime computes in each file&#39;s float type, so its '
+            "difference can exceed the rounding bound of the weights alone.</p>"
+            if "max_abs_difference" in runtime
+            else "",
         ]
     )
 
@@ -531,7 +726,7 @@ def _evidence_section(certificate: Mapping[str, Any]) -> str:
         ("witness inputs", len(_sequence(certificate.get("witnesses")))),
         (
             "equivalence obligations",
-            _text(
+            obligations_count(
                 _mapping(_mapping(certificate.get("compression")).get("equivalence")).get(
                     "obligations"
                 )
