@@ -1,7 +1,8 @@
 """The `verify-compress` typer app and its entry point `main`.
 
 Commands are typer functions registered on `app` below; each wraps its body in
-`cli.user_errors(debug)` so every command follows one error policy (exit 2, one line).
+`cli.user_errors(debug, as_json)` so every command follows one error policy (exit 2, one line on
+stderr, and with `--json` an error document on stdout).
 
 Routing: `verify-compress NET.onnx [options]` runs the main job, while
 `verify-compress inspect NET.onnx` and `verify-compress check CERT` run subcommands. `main`
@@ -71,12 +72,17 @@ def root(
 def inspect(
     network: Annotated[Path, typer.Argument(help="The ONNX network to describe.")],
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the summary as JSON instead of tables.")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the summary as JSON instead of tables (an error as "
+            '{"error": ..., "exit_code": 2}).',
+        ),
     ] = False,
     debug: DebugOption = False,
 ) -> None:
     """Show a network's input shape, affine layers, sizes and the ONNX ops folded into them."""
-    with user_errors(debug):
+    with user_errors(debug, as_json):
         # Imported here: onnx loads slowly and is not needed for --help.
         from verifier.onnx_import import load_network
 

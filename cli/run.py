@@ -8,7 +8,8 @@ Output policy: results go to stdout (a table for people, or with `--json` one JS
 nothing else); the progress display goes to stderr and is shown only when stdout is a terminal
 and `--quiet` is not given. A network without ReLU still runs (exit 0), with the note
 `NO_RELU_NOTE` on stderr (and as "note" in the `--json` document). Errors follow
-`cli.user_errors` (exit 2, one line). Ctrl-C exits with 130 and one line; the pipeline writes
+`cli.user_errors` (exit 2, one line on stderr; with `--json` also an error document on
+stdout). Ctrl-C exits with 130 and one line; the pipeline writes
 its output directory atomically, so an interrupted run leaves no partial files.
 """
 
@@ -26,6 +27,7 @@ import traceback
 import types
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -47,6 +49,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli import DebugOption, one_line, user_errors
+from verifier import __version__
 from verifier.config import Config
 from verifier.domain import (
     Domain,
@@ -91,7 +94,12 @@ class ExportDtype(str, enum.Enum):
 
 
 JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print the result as one JSON document on stdout.")
+    bool,
+    typer.Option(
+        "--json",
+        help="Print the result as one JSON document on stdout (an error as "
+        '{"error": ..., "exit_code": 2}).',
+    ),
 ]
 QuietOption = Annotated[
     bool, typer.Option("--quiet", help="No progress display and no tables; print the verdict only.")
@@ -214,7 +222,7 @@ def run(
         interruptible(
             debug, "no files were written", "the run had finished: its output is complete"
         ) as interrupts,
-        user_errors(debug),
+        user_errors(debug, json_output),
     ):
         config = make_config(time_limit, samples, method, workers, seed, export_dtype, max_subboxes)
         config = dataclasses.replace(config, strict_semantics=strict_semantics)
@@ -252,20 +260,18 @@ def run(
     note = NO_RELU_NOTE if not net.hidden_neurons() else None
     if note is not None:
         typer.echo(note, err=True)
+    hint = unknown_hint(result.certificate, config.time_limit, data is not None)
     if json_output:
-        document = run_json(result.certificate, result.out_dir)
+        document = run_json(result.certificate, result.out_dir, network, description)
         if note is not None:
             document["note"] = note
+        if hint is not None:
+            document["hint"] = hint
         typer.echo(json.dumps(document, indent=2))
     elif quiet:
         typer.echo(f"certificate written: {result.out_dir / 'certificate.json'}")
     else:
-        print_run(
-            result.certificate,
-            result.out_dir,
-            stdout,
-            hint=unknown_hint(result.certificate, config.time_limit, data is not None),
-        )
+        print_run(result.certificate, result.out_dir, stdout, hint=hint)
 
 
 def unknown_hint(certificate: Mapping[str, Any], time_limit: float, data_given: bool) -> str | None:
@@ -401,19 +407,46 @@ def load_data(path: Path, input_size: int) -> np.ndarray[Any, np.dtype[np.float6
     return np.asarray(rows, dtype=np.float64)
 
 
-def run_json(certificate: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
-    """The `--json` document: the certificate's summary plus timings and file locations."""
+def run_json(
+    certificate: Mapping[str, Any], out_dir: Path, network: Path, domain_description: str
+) -> dict[str, Any]:
+    """The `--json` document: the certificate's summary plus what was run on what (the network
+    as given and its SHA-256, the domain, the tool's version), the comparisons beside the proof,
+    timings and file locations. `rounding_bound` is the exact rational (a string);
+    `rounding_bound_float` is a float at least as large (rounded up)."""
+    compression = certificate["compression"]
     return {
+        "tool_version": certificate["tool_version"],
+        "versions": certificate["solvers"],
+        "network": {"path": str(network), "sha256": certificate["network"]["sha256"]},
+        "domain": {
+            "source": certificate["domain"]["source"],
+            "boxes": len(certificate["domain"]["boxes"]),
+            "description": domain_description,
+        },
         **certificate["summary"],
         "domain_boxes": len(certificate["domain"]["boxes"]),
         "proof_subboxes": certificate["proofs"]["sub_boxes"],
-        "equivalence_proved": certificate["compression"]["equivalence"]["proved"],
-        "rounding_bound": certificate["compression"]["rounding_bound"],
+        "equivalence_proved": compression["equivalence"]["proved"],
+        "rounding_bound": compression["rounding_bound"],
+        "rounding_bound_float": float_upper_bound(compression["rounding_bound"]),
+        "empirical": compression["empirical"],
         "semantics_note": certificate["network"]["semantics_note"],
         "timings": certificate["timings"],
         "files": {name: str(out_dir / name) for name in (*OUTPUT_FILES, "smt")},
         "check_command": f"verify-compress check {out_dir / 'certificate.json'}",
     }
+
+
+def float_upper_bound(rational: str) -> float:
+    """The least float64 at or above the exact rational `rational` ("p/q" or an integer);
+    infinity beyond the float range."""
+    value = Fraction(rational)
+    try:
+        nearest = float(value)  # correctly rounded to nearest
+    except OverflowError:
+        return math.inf
+    return nearest if Fraction(nearest) >= value else math.nextafter(nearest, math.inf)
 
 
 def print_run(
@@ -582,7 +615,7 @@ def check(
         interruptible(
             debug, "the certificate was not fully checked", "the check had finished"
         ) as interrupts,
-        user_errors(debug),
+        user_errors(debug, json_output),
     ):
         if workers < 1:
             raise VerifyCompressError(f"--workers must be 1 or more, got {workers}")
@@ -597,7 +630,13 @@ def check(
                 certificate, progress=progress, solver=solver, workers=workers, network=network
             )
     if json_output:
-        typer.echo(json.dumps(dataclass_json(report), indent=2))
+        document = {
+            "certificate": str(certificate),
+            "solver": solver,
+            "tool_version": __version__,
+            **dataclass_json(report),
+        }
+        typer.echo(json.dumps(document, indent=2))
     else:
         if not quiet:
             checked = ", ".join(

@@ -100,6 +100,8 @@ def test_an_unsupported_op_exits_2_naming_the_node(tmp_path: Path) -> None:
     assert line.startswith("error: ")
     assert "activation_1" in line and "Sigmoid" in line
     assert "Traceback" not in result.stderr
+    # --json was given: the same error as one JSON document on stdout
+    assert json.loads(result.stdout) == {"error": line.removeprefix("error: "), "exit_code": 2}
 
 
 def test_debug_shows_the_traceback_of_an_error(tmp_path: Path) -> None:

@@ -8,9 +8,11 @@ certificates. A few in-process tests cover the option parsing helpers.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import shlex
 import shutil
@@ -40,9 +42,11 @@ from cli.run import (
     budget_text,
     build_domain,
     describe_domain,
+    float_upper_bound,
     progress_columns,
     unknown_hint,
 )
+from verifier import __version__
 from verifier.errors import DomainError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,6 +186,79 @@ def test_json_output_is_one_document_with_the_per_layer_summary(tiny: Path, tmp_
     assert certificate["config"]["seed"] == 3
 
 
+def test_json_output_says_what_ran_on_what_and_the_comparisons_beside_the_proof(
+    tiny: Path, tmp_path: Path
+) -> None:
+    result = run_cli(str(tiny), "--out", str(tmp_path / "out"), "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    certificate = json.loads((tmp_path / "out" / "certificate.json").read_text())
+    assert document["tool_version"] == __version__
+    assert document["versions"] == certificate["solvers"]
+    assert document["network"] == {
+        "path": str(tiny),
+        "sha256": hashlib.sha256(tiny.read_bytes()).hexdigest(),
+    }
+    assert document["domain"] == {"source": "box", "boxes": 1, "description": "[0, 1]^4 (default)"}
+    empirical = document["empirical"]
+    assert empirical == certificate["compression"]["empirical"]
+    assert empirical["points"] > 0 and empirical["agree"] is True
+    assert "max_abs_difference" in empirical["onnxruntime"]
+    bound = Fraction(document["rounding_bound"])
+    assert document["rounding_bound"] == certificate["compression"]["rounding_bound"]
+    assert Fraction(document["rounding_bound_float"]) >= bound
+    assert "hint" not in document  # every neuron decided
+
+
+def test_rounding_bound_float_is_the_least_float_at_or_above_the_rational() -> None:
+    for text in ("0", "1/3", "2/3", "1/1048576", f"{10**60 + 1}/{10**62}", "-1/3"):
+        value, bound = Fraction(text), float_upper_bound(text)
+        assert Fraction(bound) >= value
+        assert Fraction(math.nextafter(bound, -math.inf)) < value
+    assert float_upper_bound("1/1048576") == 2.0**-20  # exact when the float is exact
+    assert float_upper_bound(str(10**400)) == math.inf
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("{tmp}/absent.onnx", "--json"),
+        ("{tiny}", "--json", "--time-limit", "-1", "--out", "{tmp}/o"),
+        ("check", "{tmp}/absent.json", "--json"),
+        ("inspect", "{tmp}/absent.onnx", "--json"),
+    ],
+    ids=["main job: missing network", "main job: bad option", "check", "inspect"],
+)
+def test_a_user_error_under_json_is_a_json_document_on_stdout_and_one_line_on_stderr(
+    tiny: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    result = run_cli(*(a.format(tmp=tmp_path, tiny=tiny) for a in args))
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "Traceback" not in result.stderr
+    assert json.loads(result.stdout) == {"error": line.removeprefix("error: "), "exit_code": 2}
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_command_line_that_does_not_parse_under_json_is_a_json_document_too(
+    tiny: Path,
+) -> None:
+    result = run_cli(str(tiny), "--method", "fastest", "--json")
+    assert result.returncode == 2
+    document = json.loads(result.stdout)
+    assert document["exit_code"] == 2 and "--method" in document["error"]
+    assert "fastest" in result.stderr  # click's own usage message stays on stderr
+
+
+def test_a_run_with_unknown_neurons_has_the_hint_in_its_json_document(tmp_path: Path) -> None:
+    network = mlp(tmp_path / "deep.onnx", [6, 40, 40, 40, 2], seed=2)
+    result = run_cli(str(network), "--out", str(tmp_path / "o"), "--time-limit", "0.05", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["totals"]["unknown"] > 0
+    assert document["hint"].startswith(f"{document['totals']['unknown']} neurons unknown")
+
+
 def test_a_box_domain_from_the_command_line_is_used(tiny: Path, tmp_path: Path) -> None:
     result = run_cli(
         str(tiny),
@@ -265,6 +342,8 @@ def test_check_json_reports_validity_and_counts(
     report = json.loads(result.stdout)
     assert report["valid"] is True and report["first_failure"] is None
     assert report["counts"]["witnesses"] > 0
+    assert report["certificate"] == str(out / "certificate.json")
+    assert report["solver"] == "z3" and report["tool_version"] == __version__
 
 
 @pytest.mark.parametrize("debug", [False, True], ids=["plain", "--debug"])
