@@ -35,10 +35,10 @@ def test_a_stage_gets_its_share_of_what_the_analysis_has_left_now() -> None:
     clock = FakeClock()
     budget = Budget(100.0, weights=0, clock=clock)
     analysis_end = budget.analysis_deadline()
-    assert analysis_end == pytest.approx(197.0)
+    assert analysis_end == pytest.approx(195.5)
     clock.now = 150.0
-    assert budget.stage_deadline("search") == pytest.approx(150.0 + 0.15 * 47.0)
-    assert budget.stage_deadline("proofs") == pytest.approx(150.0 + 0.85 * 47.0)
+    assert budget.stage_deadline("search") == pytest.approx(150.0 + 0.15 * 45.5)
+    assert budget.stage_deadline("proofs") == pytest.approx(150.0 + 0.85 * 45.5)
 
 
 def test_a_stage_past_the_analysis_deadline_gets_no_time() -> None:

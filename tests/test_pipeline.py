@@ -38,6 +38,6 @@ def test_the_analysis_leaves_time_for_the_equivalence_proof_and_the_outputs(
     weights = 64 * 32 + 32 * 32 + 32 * 10  # digits_l1: 64-32-32-10, no zero weights
     assert budget.weights == weights
     held_back = budget.deadline - budget.analysis_deadline()
-    output = min(0.02 * time_limit + 1.0, 0.1 * time_limit)
+    output = min(0.02 * time_limit + 2.5, 0.1 * time_limit)
     assert held_back == pytest.approx(output + min(0.25 * time_limit, 3e-5 * weights))
     assert budget.limit == time_limit
