@@ -585,7 +585,13 @@ def timings_table(timings: Mapping[str, Any]) -> Table:
 def check(
     certificate: Annotated[Path, typer.Argument(help="The certificate.json to re-verify.")],
     solver: Annotated[
-        str, typer.Option("--solver", help="SMT solver that re-runs every obligation.")
+        str,
+        typer.Option(
+            "--solver",
+            "--smt",
+            help="SMT solver (z3 or cvc5) that re-runs the shipped SMT-LIB2 obligations (each "
+            "first matched by SHA-256 with the one re-derived from the networks).",
+        ),
     ] = "z3",
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 2,
     network: Annotated[

@@ -825,3 +825,11 @@ def test_a_ctrl_c_landing_in_a_finalizer_is_raised_at_the_next_progress_report()
         interrupts.raise_if_requested()
     with pytest.raises(KeyboardInterrupt):
         Interrupts().handle(signal.SIGINT, sys._getframe())
+
+
+def test_check_smt_cvc5_reruns_the_shipped_obligations_with_cvc5() -> None:
+    pytest.importorskip("cvc5")
+    certificate = REPO / "proofs" / "digits_l1" / "certificate.json"
+    result = run_cli("check", str(certificate), "--smt", "cvc5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "certificate valid"
