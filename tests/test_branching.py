@@ -448,3 +448,25 @@ def test_whatever_bisection_does_the_kernel_recomputes_its_bounds_and_proves_onl
     for neuron, phase in proved.items():
         assert phase in verdict.stable_phases(neuron), f"false claim {neuron} {phase} proved"
         assert neuron not in table.unstable()
+
+
+def test_pruning_drops_the_bisections_no_proved_claim_needs_and_keeps_every_proof() -> None:
+    net, box = two_kinks()
+    exact = ExactNetwork(net)
+    root = root_of(exact, box)
+    # The true claim needs one cut; the false one (deaf table: never refuted) drives the
+    # bisection on to 16 sub-boxes, none of which the true claim needs.
+    claims = {TARGET: Phase.INACTIVE}
+    table = DeafTable(net, Domain((box,)))
+    false_claim = {TARGET: Phase.ACTIVE}
+    bisect_until_proved(
+        net, exact, root, 0, claims, table, np.random.default_rng(0), LATER, 2, max_depth=0
+    )
+    bisect_until_proved(
+        net, exact, root, 0, false_claim, table, np.random.default_rng(0), LATER, 16, max_depth=0
+    )
+    assert len(root.leaves) == 16
+    pruned = root.pruned(claims)
+    assert len(pruned.leaves) == 2 and len(pruned.boxes) == 3
+    assert kernel_verdict(exact, box, pruned, claims) == claims
+    assert root.pruned({}).leaves == [0]

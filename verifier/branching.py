@@ -81,6 +81,41 @@ class ProofBoxes:
     def leaves(self) -> list[int]:
         return [k for k in range(len(self.boxes)) if k not in self.splits]
 
+    def pruned(self, claims: Mapping[Neuron, Phase]) -> ProofBoxes:
+        """The tree cut back to the bisections the given (proved) claims need: a node that
+        proves every claim by its bounds or a case split (on it or a box enclosing it) becomes
+        a sub-box. Each claim then still holds on every sub-box; `check` recomputes fewer
+        boxes (bisections made only for claims that stayed unknown are dropped)."""
+        order: list[int] = []
+        splits: dict[int, tuple[int, float, int, int]] = {}
+
+        def keep(node: int) -> int:
+            number = len(order)
+            order.append(node)
+            if node in self.splits and self.failing(node, claims):
+                dimension, at, below, above = self.splits[node]
+                splits[number] = (dimension, at, keep(below), keep(above))
+            return number
+
+        keep(0)
+        renumber = {old: new for new, old in enumerate(order)}
+        enclosing: list[int | None] = []
+        for old in order:
+            up = self.enclosing[old]
+            enclosing.append(None if up is None else renumber[up])
+        return ProofBoxes(
+            self.first,
+            [self.boxes[old] for old in order],
+            [self.bounds[old] for old in order],
+            enclosing,
+            splits,
+            [
+                dataclasses.replace(split, box=renumber[split.box])
+                for split in self.case_splits
+                if split.box in renumber
+            ],
+        )
+
     def tree(self, node: int = 0) -> SplitTree:
         if node not in self.splits:
             return self.first + node

@@ -138,14 +138,23 @@ def analyse(
         stages += _prove(
             network, domain, exact, roots, claims, table, config, rng, budget, progress, pool
         )
+    statuses, valid = _decide(exact, hidden, table, domain, roots, claims)
+    # Keep only the bisections the stable neurons need (check recomputes every proof box),
+    # and the case splits that hold.
+    stable = {n: p for n, p in claims.items() if statuses[n].is_stable}
+    for root, splits in zip(roots, valid, strict=True):
+        root.case_splits = splits
+    roots = [root.pruned(stable) for root in roots]
     subdomains = Subdomains.from_trees(domain, _numbered_trees(roots))
-    splits = [
+    bounds = [b for root in roots for b in root.bounds]
+    needed = [
         dataclasses.replace(split, box=root.first + split.box)
         for root in roots
         for split in root.case_splits
+        if stable.get(split.neuron) is split.phase
     ]
-    bounds = [b for root in roots for b in root.bounds]
-    statuses, needed = decide_statuses(exact, hidden, table, subdomains, bounds, splits, claims)
+    if proved_claims(subdomains, bounds, needed, stable) != stable:
+        raise InconsistentEvidenceError("pruning the bisection trees lost a proof")
     return StabilityAnalysis(statuses, table, claims, subdomains, bounds, needed, stages)
 
 
@@ -334,6 +343,34 @@ def _unproved(roots: Sequence[ProofBoxes], claims: Mapping[Neuron, Phase]) -> se
     return {n for root in roots for leaf in root.leaves for n in root.failing(leaf, claims)}
 
 
+def _decide(
+    exact: ExactNetwork,
+    hidden: Sequence[Neuron],
+    table: WitnessTable,
+    domain: Domain,
+    roots: Sequence[ProofBoxes],
+    claims: Mapping[Neuron, Phase],
+) -> tuple[dict[Neuron, Status], list[list[CaseSplit]]]:
+    """The statuses the kernel gives the proof boxes of `roots`, and per root the case splits
+    that hold (numbered as in the root)."""
+    subdomains = Subdomains.from_trees(domain, _numbered_trees(roots))
+    numbered = [
+        (position, dataclasses.replace(split, box=root.first + split.box), split)
+        for position, root in enumerate(roots)
+        for split in root.case_splits
+    ]
+    bounds = [b for root in roots for b in root.bounds]
+    holding = {
+        id(local)
+        for _, split, local in numbered
+        if case_split_holds(exact, subdomains, bounds, split)
+    }
+    valid = [split for _, split, local in numbered if id(local) in holding]
+    statuses = _statuses(hidden, table, proved_claims(subdomains, bounds, valid, claims))
+    per_root = [[s for s in root.case_splits if id(s) in holding] for root in roots]
+    return statuses, per_root
+
+
 def _numbered_trees(roots: Sequence[ProofBoxes]) -> list[SplitTree]:
     """The split trees with proof boxes numbered across the domain boxes in order (each
     root's nodes `first`, `first + 1`, ...)."""
@@ -358,6 +395,14 @@ def decide_statuses(
     """The status of every hidden neuron, and the case splits the stable ones rest on."""
     valid = [s for s in splits if case_split_holds(exact, subdomains, bounds, s)]
     proved = proved_claims(subdomains, bounds, valid, claims)
+    needed = [s for s in valid if s.neuron in proved and proved[s.neuron] is s.phase]
+    return _statuses(hidden, table, proved), needed
+
+
+def _statuses(
+    hidden: Sequence[Neuron], table: WitnessTable, proved: Mapping[Neuron, Phase]
+) -> dict[Neuron, Status]:
+    """Two exact witnesses make a neuron unstable, a kernel proof stable, nothing unknown."""
     statuses: dict[Neuron, Status] = {}
     for neuron in hidden:
         seen = table.seen(neuron)
@@ -371,5 +416,4 @@ def decide_statuses(
             statuses[neuron] = Status.stable(proved[neuron])
         else:
             statuses[neuron] = Status.UNKNOWN
-    needed = [s for s in valid if s.neuron in proved and proved[s.neuron] is s.phase]
-    return statuses, needed
+    return statuses

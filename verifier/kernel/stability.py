@@ -155,12 +155,15 @@ def proved_claims(
     """The claims that hold on every sub-box, given the proof boxes' bounds and the case
     splits already found to hold (`case_split_holds`)."""
     split_on = {(s.box, s.neuron, s.phase) for s in valid_splits}
-    proved = {}
-    for neuron, phase in claims.items():
-        if all(
-            bounds[leaf].shows(neuron, phase)
-            or any((k, neuron, phase) in split_on for k in subdomains.ancestry(leaf))
-            for leaf in subdomains.leaves
-        ):
-            proved[neuron] = phase
-    return proved
+    open_claims = dict(claims)
+    for leaf in subdomains.leaves:
+        if not open_claims:
+            break
+        chain = subdomains.ancestry(leaf)
+        leaf_bounds = bounds[leaf]
+        for neuron, phase in list(open_claims.items()):
+            if leaf_bounds.shows(neuron, phase):
+                continue
+            if not any((k, neuron, phase) in split_on for k in chain):
+                del open_claims[neuron]
+    return open_claims
