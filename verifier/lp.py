@@ -50,6 +50,9 @@ class TriangleLp:
         solver = pywraplp.Solver.CreateSolver("GLOP")
         if solver is None:
             raise RuntimeError("OR-Tools GLOP is not available")
+        # Measured on mnist-net_256x2's prop_1_0.05 triangle LP: 10.5 ms a solve with the dual
+        # simplex against 23.7 ms with GLOP's default (each solve changes the objective).
+        solver.SetSolverSpecificParametersAsString("use_dual_simplex: true")
         self._solver = solver
         previous = [
             solver.NumVar(float(lo), float(hi), "")
