@@ -17,10 +17,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.oracle import stability_oracle
-from verifier.branching import ProofBoxes, TriangleLps, bisect_until_proved, split_by_cases
+from verifier.branching import (
+    ProofBoxes,
+    TriangleLps,
+    _prove_case,
+    bisect_until_proved,
+    split_by_cases,
+)
 from verifier.domain import Box, Domain
 from verifier.ir import AffineLayer, Network
-from verifier.kernel.bounds import ExactNetwork, box_bounds
+from verifier.kernel.bounds import ExactNetwork, box_bounds, target_bound
 from verifier.kernel.stability import (
     Case,
     CaseSplit,
@@ -470,3 +476,24 @@ def test_pruning_drops_the_bisections_no_proved_claim_needs_and_keeps_every_proo
     assert len(pruned.leaves) == 2 and len(pruned.boxes) == 3
     assert kernel_verdict(exact, box, pruned, claims) == claims
     assert root.pruned({}).leaves == [0]
+
+
+def test_a_case_whose_assumptions_leave_the_relaxation_empty_is_proved_vacuous() -> None:
+    # g(0,0) = x - 0.5 and g(0,1) = -x - 0.5 on [-1, 1] are never both >= 0, though each
+    # interval allows it; the target g(1,0) = h0 + h1 + 1.5 > 0 everywhere (0.5 where both
+    # were active), so "inactive" can hold only where the case's assumptions do: nowhere.
+    net = network(([[1.0], [-1.0]], [-0.5, -0.5]), ([[1.0, 1.0]], [1.5]), ([[1.0]], [0.0]))
+    box = Box(np.array([-1.0]), np.array([1.0]))
+    exact = ExactNetwork(net)
+    bounds = box_bounds(exact, box)
+    both = {Neuron(0, 0): Phase.ACTIVE, Neuron(0, 1): Phase.ACTIVE}
+    assert target_bound(exact, box, bounds, TARGET, Phase.INACTIVE, both) is not None
+    program = TriangleLps(net, box, bounds).for_layer(1)
+    assert program is not None and program.multipliers(TARGET, Phase.INACTIVE, both) is None
+    case, _ = _prove_case(exact, box, bounds, TARGET, Phase.INACTIVE, both, program)
+    assert case is not None and case.multipliers is not None
+    value = target_bound(exact, box, bounds, TARGET, Phase.INACTIVE, both, case.multipliers)
+    assert value is not None and value <= 0
+    # Without the assumptions the same multipliers prove nothing: the claim is false.
+    alone = target_bound(exact, box, bounds, TARGET, Phase.INACTIVE, {}, case.multipliers)
+    assert alone is not None and alone > 0

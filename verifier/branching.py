@@ -383,13 +383,40 @@ def _prove_case(
         return None, None
     multipliers = lp.multipliers(neuron, phase, assumptions)
     if multipliers is None:
-        return None, None
+        return _vacuous_case(exact, box, bounds, neuron, phase, assumptions, lp), None
     value = target_bound(exact, box, bounds, neuron, phase, assumptions, multipliers)
     if bound_shows(value, phase):
         return Case(ordered, tuple(multipliers)), multipliers
     if offer is not None and lp.point is not None:
         offer(np.clip(lp.point, box.lower, box.upper))
     return None, multipliers
+
+
+RAY_SCALES = tuple(10.0**k for k in range(1, 13, 2))
+"""How far an infeasibility ray is scaled up before the kernel is asked again."""
+
+
+def _vacuous_case(
+    exact: ExactNetwork,
+    box: Box,
+    bounds: LayerBounds,
+    neuron: Neuron,
+    phase: Phase,
+    assumptions: Mapping[Neuron, Phase],
+    lp: TriangleLp,
+) -> Case | None:
+    """A case whose assumptions leave the relaxation empty, proved by a multiple of the LP's
+    infeasibility ray (the kernel checks the bound it gives), or None."""
+    ray = lp.infeasibility_ray(assumptions)
+    if ray is None:
+        return None
+    for direction in (1.0, -1.0):
+        for scale in RAY_SCALES:
+            multipliers = [direction * scale * m for m in ray]
+            value = target_bound(exact, box, bounds, neuron, phase, assumptions, multipliers)
+            if bound_shows(value, phase):
+                return Case(tuple(sorted(assumptions.items())), tuple(multipliers))
+    return None
 
 
 def _split_choice(

@@ -63,6 +63,7 @@ class TriangleLp:
         """The input part of the last optimal solution (a candidate witness: where the
         relaxation's optimum is an actual network point, the claim is false there)."""
         self._equations: list[list[pywraplp.Constraint]] = []
+        self._slacks: list[pywraplp.Variable] = []
         self._unstable: dict[Neuron, tuple[pywraplp.Constraint, float, float, float, float]] = {}
         self._g: list[list[pywraplp.Variable]] = []
         self._h: list[list[pywraplp.Variable]] = []
@@ -88,6 +89,11 @@ class TriangleLp:
                 cutoff = SMALLEST_COEFFICIENT * float(np.abs(coefficients).max(initial=0.0))
                 for j in np.flatnonzero(np.abs(coefficients) > cutoff).tolist():
                     row.SetCoefficient(previous[j], -float(coefficients[j]))
+                # Slacks, fixed at 0 but in the infeasibility LP (`infeasibility_ray`).
+                for sign in (1.0, -1.0):
+                    slack_variable = solver.NumVar(0.0, 0.0, "")
+                    row.SetCoefficient(slack_variable, sign)
+                    self._slacks.append(slack_variable)
                 equations.append(row)
                 lo, hi = float(lower[i]), float(upper[i])
                 if lo >= 0:
@@ -123,6 +129,34 @@ class TriangleLp:
         try:
             return self._solve(neuron, phase, time_limit)
         finally:
+            for restore in changed:
+                restore()
+
+    def infeasibility_ray(
+        self, assumptions: Mapping[Neuron, Phase], time_limit: float = 10.0
+    ) -> list[FloatArray] | None:
+        """Where the phase assumptions leave the relaxation empty (the LP is infeasible):
+        multipliers nu with min over the relaxation of nu.(W h + b - g) > 0, read from the
+        duals of the LP that minimises the layer equations' total violation. Added, scaled
+        up, to any multipliers they raise the bound without limit: the kernel then proves the
+        case vacuous. None if GLOP finds the relaxation feasible or fails."""
+        changed = [self._assume(n, p) for n, p in assumptions.items()]
+        objective = self._solver.Objective()
+        objective.Clear()
+        for slack_variable in self._slacks:
+            slack_variable.SetUb(self._solver.infinity())
+            objective.SetCoefficient(slack_variable, 1.0)
+        objective.SetMinimization()
+        try:
+            self._solver.SetTimeLimit(max(1, int(time_limit * 1000)))
+            if self._solver.Solve() != pywraplp.Solver.OPTIMAL or objective.Value() <= 0:
+                return None
+            found = [np.array([row.dual_value() for row in rows]) for rows in self._equations]
+            return found if all(np.all(np.isfinite(m)) for m in found) else None
+        finally:
+            objective.Clear()
+            for slack_variable in self._slacks:
+                slack_variable.SetUb(0.0)
             for restore in changed:
                 restore()
 
