@@ -21,12 +21,19 @@ import numpy.typing as npt
 
 from verifier.domain import Box
 from verifier.ir import Network
-from verifier.kernel.bounds import ExactNetwork, LayerBounds, bound_shows, box_bounds, target_bound
+from verifier.kernel.bounds import (
+    ExactNetwork,
+    LayerBounds,
+    bound_shows,
+    box_bounds,
+    narrowed,
+    target_bound,
+)
 from verifier.kernel.stability import Case, CaseSplit
 from verifier.lp import TriangleLp
 from verifier.propagation import Targets, crown_multipliers, relaxation_costs
 from verifier.status import Neuron, Phase
-from verifier.subdomains import Bisection, SplitTree, bisect, split_dimension
+from verifier.subdomains import Bisection, SplitTree, ancestry, bisect, split_dimension
 from verifier.witnesses import WitnessTable
 from verifier.workers import WorkerPool, WorkerState
 
@@ -62,16 +69,10 @@ class ProofBoxes:
     """(node, claim) pairs a case split search has run on (a later, deeper pass takes the
     claims never attempted first)."""
 
-    def ancestry(self, node: int) -> list[int]:
-        chain = [node]
-        while (up := self.enclosing[chain[-1]]) is not None:
-            chain.append(up)
-        return chain
-
     def failing(self, node: int, claims: Mapping[Neuron, Phase]) -> set[Neuron]:
         """The claims neither the node's bounds nor a case split on it (or a box enclosing
         it) prove."""
-        chain = set(self.ancestry(node))
+        chain = set(ancestry(node, self.enclosing))
         by_cases = {
             s.neuron for s in self.case_splits if s.box in chain and claims.get(s.neuron) is s.phase
         }
@@ -429,13 +430,7 @@ def _split_choice(
 ) -> Neuron | None:
     """The earlier unstable neuron (not yet assumed) whose interval costs the target's bound
     most under the given multipliers (the LP's), or under CROWN's when there are none."""
-    lowers = [np.array(v, dtype=np.float64) for v in bounds.lower[: target.layer]]
-    uppers = [np.array(v, dtype=np.float64) for v in bounds.upper[: target.layer]]
-    for n, p in case.items():
-        if p is Phase.ACTIVE:
-            lowers[n.layer][n.index] = max(lowers[n.layer][n.index], 0.0)
-        else:
-            uppers[n.layer][n.index] = min(uppers[n.layer][n.index], 0.0)
+    lowers, uppers = narrowed(bounds, target.layer, case)
     sign = -1.0 if phase is Phase.INACTIVE else 1.0
     if multipliers is None:
         rows = [lo[None, :] for lo in lowers], [hi[None, :] for hi in uppers]

@@ -174,15 +174,7 @@ def target_bound(
 
     Only neurons of layers before `neuron.layer` may be assumed. `multipliers`: one vector per
     earlier layer (see `lower_bounds`); CROWN's when None."""
-    lowers = [np.array(v, copy=True) for v in bounds.lower[: neuron.layer]]
-    uppers = [np.array(v, copy=True) for v in bounds.upper[: neuron.layer]]
-    for assumed, assumed_phase in assumptions.items():
-        if not 0 <= assumed.layer < neuron.layer:
-            raise ValueError(f"assumption on {assumed} is not about an earlier layer")
-        if assumed_phase is Phase.ACTIVE:
-            lowers[assumed.layer][assumed.index] = max(lowers[assumed.layer][assumed.index], 0.0)
-        else:
-            uppers[assumed.layer][assumed.index] = min(uppers[assumed.layer][assumed.index], 0.0)
+    lowers, uppers = narrowed(bounds, neuron.layer, assumptions)
     if any(np.any(lo > hi) for lo, hi in zip(lowers, uppers, strict=True)):
         return None
     sign = -1 if phase is Phase.INACTIVE else 1
@@ -197,6 +189,24 @@ def target_bound(
         multipliers=None if multipliers is None else [np.asarray(m)[None, :] for m in multipliers],
     )
     return sign * exact.value(0)
+
+
+def narrowed(
+    bounds: LayerBounds, layer: int, assumptions: Mapping[Neuron, Phase]
+) -> tuple[list[FloatArray], list[FloatArray]]:
+    """Copies of the bounds of the layers before `layer`, each assumed neuron's interval cut
+    to its assumed sign (ACTIVE: g >= 0, INACTIVE: g <= 0); lower > upper where an assumption
+    contradicts the bounds."""
+    lowers = [np.array(v, copy=True) for v in bounds.lower[:layer]]
+    uppers = [np.array(v, copy=True) for v in bounds.upper[:layer]]
+    for assumed, assumed_phase in assumptions.items():
+        if not 0 <= assumed.layer < layer:
+            raise ValueError(f"assumption on {assumed} is not about an earlier layer")
+        if assumed_phase is Phase.ACTIVE:
+            lowers[assumed.layer][assumed.index] = max(lowers[assumed.layer][assumed.index], 0.0)
+        else:
+            uppers[assumed.layer][assumed.index] = min(uppers[assumed.layer][assumed.index], 0.0)
+    return lowers, uppers
 
 
 def bound_shows(value: Fraction | None, phase: Phase) -> bool:
