@@ -32,6 +32,7 @@ from verifier.kernel.stability import (
     Case,
     CaseSplit,
     case_split_holds,
+    evidence_name,
     proof_box_bounds,
     proved_claims,
 )
@@ -40,7 +41,6 @@ from verifier.stability import (
     StabilityAnalysis,
     analyse,
     decide_statuses,
-    stability_lemma,
 )
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import Subdomains
@@ -153,7 +153,7 @@ def assert_evidence_is_in_place(net: Network, analysis: StabilityAnalysis) -> No
             claim = {neuron: phase_of(status)}
             assert analysis.claims[neuron] is phase_of(status)
             assert proved_claims(subdomains, bounds, analysis.case_splits, claim) == claim
-            assert analysis.stability_lemmas(neuron) == [stability_lemma(neuron)]
+            assert analysis.stability_lemmas(neuron) == [evidence_name(neuron)]
         else:
             assert analysis.stability_lemmas(neuron) == []
 

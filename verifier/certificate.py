@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 import verifier
-from verifier.compress import Compression
+from verifier.compress import Compression, count_totals
 from verifier.errors import CertificateError
 from verifier.ir import Network
 from verifier.kernel.stability import Case, CaseSplit
@@ -164,16 +164,7 @@ def summary_block(
     by_status = {s.value: sum(1 for v in statuses.values() if v is s) for s in Status}
     return {
         "per_layer": per_layer,
-        "totals": {
-            "neurons_before": counts.neurons_before,
-            "neurons_after": counts.neurons_after,
-            "layers_before": counts.layers_before,
-            "layers_after": counts.layers_after,
-            "connections_before": counts.connections_before,
-            "connections_after": counts.connections_after,
-            "percent_connections_removed": round(counts.percent_connections_removed, 4),
-            **by_status,
-        },
+        "totals": {**count_totals(counts), **by_status},
         "equivalence_proved": equivalence_proved,
     }
 

@@ -48,7 +48,12 @@ from verifier.errors import CertificateError, VerifyCompressError
 from verifier.exact import RationalArray
 from verifier.ir import Network
 from verifier.kernel.bounds import ExactNetwork
-from verifier.kernel.stability import case_split_holds, proof_box_bounds, proved_claims
+from verifier.kernel.stability import (
+    case_split_holds,
+    evidence_name,
+    proof_box_bounds,
+    proved_claims,
+)
 from verifier.onnx_export import rounded_layers
 from verifier.onnx_import import load_network
 from verifier.smt import SOLVERS, Obligation, SmtVerdict, check_many
@@ -290,7 +295,7 @@ def _check_proofs(
             f"neuron {neuron}: evidence lists case splits {evidence[neuron].get('case_splits')}"
             f", the proofs have {used}",
         )
-        names[neuron] = [f"stable.L{neuron.layer}.n{neuron.index}"]
+        names[neuron] = [evidence_name(neuron)]
     counts["proof_boxes"] = len(subdomains.boxes)
     counts["sub_boxes"] = len(subdomains.leaves)
     counts["case_splits"] = len(splits)

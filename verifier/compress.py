@@ -621,9 +621,8 @@ def _neuron_record(neuron: Neuron) -> list[int]:
     return [neuron.layer, neuron.index]
 
 
-def compression_record(compression: Compression, rounding: Fraction) -> dict[str, Any]:
-    """The certificate's `compression` block (the certificate writer adds `equivalence`)."""
-    counts = compression.counts
+def count_totals(counts: Counts) -> dict[str, Any]:
+    """Neurons, layers and connections before and after, as the certificate records them."""
     return {
         "neurons_before": counts.neurons_before,
         "neurons_after": counts.neurons_after,
@@ -632,6 +631,14 @@ def compression_record(compression: Compression, rounding: Fraction) -> dict[str
         "connections_before": counts.connections_before,
         "connections_after": counts.connections_after,
         "percent_connections_removed": round(counts.percent_connections_removed, 4),
+    }
+
+
+def compression_record(compression: Compression, rounding: Fraction) -> dict[str, Any]:
+    """The certificate's `compression` block (the certificate writer adds `equivalence`)."""
+    counts = compression.counts
+    return {
+        **count_totals(counts),
         "per_layer": [dataclasses.asdict(c) for c in counts.per_layer],
         "rounding_bound": fraction_to_str(rounding),
         "removed": [_neuron_record(n) for n in compression.removed],

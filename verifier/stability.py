@@ -37,7 +37,7 @@ from verifier.domain import Domain
 from verifier.errors import VerifyCompressError
 from verifier.ir import Network
 from verifier.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
-from verifier.kernel.stability import CaseSplit, case_split_holds, proved_claims
+from verifier.kernel.stability import CaseSplit, case_split_holds, evidence_name, proved_claims
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import SPLITTABLE_INPUT_SIZE, SplitTree, Subdomains
 from verifier.witnesses import WitnessTable, find_witnesses
@@ -75,11 +75,7 @@ class StabilityAnalysis:
     def stability_lemmas(self, neuron: Neuron) -> list[str]:
         """Names of the evidence that makes a stable neuron stable (empty otherwise), as the
         equivalence proof cites it."""
-        return [stability_lemma(neuron)] if self.statuses[neuron].is_stable else []
-
-
-def stability_lemma(neuron: Neuron) -> str:
-    return f"stable.L{neuron.layer}.n{neuron.index}"
+        return [evidence_name(neuron)] if self.statuses[neuron].is_stable else []
 
 
 class InconsistentEvidenceError(VerifyCompressError):

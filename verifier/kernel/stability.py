@@ -60,6 +60,12 @@ class CaseSplit:
     cases: tuple[Case, ...]
 
 
+def evidence_name(neuron: Neuron) -> str:
+    """How the equivalence obligations cite the proof that `neuron` is stable (the proofs on
+    every sub-box, taken together)."""
+    return f"stable.L{neuron.layer}.n{neuron.index}"
+
+
 def covers_all_phases(cases: Iterable[Mapping[Neuron, Phase]]) -> bool:
     """True iff every assignment of phases to the neurons satisfies some case's assumptions."""
     leaves = [dict(case) for case in cases]
