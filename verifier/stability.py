@@ -15,7 +15,6 @@ decision rests on the kernel's exact bounds or on exact witnesses.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -126,11 +125,9 @@ def analyse(
     candidates = [n for n in undecided if n not in unstable]
     stages.append(StageRecord("witnesses", time.monotonic() - since, len(candidates)))
 
-    with contextlib.ExitStack() as stack:
-        # Both halves of a bisection, and the case splits of several claims, run at once.
-        workers = config.workers if undecided else 1
-        pool = stack.enter_context(WorkerPool(network, exact, workers))
-        claims = {**_claims(undecided, table, roots, {}), **decided}
+    # Both halves of a bisection, and the case splits of several claims, run at once.
+    with WorkerPool(network, exact, config.workers if undecided else 1) as pool:
+        claims = {**_claims(undecided, table, roots), **decided}
         stages += _prove(
             network, domain, exact, roots, claims, table, config, rng, budget, progress, pool
         )
@@ -242,11 +239,10 @@ def _claims(
     undecided: Sequence[Neuron],
     table: WitnessTable,
     roots: Sequence[ProofBoxes],
-    search_claims: Mapping[Neuron, Phase],
 ) -> dict[Neuron, Phase]:
     """The phase to prove for every undecided neuron not shown unstable: the one witnesses
-    show, else the search's claim, else the phase the bounds lean to (the sign of the middle of
-    the bounds, summed over the domain boxes)."""
+    show, else the phase the bounds lean to (the sign of the middle of the bounds, summed over
+    the domain boxes). The search may change it later (`_prove`)."""
     claims = {}
     for neuron in undecided:
         seen = table.seen(neuron)
@@ -254,8 +250,6 @@ def _claims(
             continue
         if seen:
             claims[neuron] = next(iter(seen))
-        elif neuron in search_claims:
-            claims[neuron] = search_claims[neuron]
         else:
             middle = sum(
                 float(r.bounds[0].lower[neuron.layer][neuron.index])
@@ -351,17 +345,15 @@ def _decide(
     that hold (numbered as in the root)."""
     subdomains = Subdomains.from_trees(domain, _numbered_trees(roots))
     numbered = [
-        (position, dataclasses.replace(split, box=root.first + split.box), split)
-        for position, root in enumerate(roots)
+        (dataclasses.replace(split, box=root.first + split.box), split)
+        for root in roots
         for split in root.case_splits
     ]
     bounds = [b for root in roots for b in root.bounds]
     holding = {
-        id(local)
-        for _, split, local in numbered
-        if case_split_holds(exact, subdomains, bounds, split)
+        id(local) for split, local in numbered if case_split_holds(exact, subdomains, bounds, split)
     }
-    valid = [split for _, split, local in numbered if id(local) in holding]
+    valid = [split for split, local in numbered if id(local) in holding]
     statuses = _statuses(hidden, table, proved_claims(subdomains, bounds, valid, claims))
     per_root = [[s for s in root.case_splits if id(s) in holding] for root in roots]
     return statuses, per_root
