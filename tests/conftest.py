@@ -27,6 +27,20 @@ def benchmarks() -> Path:
     return require_benchmarks()
 
 
+def network(*layers: tuple[list[list[float]], list[float]]) -> Network:
+    """A float64 network from (weights, bias) pairs: ReLU after every layer but the last."""
+    return Network(
+        tuple(
+            AffineLayer(
+                np.array(weights, dtype=np.float64),
+                np.array(bias, dtype=np.float64),
+                k < len(layers) - 1,
+            )
+            for k, (weights, bias) in enumerate(layers)
+        )
+    )
+
+
 def random_network(
     rng: np.random.Generator,
     sizes: list[int],

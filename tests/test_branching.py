@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import network
 from tests.oracle import stability_oracle
 from verifier.branching import (
     ProofBoxes,
@@ -42,20 +43,6 @@ from verifier.witnesses import WitnessTable
 TARGET = Neuron(1, 0)
 LATER = time.monotonic() + 3600.0
 """A deadline no test reaches."""
-
-
-def network(*layers: tuple[list[list[float]], list[float]]) -> Network:
-    """A float64 network from (weights, bias) pairs: ReLU after every layer but the last."""
-    return Network(
-        tuple(
-            AffineLayer(
-                np.array(weights, dtype=np.float64),
-                np.array(bias, dtype=np.float64),
-                k < len(layers) - 1,
-            )
-            for k, (weights, bias) in enumerate(layers)
-        )
-    )
 
 
 def phase_correlated() -> tuple[Network, Box]:

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import random_network
+from tests.conftest import network, random_network
 from tests.oracle import OracleVerdict, stability_oracle
 from verifier import stability
 from verifier.branching import ProofBoxes, TriangleLps, bisect_until_proved, split_by_cases
@@ -50,20 +50,6 @@ CONFIG = Config(samples=200, gradient_steps=10)
 NO_BISECTION = dataclasses.replace(CONFIG, max_subboxes=1)
 GENEROUS = 60.0
 TARGET = Neuron(1, 0)
-
-
-def network(*layers: tuple[list[list[float]], list[float]]) -> Network:
-    """A float64 network from (weights, bias) pairs: ReLU after every layer but the last."""
-    return Network(
-        tuple(
-            AffineLayer(
-                np.array(weights, dtype=np.float64),
-                np.array(bias, dtype=np.float64),
-                k < len(layers) - 1,
-            )
-            for k, (weights, bias) in enumerate(layers)
-        )
-    )
 
 
 def phase_correlated() -> Network:
