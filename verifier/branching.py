@@ -25,7 +25,6 @@ from verifier.kernel.bounds import (
     ExactNetwork,
     LayerBounds,
     bound_shows,
-    box_bounds,
     narrowed,
     target_bound,
 )
@@ -147,12 +146,7 @@ def bisect_until_proved(
     tree has `max_boxes` sub-boxes, or the deadline. A sub-box failing few claims first gets
     case splits of at most `max_depth` assumptions per case. On a worker `pool` both halves'
     bounds are computed at once; without one, one after the other here."""
-
-    def compute(tasks: Sequence[tuple[Box, LayerBounds | None]]) -> list[LayerBounds]:
-        if pool is not None:
-            return pool.bounds(tasks)
-        return [box_bounds(exact, box, enclosing=up) for box, up in tasks]
-
+    pool = pool if pool is not None else WorkerPool(network, exact, 1)
     while len(root.leaves) < max_boxes and time.monotonic() < deadline:
         refuted = table.unstable()
         open_claims = {n: p for n, p in claims.items() if n not in refuted}
@@ -191,7 +185,7 @@ def bisect_until_proved(
             return
         at, below, above = halves
         numbers = []
-        halves_bounds = compute([(below, root.bounds[node]), (above, root.bounds[node])])
+        halves_bounds = pool.bounds([(below, root.bounds[node]), (above, root.bounds[node])])
         for half, bounds in zip((below, above), halves_bounds, strict=True):
             table.offer(half.sample(SAMPLES_PER_HALF, rng), parent, "random")
             numbers.append(len(root.boxes))
@@ -226,7 +220,8 @@ def try_case_splits(
     pending = sorted(
         (n for n in neurons if n not in unstable), key=lambda n: ((node, n) in root.attempted, n)
     )
-    workers = 1 if pool is None else pool.workers
+    pool = pool if pool is not None else WorkerPool(network, exact, 1)
+    workers = pool.workers
     # Rounds of one claim per worker: a claim refuted by an earlier round's points is skipped.
     for start in range(0, len(pending), workers):
         now = time.monotonic()
@@ -249,11 +244,7 @@ def try_case_splits(
             )
             for neuron in batch
         ]
-        if pool is None:
-            state = WorkerState(network, exact)
-            results = [case_split_task(state, task) for task in tasks]
-        else:
-            results = pool.map(case_split_task, tasks)
+        results = pool.map(case_split_task, tasks)
         for task, (split, points) in zip(tasks, results, strict=True):
             root.attempted.add((node, task.neuron))
             for point in points:

@@ -64,7 +64,7 @@ class TriangleLp:
         relaxation's optimum is an actual network point, the claim is false there)."""
         self._equations: list[list[pywraplp.Constraint]] = []
         self._slacks: list[pywraplp.Variable] = []
-        self._unstable: dict[Neuron, tuple[pywraplp.Constraint, float, float, float, float]] = {}
+        self._unstable: dict[Neuron, tuple[pywraplp.Constraint, float, float]] = {}
         self._g: list[list[pywraplp.Variable]] = []
         self._h: list[list[pywraplp.Variable]] = []
         for k in range(layer):
@@ -108,7 +108,7 @@ class TriangleLp:
                     below = solver.Constraint(slope * lo, solver.infinity())  # s g - h >= s l
                     below.SetCoefficient(g[i], slope)
                     below.SetCoefficient(h[i], -1.0)
-                    self._unstable[Neuron(k, i)] = (below, slope * lo, slope, lo, hi)
+                    self._unstable[Neuron(k, i)] = (below, slope * lo, slope)
             self._equations.append(equations)
             self._g.append(g)
             self._h.append(h)
@@ -151,8 +151,7 @@ class TriangleLp:
             self._solver.SetTimeLimit(max(1, int(time_limit * 1000)))
             if self._solver.Solve() != pywraplp.Solver.OPTIMAL or objective.Value() <= 0:
                 return None
-            found = [np.array([row.dual_value() for row in rows]) for rows in self._equations]
-            return found if all(np.all(np.isfinite(m)) for m in found) else None
+            return self._equation_duals()
         finally:
             objective.Clear()
             for slack_variable in self._slacks:
@@ -166,7 +165,7 @@ class TriangleLp:
         entry = self._unstable.get(neuron)
         if entry is None:
             return lambda: None
-        below, rhs, slope, _, _ = entry
+        below, rhs, slope = entry
         g = self._g[neuron.layer][neuron.index]
         h = self._h[neuron.layer][neuron.index]
         g_bounds, h_bounds = (g.lb(), g.ub()), (h.lb(), h.ub())
@@ -199,5 +198,10 @@ class TriangleLp:
         if self._solver.Solve() != pywraplp.Solver.OPTIMAL:
             return None
         self.point = np.array([x.solution_value() for x in self._inputs])
+        return self._equation_duals()
+
+    def _equation_duals(self) -> list[FloatArray] | None:
+        """The last solve's dual values of the layer equations, one vector per layer (None if
+        any is not finite)."""
         found = [np.array([row.dual_value() for row in rows]) for rows in self._equations]
         return found if all(np.all(np.isfinite(m)) for m in found) else None
