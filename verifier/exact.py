@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from verifier.kernel.scaled import Scaled
+
 ObjArray = npt.NDArray[np.object_]
 
 
@@ -63,17 +65,10 @@ class RationalArray:
         if array.dtype.kind == "f":
             if not np.all(np.isfinite(flat)):
                 raise ValueError("non-finite value has no exact rational value")
-            # Every float is m * 2**e; bring all to the common denominator 2**max(-e).
-            mantissas, exponents = np.frexp(flat.astype(np.float64))
-            # m in [0.5, 1) has at most 53 significant bits: m * 2**53 is an integer.
-            ints = (mantissas * 2.0**53).astype(np.int64)
-            shifts = exponents.astype(np.int64) - 53
-            min_shift = int(shifts.min()) if flat.size else 0
-            lowest = min(min_shift, 0)
-            numerators = np.empty(flat.size, dtype=object)
-            for k in range(flat.size):
-                numerators[k] = int(ints[k]) << int(shifts[k] - lowest)
-            return RationalArray(numerators.reshape(array.shape), 1 << (-lowest))
+            # Every float is m * 2**e: one power-of-two scale makes them all integers.
+            scaled = Scaled.from_floats(array)
+            numerators = np.asarray(scaled.numerators * scaled.scale.numerator, dtype=object)
+            return RationalArray(numerators.reshape(array.shape), scaled.scale.denominator)
         ratios = [as_fraction(v) for v in flat.tolist()]
         denominator = math.lcm(*(r.denominator for r in ratios)) if ratios else 1
         numerators = np.empty(len(ratios), dtype=object)
