@@ -15,7 +15,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli import DebugOption, user_errors
-from verifier.training import BUILTIN_DATASET, ExportSummary, parse_hidden, train_and_export
+from verifier.training import (
+    BUILTIN_DATASET,
+    ExportSummary,
+    parse_hidden,
+    recipe_named,
+    train_and_export,
+)
 
 
 def train(
@@ -26,21 +32,47 @@ def train(
     l1: Annotated[
         float, typer.Option(help="L1 strength: loss += l1 * sum |W| over weights (0 = off).")
     ] = 0.0,
-    epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = 100,
     seed: Annotated[int, typer.Option(help="Seed for initialization and shuffling.")] = 0,
     dataset: Annotated[
         str,
         typer.Option(
             help=f"'{BUILTIN_DATASET}' (scikit-learn 8x8 digits, inputs in [0,1]^64) or a .npz "
-            "file with arrays x, y (optionally x_test, y_test)."
+            "file with arrays x, y (optionally x_test, y_test), or x_train, y_train, x_test, "
+            "y_test, or Xtr, ytr, Xte, yte (e.g. ../shared/datasets/mnist.npz); inputs above 1 "
+            "are divided by their maximum."
         ),
     ] = BUILTIN_DATASET,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-3,
-    batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 64,
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="Optimization recipe: 'adam' (Adam lr 3e-3, batch 64, 100 epochs) or 'paper' "
+            "(the seed paper's: SGD lr 0.01 momentum 0.9, batch 128, lr x0.1 every 50 epochs, "
+            "120 epochs). --epochs, --lr and --batch-size override it."
+        ),
+    ] = "adam",
+    epochs: Annotated[
+        int | None, typer.Option(help="Passes over the training data [default: recipe's].")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate [default: recipe's].")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Mini-batch size [default: recipe's].")
+    ] = None,
     prune_below: Annotated[
         float,
         typer.Option(help="Set weights with |w| below this to 0 before export (0 = off)."),
     ] = 0.0,
+    sample: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write training inputs to this .npy file, for the main job's --data "
+            "(real inputs are cheap witnesses of unstable neurons)."
+        ),
+    ] = None,
+    sample_size: Annotated[
+        int, typer.Option(help="How many training inputs --sample holds.")
+    ] = 2000,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing on success.")] = False,
     debug: DebugOption = False,
 ) -> None:
@@ -51,6 +83,7 @@ def train(
     console = Console(quiet=quiet)
     with user_errors(debug):
         widths = parse_hidden(hidden)
+        chosen = recipe_named(recipe, epochs=epochs, lr=lr, batch_size=batch_size)
         with Progress(
             TextColumn("training"),
             BarColumn(),
@@ -61,14 +94,14 @@ def train(
             transient=True,
             disable=quiet or not console.is_terminal,
         ) as progress:
-            task = progress.add_task("train", total=epochs, loss="-")
+            task = progress.add_task("train", total=chosen.epochs, loss="-")
 
             def show_epoch(epoch: int, loss: float) -> None:
                 progress.update(task, completed=epoch, loss=f"{loss:.4f}")
 
             summary = train_and_export(
-                output, dataset, widths, l1, epochs, seed, lr, batch_size, prune_below,
-                on_epoch=show_epoch,
+                output, dataset, widths, l1, seed, chosen, prune_below,
+                on_epoch=show_epoch, sample=sample, sample_size=sample_size,
             )
     console.print(summary_table(summary))
 
@@ -90,6 +123,8 @@ def summary_table(summary: ExportSummary) -> Table:
     table.add_row("test accuracy", f"{summary.test_accuracy:.2%}")
     table.add_row("final training loss", f"{summary.result.final_loss:.4f}")
     table.add_row("file size", f"{summary.file_bytes / 1024:.1f} KB")
+    if summary.sample is not None:
+        table.add_row("--data sample", str(summary.sample))
     return table
 
 

@@ -6,6 +6,7 @@ validation and bundled-model tests need only numpy (and scikit-learn for the dig
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -19,12 +20,15 @@ from typer.testing import CliRunner
 from cli.train import train
 from tests.conftest import random_network
 from verifier.training import (
+    RECIPES,
     DatasetError,
+    Recipe,
     TrainingError,
     count_parameters,
     load_dataset,
     parse_hidden,
     prune_weights,
+    recipe_named,
     train_and_export,
     train_mlp,
 )
@@ -45,7 +49,7 @@ def toy_data(seed: int = 0, count: int = 120, features: int = 6) -> tuple[Any, A
 
 def train_toy(seed: int = 0, l1: float = 0.0, epochs: int = 2) -> Any:
     x, y = toy_data()
-    return train_mlp(x, y, hidden=(5,), l1=l1, epochs=epochs, seed=seed, lr=0.01, batch_size=16)
+    return train_mlp(x, y, (5,), l1, seed, Recipe(lr=0.01, batch_size=16, epochs=epochs))
 
 
 def same_weights(first: Any, second: Any) -> bool:
@@ -121,9 +125,11 @@ def test_l1_regularization_shrinks_the_total_weight_magnitude() -> None:
 def test_bad_hyperparameters_are_refused_with_the_option_named() -> None:
     x, y = toy_data()
     with pytest.raises(TrainingError, match="--batch-size"):
-        train_mlp(x, y, (4,), 0.0, 1, 0, 0.01, 0)
+        train_mlp(x, y, (4,), 0.0, 0, Recipe(lr=0.01, batch_size=0, epochs=1))
     with pytest.raises(TrainingError, match="--l1"):
-        train_mlp(x, y, (4,), -1.0, 1, 0, 0.01, 8)
+        train_mlp(x, y, (4,), -1.0, 0, Recipe(lr=0.01, batch_size=8, epochs=1))
+    with pytest.raises(TrainingError, match="'lbfgs' is not supported; supported: adam, sgd"):
+        train_mlp(x, y, (4,), 0.0, 0, Recipe(optimizer="lbfgs"))
 
 
 def test_without_torch_training_says_how_to_install_the_extra(
@@ -132,7 +138,7 @@ def test_without_torch_training_says_how_to_install_the_extra(
     monkeypatch.setitem(sys.modules, "torch", None)
     x, y = toy_data()
     with pytest.raises(TrainingError, match=re.escape("pip install 'verify-compress[train]'")):
-        train_mlp(x, y, (4,), 0.0, 1, 0, 0.01, 8)
+        train_mlp(x, y, (4,), 0.0, 0, Recipe(lr=0.01, batch_size=8, epochs=1))
 
 
 def test_the_exported_onnx_file_predicts_what_the_trained_model_predicts(tmp_path: Path) -> None:
@@ -141,7 +147,7 @@ def test_the_exported_onnx_file_predicts_what_the_trained_model_predicts(tmp_pat
     x, y = toy_data()
     data = write_npz(tmp_path / "toy.npz", x=x, y=y)
     summary = train_and_export(
-        tmp_path / "toy.onnx", data, hidden=(5,), epochs=5, lr=0.01, batch_size=16
+        tmp_path / "toy.onnx", data, hidden=(5,), recipe=Recipe(lr=0.01, batch_size=16, epochs=5)
     )
     loaded = onnx_import.load_network(tmp_path / "toy.onnx")
     with torch.no_grad():
@@ -154,7 +160,7 @@ def test_pruning_on_export_zeroes_small_weights_and_remeasures_accuracy(tmp_path
     pytest.importorskip("torch")
     x, y = toy_data()
     data = write_npz(tmp_path / "toy.npz", x=x, y=y)
-    arguments: dict[str, Any] = {"hidden": (5,), "epochs": 5, "lr": 0.01, "batch_size": 16}
+    arguments: dict[str, Any] = {"hidden": (5,), "recipe": Recipe(lr=0.01, batch_size=16, epochs=5)}
     plain = train_and_export(tmp_path / "plain.onnx", data, **arguments)
     pruned = train_and_export(tmp_path / "pruned.onnx", data, prune_below=0.2, **arguments)
     assert pruned.pruned_weights > 0
@@ -177,6 +183,38 @@ def test_the_train_command_prints_accuracy_and_size(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output and "KB" in result.output
     assert output.is_file()
+
+
+def test_the_step_size_decays_every_lr_step_epochs() -> None:
+    pytest.importorskip("torch")
+    x, y = toy_data()
+    sgd = dataclasses.replace(RECIPES["paper"], batch_size=16, lr_step=1)
+
+    def weights_after(epochs: int, gamma: float) -> Any:
+        recipe = dataclasses.replace(sgd, epochs=epochs, lr_gamma=gamma)
+        return train_mlp(x, y, (5,), 1e-3, 0, recipe).network
+
+    # A step size decayed to ~0 after the first epoch leaves the weights where epoch 1 left them.
+    assert same_weights(weights_after(3, 1e-30), weights_after(1, 1e-30))
+    assert not same_weights(weights_after(3, 1.0), weights_after(1, 1.0))
+
+
+def test_the_train_command_writes_a_sample_of_training_inputs_for_data(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("verifier.onnx_export")
+    x, y = toy_data()
+    data = write_npz(tmp_path / "toy.npz", x=x, y=y)
+    sample = tmp_path / "sample.npy"
+    result = CliRunner().invoke(
+        command_app(),
+        [str(tmp_path / "toy.onnx"), "--dataset", str(data), "--hidden", "4", "--epochs", "1",
+         "--recipe", "paper", "--sample", str(sample), "--sample-size", "10"],
+    )
+    assert result.exit_code == 0, result.output
+    rows = np.load(sample)
+    training_rows = {row.tobytes() for row in load_dataset(data).x_train}
+    assert rows.shape == (10, 6) and rows.dtype == np.float64
+    assert all(row.tobytes() in training_rows for row in rows)
 
 
 # --- pruning, parsing and datasets (no torch needed) ----------------------------------------
@@ -209,6 +247,43 @@ def test_hidden_widths_are_parsed_from_a_comma_list() -> None:
         parse_hidden("0")
 
 
+def test_the_paper_recipe_is_the_seed_papers_sgd_schedule_and_options_override_it() -> None:
+    paper = recipe_named("paper")
+    assert (paper.optimizer, paper.lr, paper.momentum, paper.batch_size) == ("sgd", 0.01, 0.9, 128)
+    assert (paper.epochs, paper.lr_step, paper.lr_gamma) == (120, 50, 0.1)
+    shorter = recipe_named("paper", epochs=30, lr=None)
+    assert shorter.epochs == 30 and shorter.lr == 0.01
+    with pytest.raises(TrainingError, match="unknown recipe 'rmsprop'; known: adam, paper"):
+        recipe_named("rmsprop")
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("x_train", "y_train", "x_test", "y_test"), ("Xtr", "ytr", "Xte", "yte")],
+)
+def test_a_dataset_may_use_the_train_test_array_names_of_common_files(
+    tmp_path: Path, names: tuple[str, str, str, str]
+) -> None:
+    x_name, y_name, x_test_name, y_test_name = names
+    path = write_npz(
+        tmp_path / "data.npz",
+        **{x_name: np.full((6, 2, 2), 255, dtype=np.uint8), y_name: np.arange(6) % 2,
+           x_test_name: np.zeros((3, 2, 2), dtype=np.uint8), y_test_name: np.ones(3, dtype=int)},
+    )
+    dataset = load_dataset(path)
+    assert len(dataset.x_train) == 6 and len(dataset.x_test) == 3 and dataset.features == 4
+    assert np.all(dataset.x_train == 1.0) and np.all(dataset.x_test == 0.0)
+
+
+def test_the_shared_mnist_file_loads_as_60000_training_and_10000_test_images() -> None:
+    path = MODELS.parents[1] / "shared" / "datasets" / "mnist.npz"
+    if not path.is_file():
+        pytest.skip("../shared/datasets/mnist.npz is not present")
+    dataset = load_dataset(path)
+    assert (len(dataset.x_train), len(dataset.x_test), dataset.features) == (60000, 10000, 784)
+    assert dataset.classes == 10 and dataset.x_train.max() == 1.0 and dataset.x_train.min() == 0.0
+
+
 def test_a_missing_dataset_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"dataset not found: .*nowhere\.npz"):
         load_dataset(tmp_path / "nowhere.npz")
@@ -216,7 +291,7 @@ def test_a_missing_dataset_file_is_named(tmp_path: Path) -> None:
 
 def test_a_dataset_without_labels_names_the_missing_array(tmp_path: Path) -> None:
     path = write_npz(tmp_path / "data.npz", x=np.zeros((4, 3)))
-    with pytest.raises(DatasetError, match="missing array 'y'"):
+    with pytest.raises(DatasetError, match=r"no training arrays found .*found: x"):
         load_dataset(path)
 
 

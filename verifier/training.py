@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,14 @@ TEST_FRACTION = 0.2
 DIGITS_PIXEL_MAX = 16.0
 
 EpochCallback = Callable[[int, float], None]
+
+NPZ_LAYOUTS = (
+    ("x", "y", "x_test", "y_test"),
+    ("x_train", "y_train", "x_test", "y_test"),
+    ("Xtr", "ytr", "Xte", "yte"),
+)
+"""Array names a `.npz` dataset may use: (train inputs, train labels, test inputs, test labels).
+The last is the layout of `../shared/datasets/mnist.npz` (uint8 MNIST, 60k/10k)."""
 
 
 class TrainingError(VerifyCompressError):
@@ -75,6 +84,49 @@ class Dataset:
     @property
     def features(self) -> int:
         return int(self.x_train.shape[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How to optimize: the optimizer, its step size and schedule, batch size and epochs.
+
+    `lr_step` > 0 multiplies the learning rate by `lr_gamma` every `lr_step` epochs (torch's
+    StepLR); 0 keeps it constant. `momentum` is used by SGD only.
+    """
+
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    batch_size: int = 64
+    epochs: int = 100
+    momentum: float = 0.0
+    lr_step: int = 0
+    lr_gamma: float = 1.0
+
+
+OPTIMIZERS = ("adam", "sgd")
+RECIPES = {
+    "adam": Recipe(),
+    # yuxwind/ExactCompression train_fcnn.py: SGD(lr 0.01, momentum 0.9), batch 128, StepLR
+    # (50 epochs, x0.1), 120 epochs, L1 on every Linear weight, cross-entropy on the logits.
+    "paper": Recipe("sgd", lr=0.01, batch_size=128, epochs=120, momentum=0.9, lr_step=50,
+                    lr_gamma=0.1),
+}
+"""Named recipes: `adam` (the default, quick on small data) and `paper` (the seed paper's)."""
+
+
+def recipe_named(
+    name: str, epochs: int | None = None, lr: float | None = None, batch_size: int | None = None
+) -> Recipe:
+    """The named recipe, with epochs, lr and batch size replaced where given (not None)."""
+    if name not in RECIPES:
+        raise TrainingError(f"--recipe: unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    return dataclasses.replace(
+        recipe,
+        epochs=recipe.epochs if epochs is None else epochs,
+        lr=recipe.lr if lr is None else lr,
+        batch_size=recipe.batch_size if batch_size is None else batch_size,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +162,7 @@ class ExportSummary:
     pruned_weights: int
     path: Path
     file_bytes: int
+    sample: Path | None = None
 
     @property
     def parameters(self) -> int:
@@ -142,9 +195,9 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 
 def load_dataset(name_or_path: str | Path) -> Dataset:
-    """The builtin "digits" dataset, or a `.npz` file with arrays `x` and `y`.
+    """The builtin "digits" dataset, or a `.npz` file in one of the NPZ_LAYOUTS.
 
-    A `.npz` may also hold `x_test` and `y_test`; otherwise a fixed seeded 80/20 split is used
+    Without test arrays in the file, a fixed seeded 80/20 split is used
     (the same split for every run, independent of the training seed). Inputs are flattened to
     2-D; inputs with values above 1 are divided by their maximum (and `note` says so), since the
     networks are meant to be verified on [0,1]^n.
@@ -187,20 +240,17 @@ def load_npz(path: Path) -> Dataset:
             arrays = {key: np.asarray(archive[key]) for key in archive.files}
     except (OSError, ValueError) as error:
         raise DatasetError(f"{path}: cannot read its arrays ({error})") from error
-    for key in ("x", "y"):
-        if key not in arrays:
-            raise DatasetError(f"{path}: missing array '{key}' (found: {sorted(arrays) or 'none'})")
-    has_test = "x_test" in arrays or "y_test" in arrays
-    if has_test and not ("x_test" in arrays and "y_test" in arrays):
-        raise DatasetError(f"{path}: 'x_test' and 'y_test' must be given together")
-    x = flatten_inputs(path, "x", arrays["x"])
-    y = check_labels(path, "y", arrays["y"], len(x))
+    x_key, y_key, x_test_key, y_test_key = npz_layout(path, arrays)
+    x = flatten_inputs(path, x_key, arrays[x_key])
+    y = check_labels(path, y_key, arrays[y_key], len(x))
+    has_test = x_test_key in arrays
     if has_test:
-        x_test = flatten_inputs(path, "x_test", arrays["x_test"])
-        y_test = check_labels(path, "y_test", arrays["y_test"], len(x_test))
+        x_test = flatten_inputs(path, x_test_key, arrays[x_test_key])
+        y_test = check_labels(path, y_test_key, arrays[y_test_key], len(x_test))
         if x_test.shape[1] != x.shape[1]:
             raise DatasetError(
-                f"{path}: x_test has {x_test.shape[1]} features but x has {x.shape[1]}"
+                f"{path}: {x_test_key} has {x_test.shape[1]} features but {x_key} has "
+                f"{x.shape[1]}"
             )
         x_train, y_train = x, y
     else:
@@ -212,6 +262,24 @@ def load_npz(path: Path) -> Dataset:
         notes.append(f"inputs divided by their maximum {scale:g} to lie in [0,1]")
     classes = int(max(y_train.max(), y_test.max())) + 1
     return Dataset(path.name, x_train, y_train, x_test, y_test, classes, ", ".join(notes))
+
+
+def npz_layout(path: Path, arrays: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """The names (train x, train y, test x, test y) of the first layout in NPZ_LAYOUTS whose
+    training arrays are present; its test arrays must be both present or both absent."""
+    for layout in NPZ_LAYOUTS:
+        x_key, y_key, x_test_key, y_test_key = layout
+        if x_key in arrays and y_key in arrays:
+            if (x_test_key in arrays) != (y_test_key in arrays):
+                raise DatasetError(
+                    f"{path}: '{x_test_key}' and '{y_test_key}' must be given together"
+                )
+            return layout
+    expected = "; ".join(f"{x} and {y}" for x, y, _, _ in NPZ_LAYOUTS)
+    raise DatasetError(
+        f"{path}: no training arrays found (expected {expected}; "
+        f"found: {', '.join(sorted(arrays)) or 'none'})"
+    )
 
 
 def flatten_inputs(path: Path, key: str, array: npt.NDArray[Any]) -> FloatArray:
@@ -292,8 +360,7 @@ def deterministic_torch(torch_module: Any, seed: int) -> Iterator[None]:
 
 
 def check_hyperparameters(
-    x: npt.NDArray[Any], y: npt.NDArray[Any], hidden: Sequence[int], l1: float, epochs: int,
-    lr: float, batch_size: int,
+    x: npt.NDArray[Any], y: npt.NDArray[Any], hidden: Sequence[int], l1: float, recipe: Recipe
 ) -> None:
     if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise TrainingError(f"need x of shape (n, features) and y of shape (n,), got "
@@ -302,12 +369,21 @@ def check_hyperparameters(
         raise TrainingError(f"hidden layer widths must be positive, got {list(hidden)}")
     if not l1 >= 0.0:
         raise TrainingError(f"--l1 must be >= 0, got {l1}")
-    if epochs < 0:
-        raise TrainingError(f"--epochs must be >= 0, got {epochs}")
-    if not lr > 0.0:
-        raise TrainingError(f"--lr must be > 0, got {lr}")
-    if batch_size <= 0:
-        raise TrainingError(f"--batch-size must be > 0, got {batch_size}")
+    if recipe.optimizer not in OPTIMIZERS:
+        raise TrainingError(
+            f"optimizer {recipe.optimizer!r} is not supported; supported: {', '.join(OPTIMIZERS)}"
+        )
+    if recipe.epochs < 0:
+        raise TrainingError(f"--epochs must be >= 0, got {recipe.epochs}")
+    if not recipe.lr > 0.0:
+        raise TrainingError(f"--lr must be > 0, got {recipe.lr}")
+    if recipe.batch_size <= 0:
+        raise TrainingError(f"--batch-size must be > 0, got {recipe.batch_size}")
+    if recipe.lr_step < 0 or not recipe.lr_gamma > 0.0 or not recipe.momentum >= 0.0:
+        raise TrainingError(
+            f"the learning-rate schedule needs lr_step >= 0, lr_gamma > 0 and momentum >= 0, "
+            f"got {recipe.lr_step}, {recipe.lr_gamma} and {recipe.momentum}"
+        )
 
 
 def build_model(torch_module: Any, sizes: Sequence[int]) -> torch.nn.Sequential:
@@ -347,23 +423,22 @@ def train_mlp(
     y: npt.NDArray[Any],
     hidden: Sequence[int],
     l1: float,
-    epochs: int,
     seed: int,
-    lr: float,
-    batch_size: int,
+    recipe: Recipe = RECIPES["adam"],
     x_test: npt.NDArray[Any] | None = None,
     y_test: npt.NDArray[Any] | None = None,
     classes: int | None = None,
     name: str = "mlp",
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train a ReLU MLP (inputs -> hidden... -> classes logits) with Adam.
+    """Train a ReLU MLP (inputs -> hidden... -> classes logits) as `recipe` says.
 
     Loss per batch: mean cross-entropy + l1 * sum of |W| over all weight matrices (biases are
-    not penalized). `classes` defaults to max(y) + 1. `on_epoch(epoch, mean_loss)` is called
-    after each epoch (for progress displays). The same arguments give bit-identical weights.
+    not penalized), as in the paper's code. `classes` defaults to max(y) + 1.
+    `on_epoch(epoch, mean_loss)` is called after each epoch (for progress displays). The same
+    arguments give bit-identical weights.
     """
-    check_hyperparameters(x, y, hidden, l1, epochs, lr, batch_size)
+    check_hyperparameters(x, y, hidden, l1, recipe)
     torch = import_torch()
     labels = np.asarray(y, dtype=np.int64)
     outputs = classes if classes is not None else int(labels.max()) + 1
@@ -377,14 +452,14 @@ def train_mlp(
         inputs = torch.as_tensor(np.asarray(x, dtype=np.float32))
         targets = torch.as_tensor(labels)
         generator = torch.Generator().manual_seed(seed)
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        optimizer = make_optimizer(torch, model, recipe)
         weights = [linear.weight for linear in linear_layers(model)]
         final_loss = float("nan")
-        for epoch in range(epochs):
+        for epoch in range(recipe.epochs):
             order = torch.randperm(len(inputs), generator=generator)
             total, batches = 0.0, 0
-            for start in range(0, len(inputs), batch_size):
-                batch = order[start:start + batch_size]
+            for start in range(0, len(inputs), recipe.batch_size):
+                batch = order[start:start + recipe.batch_size]
                 loss = torch.nn.functional.cross_entropy(model(inputs[batch]), targets[batch])
                 if l1 > 0.0:
                     loss = loss + l1 * sum(weight.abs().sum() for weight in weights)
@@ -393,6 +468,9 @@ def train_mlp(
                 optimizer.step()
                 total += float(loss.detach())
                 batches += 1
+            if recipe.lr_step and (epoch + 1) % recipe.lr_step == 0:
+                for group in optimizer.param_groups:
+                    group["lr"] *= recipe.lr_gamma
             final_loss = total / batches
             if on_epoch is not None:
                 on_epoch(epoch + 1, final_loss)
@@ -401,8 +479,14 @@ def train_mlp(
     if x_test is not None and y_test is not None:
         test_accuracy = accuracy(network, x_test, y_test)
     return TrainResult(
-        network, accuracy(network, x, labels), test_accuracy, final_loss, epochs, model
+        network, accuracy(network, x, labels), test_accuracy, final_loss, recipe.epochs, model
     )
+
+
+def make_optimizer(torch_module: Any, model: torch.nn.Sequential, recipe: Recipe) -> Any:
+    if recipe.optimizer == "sgd":
+        return torch_module.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
+    return torch_module.optim.Adam(model.parameters(), lr=recipe.lr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,27 +531,39 @@ def train_and_export(
     dataset: str | Path = BUILTIN_DATASET,
     hidden: Sequence[int] = (100, 100),
     l1: float = 0.0,
-    epochs: int = 100,
     seed: int = 0,
-    lr: float = 3e-3,
-    batch_size: int = 64,
+    recipe: Recipe = RECIPES["adam"],
     prune_below: float = 0.0,
     on_epoch: EpochCallback | None = None,
+    sample: Path | None = None,
+    sample_size: int = 2000,
 ) -> ExportSummary:
     """Load the dataset, train, optionally prune, and write the float32 ONNX file atomically.
 
-    Accuracies in the summary are those of the exported (possibly pruned) network.
+    With `sample`, also write `sample_size` training inputs (a seeded choice, float64 rows in
+    [0,1]) as a `.npy` file for the main job's `--data`: real inputs are the cheapest
+    witnesses of unstable neurons. Accuracies in the summary are those of the exported
+    (possibly pruned) network.
     """
+    from verifier.files import atomic_write_bytes
     from verifier.onnx_export import save_onnx
 
+    if sample is not None and (sample.suffix != ".npy" or sample_size <= 0):
+        raise TrainingError(f"--sample must be a .npy path and --sample-size > 0, got "
+                            f"{sample} and {sample_size}")
     data = load_dataset(dataset)
     result = train_mlp(
-        data.x_train, data.y_train, hidden, l1, epochs, seed, lr, batch_size,
+        data.x_train, data.y_train, hidden, l1, seed, recipe,
         x_test=data.x_test, y_test=data.y_test, classes=data.classes, name=Path(output).stem,
         on_epoch=on_epoch,
     )
     network, pruned = prune_weights(result.network, prune_below)
     save_onnx(network, output, dtype="float32")
+    if sample is not None:
+        rows = training_sample(data, sample_size, seed)
+        buffer = io.BytesIO()
+        np.save(buffer, rows)
+        atomic_write_bytes(sample, buffer.getvalue())
     return ExportSummary(
         dataset=data,
         result=result,
@@ -477,4 +573,12 @@ def train_and_export(
         pruned_weights=pruned,
         path=Path(output),
         file_bytes=Path(output).stat().st_size,
+        sample=sample,
     )
+
+
+def training_sample(data: Dataset, size: int, seed: int) -> FloatArray:
+    """`size` distinct training inputs (all of them when there are fewer), chosen by `seed`."""
+    count = min(size, len(data.x_train))
+    chosen = np.random.default_rng(seed).choice(len(data.x_train), size=count, replace=False)
+    return np.ascontiguousarray(data.x_train[np.sort(chosen)], dtype=np.float64)
