@@ -13,15 +13,18 @@ from ortools.sat.python import cp_model
 
 from tests.conftest import random_network
 from tests.oracle import stability_oracle
+from verifier import search as search_module
 from verifier.bounds import symbolic_bounds
 from verifier.config import Config
 from verifier.domain import Box, Domain
 from verifier.ir import AffineLayer, Network
 from verifier.search import (
+    SolveOutcome,
     build_model,
     per_neuron_search,
     scale_network,
     stability_search,
+    stalled,
 )
 from verifier.status import Neuron, Phase
 from verifier.witnesses import WitnessTable
@@ -242,3 +245,39 @@ def test_on_a_point_domain_every_neuron_is_claimed_in_its_exact_phase() -> None:
             assert result.claims[neuron] is (
                 Phase.ACTIVE if exact.sign(neuron) > 0 else Phase.INACTIVE
             )
+
+
+def test_a_stage_stalls_after_ten_seconds_or_half_its_run_without_a_new_phase() -> None:
+    assert not stalled(started=0.0, last_progress=0.0, now=9.0)
+    assert stalled(started=0.0, last_progress=0.0, now=10.5)
+    assert not stalled(started=0.0, last_progress=20.0, now=29.0)
+    # In a long stage the silence must last half of the stage's run: from a phase seen at
+    # 100 s, until 200 s.
+    assert not stalled(started=0.0, last_progress=100.0, now=190.0)
+    assert stalled(started=0.0, last_progress=100.0, now=201.0)
+
+
+def test_a_single_search_that_makes_no_progress_stops_long_before_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A solver that never finds anything (always UNKNOWN): the stage must give up when it has
+    # stalled, not spend the whole share; its candidates stay undecided, never claimed.
+    def silent_solve(*_arguments: object, **_options: object) -> SolveOutcome:
+        time.sleep(0.02)
+        return SolveOutcome("UNKNOWN", 0.0, 0.0, [], [], 0.02)
+
+    monkeypatch.setattr(search_module, "_solve", silent_solve)
+    monkeypatch.setattr(search_module, "STALL_SECONDS", 0.3)
+    network = random_network(np.random.default_rng(7), [4, 8, 8, 1])
+    domain = Domain.box(-np.ones(4), np.ones(4))
+    bounds = [symbolic_bounds(network, domain.boxes[0])]
+    table = WitnessTable(network, domain)
+    candidates = [n for n in network.hidden_neurons() if bounds[0].phase_of(n) is None]
+    started = time.monotonic()
+    result = stability_search(
+        network, domain, bounds, table, candidates, Config(workers=1), started + 60
+    )
+    assert time.monotonic() - started < 20
+    assert result.claims == {}
+    assert result.undecided
+    assert any("stalled" in note for note in result.notes)

@@ -140,6 +140,12 @@ FREE = 0
 FIXED_INACTIVE = -1
 
 FIRST_ITERATION_SECONDS = 5.0
+STALL_SECONDS = 10.0
+STALL_FRACTION = 0.5
+"""The single search leaves a stage once no phase has been seen or ruled out for
+max(STALL_SECONDS, STALL_FRACTION * the time the stage has run): it runs after the cheap
+proofs and only finds witnesses and hints, and the time it would spend stalled belongs to the
+deeper proof pass that follows it (`stability._prove`)."""
 """Initial per-iteration CP-SAT time cap; doubled whenever an iteration ends without progress."""
 STOP_AFTER_IMPROVEMENT_FACTOR = 1.0
 """After the first solution that shows a new phase, let the solver run this many times as long
@@ -996,6 +1002,8 @@ class _BoxState:
     confirmed: int = 0
     unconfirmed: int = 0
     statuses: list[str] = dataclasses.field(default_factory=list)
+    stalled: bool = False
+    """A stage stopped early: no phase seen or ruled out for a while (see STALL_SECONDS)."""
 
     def conditional_phases(self) -> dict[Neuron, Phase]:
         """The phases claimed so far on this box (ACTIVE absent: inactive; else INACTIVE
@@ -1237,6 +1245,9 @@ def _search_box(
         build_seconds += time.monotonic() - now
         stages += 1
         stage_search(model, open_set, hint, table, box_index, config, stage_deadline, state)
+        if state.stalled:
+            note = "a search stage stopped early: no new phase seen or ruled out (stalled)"
+            notes += [note] if note not in notes else []
         if progress is not None:
             progress(f"search box {box_index} layer {layer}", len(state.resolved()), len(needed))
     report = BoxReport(
@@ -1471,9 +1482,13 @@ def _single_stage(
     open_set = set(indicators)
     margins = dict.fromkeys(open_set, 1)
     cap = FIRST_ITERATION_SECONDS
+    started = last_progress = time.monotonic()
     while open_set:
         remaining = deadline - time.monotonic()
         if remaining <= 0.0:
+            return
+        if stalled(started, last_progress, time.monotonic()):
+            state.stalled = True
             return
         watched = [
             ((n, p, margins[(n, p)]), model.indicator(n, p, margins[(n, p)]))
@@ -1511,10 +1526,13 @@ def _single_stage(
             # The base model has no grid point at all: the bounds were wrong. Claim nothing.
             return
         if seen_now or shown:
+            last_progress = time.monotonic()
             continue
         if proof_fallback:
             model.model.clear_objective()  # type: ignore[no-untyped-call]
             for indicator in sorted(open_set, key=_indicator_order):
+                if stalled(started, last_progress, time.monotonic()):
+                    break
                 own_deadline = min(deadline, time.monotonic() + cap)
                 margins[indicator] = _prove_one(
                     model,
@@ -1528,8 +1546,17 @@ def _single_stage(
                     state,
                     SOURCE_SINGLE,
                 )
-            open_set = _still_unseen(table, open_set) - state.resolved()
+            still_open = _still_unseen(table, open_set) - state.resolved()
+            if still_open != open_set:
+                last_progress = time.monotonic()
+            open_set = still_open
         cap *= 2
+
+
+def stalled(started: float, last_progress: float, now: float) -> bool:
+    """Whether a stage that started at `started` and last saw or ruled out a phase at
+    `last_progress` has stalled by `now` (see STALL_SECONDS)."""
+    return now - last_progress > max(STALL_SECONDS, STALL_FRACTION * (now - started))
 
 
 def _per_neuron_stage(
