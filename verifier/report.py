@@ -9,7 +9,8 @@ certificate and `verify-compress check` do. It shows: the ONNX files by name and
 domain (bounds as short decimals, `bound_text`), the per-layer stability chart, the counts
 before and after compression, the time per stage, the equivalence result with its obligations,
 the rounding bound, the exact-evaluation and onnxruntime comparisons, the amount of evidence,
-and how to re-check.
+and how to re-check; given the `deployment` figures (`verifier.deployment`, measured by the
+batch mode), also what a deployment gains: file sizes, onnxruntime latency and throughput.
 
 Every string taken from the certificate is escaped with `html.escape`; the renderer tolerates
 missing optional fields (it shows "-"), so a report can be drawn for a partial document.
@@ -67,8 +68,11 @@ svg text { font-family: system-ui, sans-serif; font-size: 12px; }
 """
 
 
-def render_report(certificate: Mapping[str, Any]) -> str:
-    """The report for `certificate` (a certificate JSON document) as one HTML page."""
+def render_report(
+    certificate: Mapping[str, Any], deployment: Mapping[str, Any] | None = None
+) -> str:
+    """The report for `certificate` (a certificate JSON document) as one HTML page, with a
+    "Deployment" section when `deployment` (see `verifier.deployment`) is given."""
     network_name = _network_name(certificate)
     sections = [
         _header(certificate, network_name),
@@ -81,6 +85,7 @@ def render_report(certificate: Mapping[str, Any]) -> str:
         _counts_section(_summary(certificate)),
         _timings_section(_mapping(certificate.get("timings"))),
         _equivalence_section(_mapping(certificate.get("compression"))),
+        _deployment_section(deployment),
         _evidence_section(certificate),
         _recheck_section(certificate),
     ]
@@ -713,6 +718,62 @@ def _empirical_section(empirical: Mapping[str, Any]) -> str:
             "difference can exceed the rounding bound of the weights alone.</p>"
             if "max_abs_difference" in runtime
             else "",
+        ]
+    )
+
+
+def _deployment_section(deployment: Mapping[str, Any] | None) -> str:
+    """Sizes and onnxruntime speed of both ONNX files (measured after the run; not evidence)."""
+    if deployment is None:
+        return ""
+
+    def cells(key: str, unit: str, digits: int) -> str:
+        values = [_mapping(deployment.get(role)).get(key) for role in ("original", "compressed")]
+        shown = [
+            f"{v:,.{digits}f} {unit}" if isinstance(v, (int, float)) else "-" for v in values
+        ]
+        return "".join(f"<td>{_e(text)}</td>" for text in shown)
+
+    def ratio(key: str) -> str:
+        value = deployment.get(key)
+        return f"{value:g}&times;" if isinstance(value, (int, float)) else "-"
+
+    before, after = deployment.get("original_bytes"), deployment.get("compressed_bytes")
+    sizes = "".join(
+        f"<td>{_e(f'{v:,} bytes' if isinstance(v, int) else '-')}</td>" for v in (before, after)
+    )
+    size_ratio = deployment.get("size_ratio")
+    rows = [
+        f"<tr><td>file size</td>{sizes}<td>"
+        + (f"{size_ratio:g} of the original" if isinstance(size_ratio, (int, float)) else "-")
+        + "</td></tr>"
+    ]
+    if "skipped" in deployment:
+        note = f"Latency and throughput not measured: {_e(_text(deployment.get('skipped')))}."
+    else:
+        rows.append(
+            f"<tr><td>latency (one input, median)</td>{cells('latency_ms', 'ms', 4)}"
+            f"<td>{ratio('latency_speedup')} faster</td></tr>"
+        )
+        rows.append(
+            f"<tr><td>throughput (batch of {_e(_text(deployment.get('batch')))})</td>"
+            f"{cells('throughput_per_s', 'inputs/s', 0)}"
+            f"<td>{ratio('throughput_speedup')} faster</td></tr>"
+        )
+        note = (
+            f"onnxruntime {_e(_text(deployment.get('onnxruntime')))} on the machine that ran "
+            f"the job, {_e(_text(deployment.get('threads')))} thread, the same domain points "
+            f"for both files; the median of {_e(_text(deployment.get('repeats')))} timed runs. "
+            "Timings depend on the machine and its load; they are not part of the certificate."
+        )
+    return "\n".join(
+        [
+            "<h2>Deployment</h2>",
+            "<table><thead><tr><th></th><th>original</th><th>compressed</th>"
+            "<th>gain</th></tr></thead><tbody>",
+            *rows,
+            "</tbody></table>",
+            f'<p class="muted">{note}</p>',
         ]
     )
 
