@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli import DebugOption, PlainFlagsCommand, PlainFlagsGroup, user_errors
+from cli.batch import batch
 from cli.run import check, run
 from cli.train import train
 from verifier import __version__
@@ -126,6 +127,7 @@ def print_summary(summary: NetworkSummary, console: Console) -> None:
 app.command("run", cls=PlainFlagsCommand)(run)
 app.command("check", cls=PlainFlagsCommand)(check)
 app.command("train", cls=PlainFlagsCommand)(train)
+app.command("batch", cls=PlainFlagsCommand)(batch)
 
 
 def route(args: Sequence[str], commands: Collection[str]) -> list[str]:

@@ -45,7 +45,13 @@ from verifier.config import Config
 from verifier.deployment import measure_deployment
 from verifier.domain import Domain
 from verifier.errors import VerifyCompressError
-from verifier.files import CERTIFICATE_NAME, atomic_write_text, is_previous_output, prepare_output
+from verifier.files import (
+    CERTIFICATE_NAME,
+    atomic_write_text,
+    is_previous_output,
+    prepare_output,
+    remove_tree,
+)
 from verifier.onnx_import import load_network
 from verifier.pipeline import run as run_pipeline
 from verifier.report import render_report
@@ -149,7 +155,6 @@ def failed_result(spec: JobSpec, error: BaseException | str) -> JobResult:
 def run_job(spec: JobSpec, settings: JobSettings) -> JobResult:
     """Run `spec` in a child process under `settings.limits`; never raises for the job's own
     errors (see the module docstring)."""
-    started = time.monotonic()
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     receiver, sender = context.Pipe(duplex=False)
@@ -158,8 +163,9 @@ def run_job(spec: JobSpec, settings: JobSettings) -> JobResult:
         args=(spec, settings, sender, os.getpid()),
         name=f"verify-compress job {spec.name}",
     )
-    process.start()
+    process.start()  # the first start in a process also starts the forkserver
     sender.close()
+    started = time.monotonic()
     limits = settings.limits
     deadline = started + limits.run_seconds(spec.time_limit)
     phase = "run"
@@ -202,7 +208,16 @@ def run_job(spec: JobSpec, settings: JobSettings) -> JobResult:
         receiver.close()
         if process.is_alive():
             process.kill()
+            process.join()
+            _remove_staging(settings.out_root, spec.name)
         process.join()
+
+
+def _remove_staging(out_root: Path, name: str) -> None:
+    """The pipeline's temporary output folder of a killed job (it removes it itself on any
+    exception, but a killed process runs no cleanup)."""
+    for staging in out_root.glob(f".{name}.tmp-*"):
+        remove_tree(staging)
 
 
 def _since(started: float) -> float:
@@ -234,17 +249,17 @@ def _timed_out(
     if "totals" in fields:  # the run finished; its check (or the figures) did not
         seconds = limits.check_seconds(spec.time_limit, float(fields.get("run_seconds") or 0))
         fields["check"] = CheckOutcome(
-            CheckVerdict.TIMED_OUT, f"the check took longer than {seconds:.0f} s", seconds
+            CheckVerdict.TIMED_OUT, f"the check took longer than {seconds:.3g} s", seconds
         )
         return _ok(spec, fields, started)
     if phase == "check":
         message = (
             f"checking the previous output took longer than "
-            f"{limits.check_seconds(spec.time_limit, 0.0):.0f} s"
+            f"{limits.check_seconds(spec.time_limit, 0.0):.3g} s"
         )
     else:
         message = (
-            f"no result within {limits.run_seconds(spec.time_limit):.0f} s "
+            f"no result within {limits.run_seconds(spec.time_limit):.3g} s "
             f"(time limit {spec.time_limit:g} s plus the grace)"
         )
     return JobResult(spec, JobStatus.TIMED_OUT, error=message, wall_seconds=_since(started))
