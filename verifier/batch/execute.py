@@ -59,6 +59,9 @@ from verifier.report import render_report
 JsonDict = dict[str, Any]
 DEPLOYMENT_NAME = "deployment.json"
 REPORT_NAME = "report.html"
+DAEMON_HINT = (
+    "start the Dask workers with DASK_DISTRIBUTED__WORKER__DAEMON=False so they may start processes"
+)
 WATCHDOG_SECONDS = 1.0
 """How often a job's process looks whether its supervisor is still there."""
 
@@ -137,10 +140,6 @@ class JobResult:
     check: CheckOutcome = CheckOutcome(CheckVerdict.NOT_RUN)
     deployment: Mapping[str, Any] | None = None
 
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.spec.name)
-
 
 def failed_result(spec: JobSpec, error: BaseException | str) -> JobResult:
     """A FAILED result whose error is one line (for a job that could not even be started)."""
@@ -163,7 +162,12 @@ def run_job(spec: JobSpec, settings: JobSettings) -> JobResult:
         args=(spec, settings, sender, os.getpid()),
         name=f"verify-compress job {spec.name}",
     )
-    process.start()  # the first start in a process also starts the forkserver
+    try:
+        process.start()  # the first start in a process also starts the forkserver
+    except AssertionError as error:  # multiprocessing's "daemonic processes are not allowed
+        receiver.close()  # to have children": a Dask worker started as a daemon
+        sender.close()
+        return failed_result(spec, f"cannot start the job's process here ({error}): {DAEMON_HINT}")
     sender.close()
     started = time.monotonic()
     limits = settings.limits
