@@ -63,6 +63,9 @@ DAEMON_HINT = (
     "start the Dask workers with DASK_DISTRIBUTED__WORKER__DAEMON=False so they may start processes"
 )
 WATCHDOG_SECONDS = 1.0
+EXIT_SECONDS = 10.0
+"""How long a job's process that has reported everything may take to exit before it is
+killed (a solver's finalizer could hang)."""
 """How often a job's process looks whether its supervisor is still there."""
 
 
@@ -174,11 +177,12 @@ def run_job(spec: JobSpec, settings: JobSettings) -> JobResult:
     deadline = started + limits.run_seconds(spec.time_limit)
     phase = "run"
     fields: JsonDict = {}
+    reported_all = False
     try:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return _timed_out(spec, phase, fields, deadline, started, limits)
+                return _timed_out(spec, phase, fields, started, limits)
             try:
                 ready = receiver.poll(min(remaining, 0.5))
                 message = receiver.recv() if ready else None
@@ -196,6 +200,7 @@ def run_job(spec: JobSpec, settings: JobSettings) -> JobResult:
                 )
                 deadline = time.monotonic() + limit
             elif kind == "failed":
+                reported_all = True
                 return JobResult(spec, JobStatus.FAILED, error=value, wall_seconds=_since(started))
             elif kind == "ran":
                 fields.update(value)
@@ -206,15 +211,17 @@ def run_job(spec: JobSpec, settings: JobSettings) -> JobResult:
             elif kind == "deployment":
                 fields["deployment"] = value
             elif kind == "checked":
+                reported_all = True
                 fields["check"] = value
                 return _ok(spec, fields, started)
     finally:
         receiver.close()
+        if reported_all:  # so it exits by itself
+            process.join(EXIT_SECONDS)
         if process.is_alive():
             process.kill()
             process.join()
             _remove_staging(settings.out_root, spec.name)
-        process.join()
 
 
 def _remove_staging(out_root: Path, name: str) -> None:
@@ -246,7 +253,6 @@ def _timed_out(
     spec: JobSpec,
     phase: str,
     fields: JsonDict,
-    deadline: float,
     started: float,
     limits: JobLimits,
 ) -> JobResult:
