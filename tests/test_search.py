@@ -4,6 +4,7 @@ pattern oracle on small networks, and the anytime / scaling-artefact guards."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -281,3 +282,33 @@ def test_a_single_search_that_makes_no_progress_stops_long_before_its_deadline(
     assert result.claims == {}
     assert result.undecided
     assert any("stalled" in note for note in result.notes)
+
+
+def test_every_indicator_a_search_stage_poses_has_a_variable_in_the_stage_model() -> None:
+    # Neuron (0, 1) has zero weights and bias -1: the scaled models fix it inactive, but no
+    # point has shown it inactive yet (a fresh table). A stage that leaves it open (here: stages
+    # that decide nothing) must not pose it to the next stage's model, where it has no variable
+    # (the paper bench crashed with KeyError on such a neuron of an L1-trained MNIST net).
+    network = Network(
+        (
+            AffineLayer(np.array([[1.0, -1.0], [0.0, 0.0]]), np.array([0.0, -1.0]), True),
+            AffineLayer(np.array([[1.0, 1.0]]), np.array([-0.25]), True),
+            AffineLayer(np.ones((1, 1)), np.zeros(1), False),
+        )
+    )
+    domain = Domain.box([0.0, 0.0], [1.0, 1.0])
+    bounds = [symbolic_bounds(network, domain.boxes[0])]
+    posed: list[tuple[int, Neuron]] = []
+
+    def undecisive_stage(model: Any, indicators: set[Any], *_rest: Any) -> None:
+        for neuron, _phase in indicators:
+            posed.append((len(model.pre), neuron))
+            assert neuron.index in model.pre[neuron.layer]
+
+    table = WitnessTable(network, domain)
+    search_module._search(
+        network, domain, bounds, table, network.hidden_neurons(), Config(workers=1),
+        time.monotonic() + 10, None, undecisive_stage, "test",
+    )
+    assert (1, Neuron(0, 1)) in posed  # the first stage does pose it (it has a variable there)
+    assert (2, Neuron(0, 1)) not in posed

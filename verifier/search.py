@@ -1241,6 +1241,12 @@ def _search_box(
             )
             build_seconds += time.monotonic() - now
             break
+        # A neuron the scaled model fixes inactive (its bounds or an earlier claim) has no
+        # variable: the search cannot show its phases, so they stay open for the proofs.
+        open_set = {i for i in open_set if i[0].index in model.pre[i[0].layer]}
+        if not open_set:
+            build_seconds += time.monotonic() - now
+            continue
         hint = _hint_point(network, scaled, stage_bounds, table, box_index, open_set)
         build_seconds += time.monotonic() - now
         stages += 1
