@@ -480,6 +480,13 @@ def print_run(
             "[bold red]equivalence NOT proved[/bold red]: do not use the compressed "
             "network in place of the original"
         )
+    stable = totals["stably_active"] + totals["stably_inactive"]
+    if stable:
+        console.print(
+            f"Z3 confirmed {totals['smt_confirmed']} of the {stable} stable neurons "
+            "independently (the stability obligations in smt/; every one is proved by the "
+            "kernel's exact check)"
+        )
     console.print(
         "bound on the output change from rounding the exported weights: "
         f"{escape(rounding_bound_text(certificate['compression']['rounding_bound']))}"
@@ -584,15 +591,17 @@ def timings_table(timings: Mapping[str, Any]) -> Table:
 
 def check(
     certificate: Annotated[Path, typer.Argument(help="The certificate.json to re-verify.")],
-    solver: Annotated[
-        str,
+    smt: Annotated[
+        str | None,
         typer.Option(
             "--solver",
             "--smt",
             help="SMT solver (z3 or cvc5) that re-runs the shipped SMT-LIB2 obligations (each "
-            "first matched by SHA-256 with the one re-derived from the networks).",
+            "first matched by SHA-256 with the one re-derived from the networks): the "
+            "equivalence obligations always (with z3 when not given), the stability obligations "
+            "only when given.",
         ),
-    ] = "z3",
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 2,
     network: Annotated[
         Path | None,
@@ -611,8 +620,10 @@ def check(
 
     Kernel tier: both ONNX hashes, every witness (exact evaluation), the certified bounds of
     every proof box and every case split (exact integer arithmetic), the recomputed
-    compression and every derived field. SMT tier: the shipped equivalence obligations, checked
-    against the re-derived ones by SHA-256 and re-run by a fresh Z3 (or cvc5 with --solver).
+    compression and every derived field. SMT tier: the shipped equivalence and stability
+    obligations, checked against the re-derived ones by SHA-256; the equivalence ones re-run by a
+    fresh Z3 (or cvc5 with --smt), the stability ones re-run with --smt z3|cvc5 (the count of
+    stable neurons the solver confirmed is printed).
 
     Exit status: 0 valid, 1 invalid (the first failing item is named), 2 unreadable certificate.
     """
@@ -628,12 +639,18 @@ def check(
         from verifier.check import check_certificate
         from verifier.smt import require_solver
 
+        solver = smt or "z3"
         require_solver(solver)
 
         show = not quiet and not json_output and stdout.is_terminal
         with progress_display(show, interrupts) as progress:
             report = check_certificate(
-                certificate, progress=progress, solver=solver, workers=workers, network=network
+                certificate,
+                progress=progress,
+                solver=solver,
+                workers=workers,
+                network=network,
+                stability_smt=smt is not None,
             )
     if json_output:
         document = {

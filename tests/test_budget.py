@@ -35,10 +35,10 @@ def test_a_stage_gets_its_share_of_what_the_analysis_has_left_now() -> None:
     clock = FakeClock()
     budget = Budget(100.0, weights=0, clock=clock)
     analysis_end = budget.analysis_deadline()
-    assert analysis_end == pytest.approx(195.5)
+    assert analysis_end == pytest.approx(185.5)
     clock.now = 150.0
-    assert budget.stage_deadline("search") == pytest.approx(150.0 + 0.15 * 45.5)
-    assert budget.stage_deadline("proofs") == pytest.approx(150.0 + 0.85 * 45.5)
+    assert budget.stage_deadline("search") == pytest.approx(150.0 + 0.15 * 35.5)
+    assert budget.stage_deadline("proofs") == pytest.approx(150.0 + 0.85 * 35.5)
 
 
 def test_a_stage_past_the_analysis_deadline_gets_no_time() -> None:
@@ -52,7 +52,7 @@ def test_unknown_stage_and_reserve_names_are_errors_listing_the_known_ones() -> 
     budget = Budget(10.0, clock=FakeClock())
     with pytest.raises(KeyError, match="witnesses, proofs, search"):
         budget.stage_deadline("lp")
-    with pytest.raises(KeyError, match="equivalence, output"):
+    with pytest.raises(KeyError, match="equivalence, output, smt"):
         budget.reserve("z3")
 
 
@@ -61,3 +61,13 @@ def test_a_job_started_before_the_budget_was_made_counts_from_its_start() -> Non
     budget = Budget(60.0, clock=clock, started=90.0)
     assert budget.deadline == 150.0
     assert budget.remaining() == 50.0
+
+
+def test_the_smt_tier_runs_from_the_analysis_end_to_the_equivalence_reserve() -> None:
+    clock = FakeClock()
+    budget = Budget(100.0, weights=10**6, clock=clock)
+    # limit 100: output 4.5 s, equivalence min(25, 30) = 25 s, smt 10 s
+    assert budget.reserve("smt") == pytest.approx(10.0)
+    assert budget.smt_deadline() == pytest.approx(200.0 - 4.5 - 25.0)
+    assert budget.analysis_deadline() == pytest.approx(budget.smt_deadline() - 10.0)
+    assert budget.smt_deadline() < budget.output_deadline()

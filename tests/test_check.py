@@ -8,6 +8,7 @@ certificate written next to the original (the checker resolves files relative to
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -22,14 +23,17 @@ import onnx.numpy_helper
 import pytest
 
 from tests.conftest import random_network
+from verifier.certificate import case_split_from_json
 from verifier.check import CheckReport, check_certificate
 from verifier.config import Config
 from verifier.domain import Domain
 from verifier.errors import CertificateError
 from verifier.ir import AffineLayer, Network
+from verifier.kernel.bounds import ExactNetwork
 from verifier.onnx_export import save_onnx
 from verifier.pipeline import run
 from verifier.smt import Obligation, SmtVerdict, check
+from verifier.status import Phase
 from verifier.subdomains import Subdomains
 
 Document = dict[str, Any]
@@ -316,6 +320,116 @@ def test_a_removed_equivalence_obligation_entry_is_rejected(
         document["compression"]["equivalence"]["obligations"].pop()
 
     _assert_rejected(_tampered(certified, "obligation-removed", remove), "equivalence")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stability obligations (the SMT tier)
+
+
+def _copy_certificate(path: Path, target: Path) -> Path:
+    """A copy of the certificate's folder whose certificate names the original network."""
+    import shutil
+
+    shutil.copytree(path.parent, target)
+    document = json.loads((target / "certificate.json").read_text())
+    document["network"]["path"] = str((path.parent / document["network"]["path"]).resolve())
+    (target / "certificate.json").write_text(json.dumps(document))
+    return target / "certificate.json"
+
+
+def test_z3_confirms_every_stable_claim_of_the_tiny_net_in_the_run_and_in_check(
+    certified: tuple[Path, Document],
+) -> None:
+    path, document = certified
+    stable = [e for e in document["neurons"] if e["status"].startswith("stably")]
+    assert {e["evidence"]["smt"] for e in stable} == {"confirmed"}
+    assert document["summary"]["totals"]["smt_confirmed"] == len(stable)
+    listed = document["proofs"]["smt_obligations"]
+    assert any(o["case_split"] is not None for o in listed), "no case split obligation"
+    assert {o["result"] for o in listed} == {"proved"}
+    report = check_certificate(path, workers=1, stability_smt=True)
+    assert report.valid, report.first_failure
+    assert report.counts["stable_neurons_confirmed_by_z3"] == len(stable)
+    assert report.counts["stability_obligations_proved"] == len(listed)
+
+
+def test_a_case_split_obligation_for_the_false_phase_is_refuted_by_z3(
+    certified: tuple[Path, Document],
+) -> None:
+    from verifier.kernel.obligations import stability_plan
+    from verifier.kernel.stability import proof_box_bounds
+
+    _, document = certified
+    index, _ = _split_entry(document)
+    split = case_split_from_json(document["proofs"]["case_splits"][index], "split")
+    false = dataclasses.replace(
+        split, phase=Phase.ACTIVE if split.phase is Phase.INACTIVE else Phase.INACTIVE
+    )
+    exact = ExactNetwork(_network())
+    subdomains = Subdomains.whole(Domain.box(np.zeros(3), np.ones(3)))
+    bounds = proof_box_bounds(exact, subdomains)
+    plan = stability_plan(exact, subdomains, bounds, [false], {false.neuron: false.phase})
+    (obligation,) = [o for o in plan.obligations if o.split is not None]
+    assert check(Obligation(obligation.id, obligation.smtlib), 30.0).verdict is (SmtVerdict.REFUTED)
+
+
+def test_an_edited_missing_or_extra_stability_obligation_file_is_rejected(
+    certified: tuple[Path, Document], tmp_path: Path
+) -> None:
+    path, document = certified
+    first = document["proofs"]["smt_obligations"][0]["file"]
+    for name, damage in (
+        ("deleted", lambda smt: (smt / first).unlink()),
+        ("edited", lambda smt: (smt / first).write_text("(assert false)\n(check-sat)\n")),
+        ("extra", lambda smt: (smt / "stability-b7-L0.smt2").write_text("(check-sat)\n")),
+    ):
+        copied = _copy_certificate(path, tmp_path / name)
+        damage(copied.parent / "smt")
+        _assert_rejected(check_certificate(copied, workers=1), "smt/stability-")
+
+
+def test_a_listed_stability_obligation_removed_or_its_result_or_evidence_edited_is_rejected(
+    certified: tuple[Path, Document],
+) -> None:
+    def remove(document: Document) -> None:
+        document["proofs"]["smt_obligations"].pop()
+
+    _assert_rejected(_tampered(certified, "stability-removed", remove), "smt_obligations")
+
+    def unproved(document: Document) -> None:
+        document["proofs"]["smt_obligations"][0]["result"] = "unknown"
+
+    # Every claim rests on the first layer: its recorded evidence now overstates the results.
+    _assert_rejected(_tampered(certified, "stability-unknown", unproved), "evidence smt")
+
+    def covers_other_box(document: Document) -> None:
+        document["proofs"]["smt_obligations"][0]["box"] = 3
+
+    _assert_rejected(_tampered(certified, "stability-box", covers_other_box), "coverage")
+
+
+def test_a_certificate_whose_claims_z3_did_not_confirm_reads_honestly_and_stays_valid(
+    certified: tuple[Path, Document],
+) -> None:
+    """Results "not-run" (no time was left) with the evidence and the summary count saying so:
+    the kernel tier still accepts every claim, and the SMT count is 0."""
+
+    def not_run(document: Document) -> None:
+        for obligation in document["proofs"]["smt_obligations"]:
+            obligation["result"] = "not-run"
+        for entry in document["neurons"]:
+            if "smt" in entry["evidence"]:
+                entry["evidence"]["smt"] = "not-run"
+        document["summary"]["totals"]["smt_confirmed"] = 0
+
+    report = _tampered(certified, "stability-not-run", not_run)
+    assert report.valid, report.first_failure
+
+    def overstated(document: Document) -> None:
+        not_run(document)
+        document["summary"]["totals"]["smt_confirmed"] = 1
+
+    _assert_rejected(_tampered(certified, "stability-count", overstated), "summary")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from verifier.kernel.stability import Case, CaseSplit
 from verifier.status import Neuron, Phase, Status
 
 FORMAT = "verify-compress-certificate"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 SEMANTICS = (
     "exact real arithmetic over the stored ONNX weights read as the exact rationals their "
     "float values are, preprocessing ops folded exactly (except those listed in "
@@ -154,9 +154,12 @@ def summary_block(
     statuses: Mapping[Neuron, Status],
     compression: Compression,
     equivalence_proved: bool,
+    smt_confirmed: int,
 ) -> JsonDict:
     """The certificate's `summary`: counts per layer and in total, all derived from the
-    network, the statuses and the compression (the checker derives it again and compares)."""
+    network, the statuses and the compression, and how many stable neurons the SMT tier
+    confirmed (derived from the recorded obligation results); the checker derives it again and
+    compares."""
     counts = compression.counts
     per_layer = per_layer_summary(
         network, statuses, {c.layer: c.connections_after for c in counts.per_layer}
@@ -164,7 +167,7 @@ def summary_block(
     by_status = {s.value: sum(1 for v in statuses.values() if v is s) for s in Status}
     return {
         "per_layer": per_layer,
-        "totals": {**count_totals(counts), **by_status},
+        "totals": {**count_totals(counts), **by_status, "smt_confirmed": smt_confirmed},
         "equivalence_proved": equivalence_proved,
     }
 

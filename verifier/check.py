@@ -48,6 +48,13 @@ from verifier.errors import CertificateError, VerifyCompressError
 from verifier.exact import RationalArray
 from verifier.ir import Network
 from verifier.kernel.bounds import ExactNetwork
+from verifier.kernel.obligations import (
+    PROVED,
+    SmtEvidence,
+    StabilityPlan,
+    claim_evidence,
+    stability_plan,
+)
 from verifier.kernel.stability import (
     case_split_holds,
     evidence_name,
@@ -88,13 +95,17 @@ def check_certificate(
     solver: str = "z3",
     workers: int = 2,
     network: Path | None = None,
+    stability_smt: bool = False,
+    stability_timeout: float = 60.0,
 ) -> CheckReport:
     """Re-verify a certificate; invalid certificates give `valid=False` naming the first failure.
 
     The original network is `network` if given, else the recorded path (relative to the
     certificate's folder), else a file of the same name beside the certificate; whichever it
     is, its SHA-256 must be the recorded one. Raises CertificateError when the file cannot be
-    read as a certificate at all.
+    read as a certificate at all. `stability_smt`: run the stability obligations with `solver`
+    (else they are still re-derived and compared by hash, not run), each for at most
+    `stability_timeout` seconds.
     """
     started = time.perf_counter()
     if solver not in SOLVERS:
@@ -117,7 +128,16 @@ def check_certificate(
     counts: dict[str, int] = {}
     try:
         validate_document(document, "certificate")
-        _check(document, path.parent, counts, progress, workers, solver, network)
+        _check(
+            document,
+            path.parent,
+            counts,
+            progress,
+            workers,
+            solver,
+            network,
+            stability_timeout if stability_smt else None,
+        )
     except _Failed as failure:
         return CheckReport(
             False, str(failure), [str(failure)], counts, time.perf_counter() - started
@@ -138,6 +158,7 @@ def _check(
     workers: int,
     solver: str,
     network_file: Path | None,
+    stability_timeout: float | None,
 ) -> None:
     network_path = _original_network(document, base, network_file)
     network = load_network(network_path)
@@ -153,13 +174,25 @@ def _check(
     _require(domain.size == network.input_size, "domain: dimension does not match the network")
 
     statuses = _check_neurons(document, network, domain, counts)
-    stability_lemmas = _check_proofs(
+    stability_lemmas, plan = _check_proofs(
         document, network, domain, statuses, counts, progress, workers
     )
+    recorded_confirmed = _check_stability_obligations(document, base, plan, counts)
 
     _check_compression(
-        document, base, network, domain, stability_lemmas, statuses, counts, progress, solver
+        document,
+        base,
+        network,
+        domain,
+        stability_lemmas,
+        statuses,
+        counts,
+        progress,
+        solver,
+        recorded_confirmed,
     )
+    if stability_timeout is not None:
+        _run_stability_obligations(plan, counts, progress, workers, solver, stability_timeout)
 
 
 def _original_network(document: dict[str, Any], base: Path, given: Path | None) -> Path:
@@ -250,10 +283,10 @@ def _check_proofs(
     counts: dict[str, int],
     progress: ProgressCallback | None,
     workers: int,
-) -> dict[Neuron, list[str]]:
+) -> tuple[dict[Neuron, list[str]], StabilityPlan]:
     """Recompute the certified bounds on every proof box and the recorded case splits; every
     stable status must be proved on every sub-box. Returns each stable neuron's evidence name
-    (what the equivalence obligations cite)."""
+    (what the equivalence obligations cite) and the stability obligations re-derived."""
     recorded = document["proofs"]
     subdomains = Subdomains.from_json(domain, recorded["trees"])
     _require(
@@ -300,7 +333,93 @@ def _check_proofs(
     counts["sub_boxes"] = len(subdomains.leaves)
     counts["case_splits"] = len(splits)
     counts["stable_neurons"] = len(claims)
-    return names
+    return names, stability_plan(exact, subdomains, bounds, splits, claims)
+
+
+def _check_stability_obligations(
+    document: dict[str, Any], base: Path, plan: StabilityPlan, counts: dict[str, int]
+) -> int:
+    """The listed stability obligations are exactly the re-derived ones (same ids, order,
+    files, hashes, and what they cover), each shipped in smt/ with that hash and no other
+    stability file shipped; every stable neuron's recorded `smt` evidence is what the recorded
+    results give. Returns how many stable neurons the recorded results confirm."""
+    listed = document["proofs"]["smt_obligations"]
+    _require(
+        [entry["id"] for entry in listed] == [o.id for o in plan.obligations],
+        "proofs.smt_obligations: the listed stability obligations differ from the re-derived ones",
+    )
+    results: dict[str, str] = {}
+    for entry, obligation in zip(listed, plan.obligations, strict=True):
+        _require(
+            entry["sha256"] == obligation.sha256
+            and entry["file"] == obligation.filename
+            and entry["box"] == obligation.box
+            and entry["layer"] == obligation.layer
+            and entry["case_split"] == obligation.split
+            and entry["depends"] == list(obligation.depends),
+            f"stability obligation {obligation.id}: recorded hash, file or coverage differs "
+            "from the re-derived obligation",
+        )
+        _require(
+            entry["result"] != "refuted",
+            f"stability obligation {obligation.id}: recorded as refuted, yet claims rest on it",
+        )
+        results[obligation.id] = entry["result"]
+        shipped = base / "smt" / obligation.filename
+        _require(shipped.is_file(), f"smt/{obligation.filename}: missing")
+        _require(
+            sha256_of(shipped) == obligation.sha256,
+            f"smt/{obligation.filename}: differs from the re-derived stability obligation",
+        )
+    expected = {o.filename for o in plan.obligations}
+    extra = sorted(
+        f.name for f in (base / "smt").glob("stability-*.smt2") if f.name not in expected
+    )
+    _require(not extra, f"smt/{extra[0] if extra else ''}: not a listed stability obligation")
+    confirmed = 0
+    for entry in document["neurons"]:
+        neuron = Neuron(int(entry["layer"]), int(entry["index"]))
+        if neuron not in plan.rests_on:
+            continue
+        evidence = claim_evidence(plan.rests_on[neuron], results)
+        _require(
+            entry["evidence"].get("smt") == evidence.value,
+            f"neuron {neuron}: evidence smt {entry['evidence'].get('smt')!r}, the recorded "
+            f"obligation results give {evidence.value!r}",
+        )
+        confirmed += evidence is SmtEvidence.CONFIRMED
+    counts["stability_obligations"] = len(plan.obligations)
+    return confirmed
+
+
+def _run_stability_obligations(
+    plan: StabilityPlan,
+    counts: dict[str, int],
+    progress: ProgressCallback | None,
+    workers: int,
+    solver: str,
+    timeout: float,
+) -> None:
+    """Run every stability obligation with `solver`, at most `timeout` seconds each: a `sat`
+    answer contradicts the kernel (the certificate is invalid); an unknown only leaves its
+    claims unconfirmed by this check."""
+    obligations = [Obligation(o.id, o.smtlib) for o in plan.obligations]
+    results = check_many(obligations, timeout, workers, solver)
+    for obligation, result in zip(obligations, results, strict=True):
+        _require(
+            result.verdict is not SmtVerdict.REFUTED,
+            f"stability obligation {obligation.id}: {solver} refutes it ({result.detail})",
+        )
+    verdicts = {o.id: r.verdict.value for o, r in zip(obligations, results, strict=True)}
+    confirmed = sum(
+        1
+        for ids in plan.rests_on.values()
+        if claim_evidence(ids, verdicts) is SmtEvidence.CONFIRMED
+    )
+    counts["stability_obligations_proved"] = sum(v == PROVED for v in verdicts.values())
+    counts[f"stable_neurons_confirmed_by_{solver}"] = confirmed
+    if progress is not None:
+        progress("stability obligations", len(obligations), len(obligations))
 
 
 def _check_compression(
@@ -313,6 +432,7 @@ def _check_compression(
     counts: dict[str, int],
     progress: ProgressCallback | None,
     solver: str,
+    smt_confirmed: int,
 ) -> None:
     compressed_path = base / document["compressed"]["path"]
     _require(compressed_path.is_file(), f"compressed: file {compressed_path} not found")
@@ -359,7 +479,7 @@ def _check_compression(
             recorded.get(key) == value,
             f"compression.{key} does not match the recomputed compression",
         )
-    summary = summary_block(network, statuses, compression, True)
+    summary = summary_block(network, statuses, compression, True, smt_confirmed)
     _require(
         document["summary"] == summary,
         "summary does not match the statuses and the recomputed compression: "
@@ -392,7 +512,7 @@ def _check_compression(
 
 def _check_shipped_obligations(
     document: dict[str, Any], base: Path, obligations: Sequence[Obligation]
-) -> None:
+) -> None:  # the equivalence obligations (the stability ones: _check_stability_obligations)
     """Every re-derived equivalence obligation is listed in the certificate and shipped in
     smt/ with the same SHA-256, and nothing else is listed: the files a second solver re-runs
     are exactly the obligations this check proved."""

@@ -35,6 +35,10 @@ class Config:
     division of constants): its claims would hold for the rounded network only."""
     export_dtype: Literal["float32", "float64"] | None = None
     """dtype of the compressed ONNX; None keeps the original network's dtype."""
+    smt_tier: bool = True
+    """After the analysis, Z3 re-proves the stability obligations in worker processes as time
+    allows (`verifier.stability.confirm_with_smt`); False writes them but runs none (every
+    stable neuron's evidence then says `smt: not-run`). Never changes a status."""
 
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)

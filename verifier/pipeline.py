@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,9 +45,10 @@ from verifier.equivalence import (
     runtime_check,
 )
 from verifier.errors import ModelError
+from verifier.kernel.bounds import ExactNetwork
 from verifier.onnx_export import save_onnx
 from verifier.onnx_import import load_network, read_interface
-from verifier.stability import StabilityAnalysis, analyse
+from verifier.stability import SmtTier, StabilityAnalysis, analyse, confirm_with_smt
 from verifier.status import Phase, Status
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -60,7 +62,9 @@ class RunResult:
     summary: JsonDict
 
 
-def _neuron_entries(analysis: StabilityAnalysis, witness_ids: dict[int, int]) -> list[JsonDict]:
+def _neuron_entries(
+    analysis: StabilityAnalysis, witness_ids: dict[int, int], smt: SmtTier
+) -> list[JsonDict]:
     split_ids = {id(split): k for k, split in enumerate(analysis.case_splits)}
     entries = []
     for neuron, status in analysis.statuses.items():
@@ -74,6 +78,7 @@ def _neuron_entries(analysis: StabilityAnalysis, witness_ids: dict[int, int]) ->
             evidence["case_splits"] = [
                 split_ids[id(s)] for s in analysis.case_splits if s.neuron == neuron
             ]
+            evidence["smt"] = smt.evidence(neuron).value
         entries.append(
             {
                 "layer": neuron.layer,
@@ -85,13 +90,28 @@ def _neuron_entries(analysis: StabilityAnalysis, witness_ids: dict[int, int]) ->
     return entries
 
 
-def proofs_json(analysis: StabilityAnalysis) -> JsonDict:
-    """The certificate's `proofs` block: what the kernel recomputes."""
+def proofs_json(analysis: StabilityAnalysis, smt: SmtTier) -> JsonDict:
+    """The certificate's `proofs` block: what the kernel recomputes, and the stability
+    obligations (re-derived by check, which compares their hashes) with Z3's results."""
     return {
         "method": PROOF_METHOD,
         "trees": analysis.subdomains.to_json(),
         "sub_boxes": len(analysis.subdomains.leaves),
         "case_splits": [case_split_to_json(split) for split in analysis.case_splits],
+        "smt_obligations": [
+            {
+                "id": o.id,
+                "file": o.filename,
+                "sha256": o.sha256,
+                "box": o.box,
+                "layer": o.layer,
+                "case_split": o.split,
+                "depends": list(o.depends),
+                "result": smt.results[o.id].verdict.value,
+                "seconds": round(smt.results[o.id].seconds, 4),
+            }
+            for o in smt.plan.obligations
+        ],
     }
 
 
@@ -139,6 +159,10 @@ def run(
     analysis = analyse(network, domain, config, rng, budget, data, progress)
     for stage in analysis.stages:
         timings[stage.name] = stage.seconds
+    analysis, smt = confirm_with_smt(
+        analysis, ExactNetwork(network), budget, config.workers, progress, _warn, config.smt_tier
+    )
+    timings["smt"] = smt.seconds
 
     since = time.perf_counter()
     compression = compress(network, analysis.statuses)
@@ -187,8 +211,12 @@ def run(
         smt_dir.mkdir()
         for obligation in equivalence.obligations:
             (smt_dir / obligation.filename).write_text(obligation.smtlib)
+        for stability in smt.plan.obligations:
+            (smt_dir / stability.filename).write_text(stability.smtlib)
         record = compression_record(compression, rounding)
-        summary = summary_block(network, analysis.statuses, compression, equivalence.proved)
+        summary = summary_block(
+            network, analysis.statuses, compression, equivalence.proved, smt.confirmed
+        )
         record["equivalence"] = equivalence_record(equivalence)
         record["empirical"] = empirical
         versions = tool_versions()
@@ -212,12 +240,12 @@ def run(
             "domain": domain.to_json(),
             "semantics": SEMANTICS,
             "config": {k: v for k, v in dataclasses.asdict(config).items()},
-            "neurons": _neuron_entries(analysis, witness_ids),
+            "neurons": _neuron_entries(analysis, witness_ids, smt),
             "witnesses": [
                 {"id": k, "box": w.box, "source": w.source, "point": point_to_json(w.point)}
                 for k, w in enumerate(witnesses)
             ],
-            "proofs": proofs_json(analysis),
+            "proofs": proofs_json(analysis, smt),
             "compression": record,
             "summary": summary,
             "timings": {k: round(v, 4) for k, v in timings.items()},
@@ -230,6 +258,11 @@ def run(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return RunResult(certificate, out_dir, summary)
+
+
+def _warn(message: str) -> None:
+    """Say it on stderr whatever the output mode: a refuted stability claim is a bug."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _onnxruntime_comparison(

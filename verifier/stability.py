@@ -36,7 +36,14 @@ from verifier.domain import Domain
 from verifier.errors import VerifyCompressError
 from verifier.ir import Network
 from verifier.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
+from verifier.kernel.obligations import (
+    SmtEvidence,
+    StabilityPlan,
+    claim_evidence,
+    stability_plan,
+)
 from verifier.kernel.stability import CaseSplit, case_split_holds, evidence_name, proved_claims
+from verifier.smt import Obligation, SmtResult, SmtVerdict, SolverPool
 from verifier.status import Neuron, Phase, Status
 from verifier.subdomains import SPLITTABLE_INPUT_SIZE, SplitTree, Subdomains
 from verifier.witnesses import WitnessTable, find_witnesses
@@ -405,3 +412,101 @@ def _statuses(
         else:
             statuses[neuron] = Status.UNKNOWN
     return statuses
+
+
+SMT_SECONDS_PER_QUERY = 0.1
+"""Seconds Z3 may spend on a stability obligation per (check-sat) in it (at least
+`SMT_MIN_SECONDS`; never past the Budget's SMT deadline): a first-layer neuron's bound over
+784 inputs takes it about 12 ms, one over 50 ACAS Xu neurons up to 50 ms, while a
+second-layer neuron's exact LP over 64 dense inputs takes it about 8 s (measured on the
+bundled digits_l1), which is not worth the time of the obligations after it."""
+SMT_MIN_SECONDS = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SmtTier:
+    """The SMT tier of a run: the stability obligations of the stable claims (shallow layers
+    first), each one's result, and the claims Z3 refuted (a bug, never a user error)."""
+
+    plan: StabilityPlan
+    results: Mapping[str, SmtResult]
+    """By obligation id; an obligation Z3 did not reach is NOT_RUN."""
+    refuted: tuple[Neuron, ...]
+    seconds: float
+
+    def evidence(self, neuron: Neuron) -> SmtEvidence:
+        verdicts = {i: r.verdict.value for i, r in self.results.items()}
+        return claim_evidence(self.plan.rests_on[neuron], verdicts)
+
+    @property
+    def confirmed(self) -> int:
+        """Stable neurons every obligation of which Z3 proved."""
+        return sum(
+            1 for n in self.plan.rests_on if self.evidence(n) is SmtEvidence.CONFIRMED
+        )
+
+
+def confirm_with_smt(
+    analysis: StabilityAnalysis,
+    exact: ExactNetwork,
+    budget: Budget,
+    workers: int,
+    progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
+    run: bool = True,
+) -> tuple[StabilityAnalysis, SmtTier]:
+    """Z3 re-proves the stability obligations (`verifier.kernel.obligations`) in `workers`
+    processes until `budget.smt_deadline()`, shallow layers first (none when not `run`). A
+    claim Z3 refutes contradicts the kernel: it is reported through `warn` and its neuron
+    becomes UNKNOWN (kept, never compressed); the returned analysis has the statuses after
+    that."""
+    since = time.monotonic()
+    claims = _stable_claims(analysis.statuses)
+    plan = stability_plan(exact, analysis.subdomains, analysis.bounds, analysis.case_splits, claims)
+    obligations = [Obligation(o.id, o.smtlib) for o in plan.obligations]
+    if progress is not None:
+        progress("smt", 0, len(obligations))
+    if run:
+        timeouts = [
+            max(SMT_MIN_SECONDS, SMT_SECONDS_PER_QUERY * o.smtlib.count("(check-sat)"))
+            for o in obligations
+        ]
+        with SolverPool(workers) as pool:
+            found = pool.check(obligations, budget.smt_deadline(), timeouts)
+    else:
+        found = [SmtResult(SmtVerdict.NOT_RUN, 0.0, "the SMT tier is off") for _ in obligations]
+    results = {o.id: r for o, r in zip(obligations, found, strict=True)}
+    if progress is not None:
+        progress("smt", sum(r.verdict is not SmtVerdict.NOT_RUN for r in found), len(found))
+    refuted = tuple(
+        n
+        for n, ids in plan.rests_on.items()
+        if any(results[i].verdict is SmtVerdict.REFUTED for i in ids)
+    )
+    if refuted:
+        failed = sorted(i for i, r in results.items() if r.verdict is SmtVerdict.REFUTED)
+        message = (
+            f"BUG: Z3 refutes stability obligations the kernel accepted ({', '.join(failed)}); "
+            f"{len(refuted)} neurons are reported unknown and kept: "
+            f"{', '.join(str(n) for n in refuted)}"
+        )
+        if warn is not None:
+            warn(message)
+        statuses = {
+            n: Status.UNKNOWN if n in refuted else s for n, s in analysis.statuses.items()
+        }
+        analysis = dataclasses.replace(analysis, statuses=statuses)
+        claims = _stable_claims(statuses)
+        plan = stability_plan(
+            exact, analysis.subdomains, analysis.bounds, analysis.case_splits, claims
+        )
+        results = {o.id: results[o.id] for o in plan.obligations}
+    return analysis, SmtTier(plan, results, refuted, time.monotonic() - since)
+
+
+def _stable_claims(statuses: Mapping[Neuron, Status]) -> dict[Neuron, Phase]:
+    return {
+        n: Phase.ACTIVE if s is Status.STABLY_ACTIVE else Phase.INACTIVE
+        for n, s in statuses.items()
+        if s.is_stable
+    }
