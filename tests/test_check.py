@@ -391,10 +391,16 @@ def test_an_edited_missing_or_extra_stability_obligation_file_is_rejected(
 def test_a_listed_stability_obligation_removed_or_its_result_or_evidence_edited_is_rejected(
     certified: tuple[Path, Document],
 ) -> None:
-    def remove(document: Document) -> None:
+    def remove_first(document: Document) -> None:
+        document["proofs"]["smt_obligations"].pop(0)
+
+    _assert_rejected(_tampered(certified, "stability-removed", remove_first), "smt_obligations")
+
+    def remove_last(document: Document) -> None:
         document["proofs"]["smt_obligations"].pop()
 
-    _assert_rejected(_tampered(certified, "stability-removed", remove), "smt_obligations")
+    # A prefix of the plan may be listed, but then its file must not be shipped.
+    _assert_rejected(_tampered(certified, "stability-unlisted", remove_last), "smt/stability-")
 
     def unproved(document: Document) -> None:
         document["proofs"]["smt_obligations"][0]["result"] = "unknown"
@@ -825,3 +831,26 @@ def test_the_schema_shipped_in_docs_is_the_one_check_validates_against() -> None
     root = Path(__file__).resolve().parents[1]
     shipped = (root / "docs" / "certificate.schema.json").read_text()
     assert shipped == (root / "verifier" / "certificate.schema.json").read_text()
+
+
+def test_a_run_that_had_no_time_to_write_any_stability_obligation_is_valid_and_says_so(
+    certified: tuple[Path, Document], tmp_path: Path
+) -> None:
+    """No obligation listed or shipped (the run writes them only while it can run them): every
+    stable neuron reads `not-run`, none is counted confirmed, and the kernel tier accepts."""
+    path, _ = certified
+    copied = _copy_certificate(path, tmp_path / "none-written")
+    document = json.loads(copied.read_text())
+    document["proofs"]["smt_obligations"] = []
+    for entry in document["neurons"]:
+        if "smt" in entry["evidence"]:
+            entry["evidence"]["smt"] = "not-run"
+    document["summary"]["totals"]["smt_confirmed"] = 0
+    copied.write_text(json.dumps(document))
+    for file in (copied.parent / "smt").glob("stability-*.smt2"):
+        file.unlink()
+    report = check_certificate(copied, workers=1, stability_smt=True)
+    assert report.valid, report.first_failure
+    assert report.counts["stability_obligations"] == 0
+    assert report.counts["stability_obligations_not_shipped"] > 0
+    assert report.counts["stable_neurons_confirmed_by_z3"] == 0

@@ -16,7 +16,14 @@ SHA-256). Everything else is re-derived or re-checked:
 - the compressed network is recomputed from the statuses; the stored compressed ONNX must
   equal its rounding bit for bit, layer by layer, ReLUs included, and be read without any
   float64-rounded fold; the equivalence obligations are re-derived, compared with the shipped
-  files by SHA-256, and re-run by a fresh solver.
+  files by SHA-256, and re-run by a fresh solver;
+- the stability obligations (`verifier.kernel.obligations`, the SMT tier of the stability
+  proofs) are re-derived from the domain, the trees, the case splits and the recomputed
+  bounds, and must be exactly the listed ones, shipped with the same SHA-256 (no other
+  stability file shipped); every stable neuron's recorded `smt` evidence and the summary's
+  `smt_confirmed` must follow from the recorded results; with `stability_smt` (the CLI's
+  `--smt z3|cvc5`) they are re-run, a refutation makes the certificate invalid, and the count
+  of stable neurons the solver confirmed is reported.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from verifier.kernel.bounds import ExactNetwork
 from verifier.kernel.obligations import (
     PROVED,
     SmtEvidence,
+    StabilityObligation,
     StabilityPlan,
     claim_evidence,
     stability_plan,
@@ -177,7 +185,7 @@ def _check(
     stability_lemmas, plan = _check_proofs(
         document, network, domain, statuses, counts, progress, workers
     )
-    recorded_confirmed = _check_stability_obligations(document, base, plan, counts)
+    recorded_confirmed, shipped = _check_stability_obligations(document, base, plan, counts)
 
     _check_compression(
         document,
@@ -192,7 +200,9 @@ def _check(
         recorded_confirmed,
     )
     if stability_timeout is not None:
-        _run_stability_obligations(plan, counts, progress, workers, solver, stability_timeout)
+        _run_stability_obligations(
+            plan, shipped, counts, progress, workers, solver, stability_timeout
+        )
 
 
 def _original_network(document: dict[str, Any], base: Path, given: Path | None) -> Path:
@@ -338,18 +348,22 @@ def _check_proofs(
 
 def _check_stability_obligations(
     document: dict[str, Any], base: Path, plan: StabilityPlan, counts: dict[str, int]
-) -> int:
-    """The listed stability obligations are exactly the re-derived ones (same ids, order,
-    files, hashes, and what they cover), each shipped in smt/ with that hash and no other
-    stability file shipped; every stable neuron's recorded `smt` evidence is what the recorded
-    results give. Returns how many stable neurons the recorded results confirm."""
+) -> tuple[int, list[StabilityObligation]]:
+    """The listed stability obligations are the first ones of the re-derived plan (same ids,
+    order, files, hashes, and what they cover: the run writes them while it has time to run
+    them, shallow layers first), each shipped in smt/ with that hash and no other stability
+    file shipped; every stable neuron's recorded `smt` evidence is what the recorded results
+    give (an obligation not listed: not run). Returns how many stable neurons the recorded
+    results confirm, and the shipped obligations."""
     listed = document["proofs"]["smt_obligations"]
     _require(
-        [entry["id"] for entry in listed] == [o.id for o in plan.obligations],
-        "proofs.smt_obligations: the listed stability obligations differ from the re-derived ones",
+        [entry["id"] for entry in listed] == list(plan.ids[: len(listed)]),
+        "proofs.smt_obligations: the listed stability obligations are not the first "
+        f"{len(listed)} of the re-derived ones",
     )
+    shipped_obligations = list(plan.written(len(listed)))
     results: dict[str, str] = {}
-    for entry, obligation in zip(listed, plan.obligations, strict=True):
+    for entry, obligation in zip(listed, shipped_obligations, strict=True):
         _require(
             entry["sha256"] == obligation.sha256
             and entry["file"] == obligation.filename
@@ -371,7 +385,7 @@ def _check_stability_obligations(
             sha256_of(shipped) == obligation.sha256,
             f"smt/{obligation.filename}: differs from the re-derived stability obligation",
         )
-    expected = {o.filename for o in plan.obligations}
+    expected = {o.filename for o in shipped_obligations}
     extra = sorted(
         f.name for f in (base / "smt").glob("stability-*.smt2") if f.name not in expected
     )
@@ -388,22 +402,25 @@ def _check_stability_obligations(
             f"obligation results give {evidence.value!r}",
         )
         confirmed += evidence is SmtEvidence.CONFIRMED
-    counts["stability_obligations"] = len(plan.obligations)
-    return confirmed
+    counts["stability_obligations"] = len(listed)
+    counts["stability_obligations_not_shipped"] = len(plan.ids) - len(listed)
+    return confirmed, shipped_obligations
 
 
 def _run_stability_obligations(
     plan: StabilityPlan,
+    shipped: Sequence[StabilityObligation],
     counts: dict[str, int],
     progress: ProgressCallback | None,
     workers: int,
     solver: str,
     timeout: float,
 ) -> None:
-    """Run every stability obligation with `solver`, at most `timeout` seconds each: a `sat`
+    """Run every shipped stability obligation with `solver`, at most `timeout` seconds each
+    (claims resting on one the run did not ship stay unconfirmed): a `sat`
     answer contradicts the kernel (the certificate is invalid); an unknown only leaves its
     claims unconfirmed by this check."""
-    obligations = [Obligation(o.id, o.smtlib) for o in plan.obligations]
+    obligations = [Obligation(o.id, o.smtlib) for o in shipped]
     results = check_many(obligations, timeout, workers, solver)
     for obligation, result in zip(obligations, results, strict=True):
         _require(

@@ -110,7 +110,7 @@ def proofs_json(analysis: StabilityAnalysis, smt: SmtTier) -> JsonDict:
                 "result": smt.results[o.id].verdict.value,
                 "seconds": round(smt.results[o.id].seconds, 4),
             }
-            for o in smt.plan.obligations
+            for o in smt.written
         ],
     }
 
@@ -211,7 +211,7 @@ def run(
         smt_dir.mkdir()
         for obligation in equivalence.obligations:
             (smt_dir / obligation.filename).write_text(obligation.smtlib)
-        for stability in smt.plan.obligations:
+        for stability in smt.written:
             (smt_dir / stability.filename).write_text(stability.smtlib)
         record = compression_record(compression, rounding)
         summary = summary_block(

@@ -3,9 +3,13 @@
 Stage: ... -> certification / equivalence -> **smt** -> certificate.
 
 Every obligation is a self-contained SMT-LIB2 script (QF_LRA or QF_LIRA) whose `(check-sat)`
-answers must all be `unsat` for the obligation to hold. Scripts are written by the stages that
-find proofs (certify, equivalence) and re-derived by the checker; this module only runs them,
-each in a fresh Z3 context so that no state leaks between queries.
+answers must all be `unsat` for the obligation to hold. Two shapes: independent queries
+separated by `(reset)` (the equivalence obligations), or a prefix followed by
+`(push 1) ... (check-sat) (pop 1)` blocks (the stability obligations: the network's rows
+written once, one block per goal), each query being the prefix with one block. Scripts are
+written by the stages that find proofs (the kernel's stability obligations, equivalence) and
+re-derived by the checker; this module only runs them, each in a fresh Z3 context so that no
+state leaks between queries.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import hashlib
 import itertools
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from fractions import Fraction
 
 import z3
@@ -341,6 +345,26 @@ class SolverPool:
             self._pool = ProcessPoolExecutor(max_workers=self.workers)
         return list(self._pool.map(_check_with_timeout, tasks, chunksize=1))
 
+    def check_lazily(
+        self, tasks: Iterable[tuple[Obligation, float]], deadline: float | None = None
+    ) -> list[SmtResult]:
+        """`check` each (obligation, timeout) in order, taking the next from `tasks` only when
+        a worker is free (so a generator can write texts as the workers need them and stop
+        when time runs out); results in the order taken."""
+        if self.workers <= 1:
+            return [check(o, timeout, self.solver, deadline) for o, timeout in tasks]
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+        futures: list[Future[SmtResult]] = []
+        for obligation, timeout in tasks:
+            running = [f for f in futures if not f.done()]
+            if len(running) >= self.workers:
+                wait(running, return_when=FIRST_COMPLETED)
+            futures.append(
+                self._pool.submit(_check_with_timeout, (obligation, timeout, self.solver, deadline))
+            )
+        return [f.result() for f in futures]
+
 
 def _check_with_timeout(task: tuple[Obligation, float, str, float | None]) -> SmtResult:
     obligation, timeout_seconds, solver, deadline = task
@@ -352,9 +376,7 @@ def _check_with_cvc5(obligation: Obligation, timeout_seconds: float) -> SmtResul
     try:
         import cvc5
     except ImportError:
-        return SmtResult(
-            SmtVerdict.UNKNOWN, 0.0, f"cvc5 is not installed: {CVC5_INSTALL_HINT}"
-        )
+        return SmtResult(SmtVerdict.UNKNOWN, 0.0, f"cvc5 is not installed: {CVC5_INSTALL_HINT}")
     started = time.perf_counter()
     answers: list[str] = []
     incremental = _PUSH in obligation.smtlib
@@ -372,9 +394,7 @@ def _check_with_cvc5(obligation: Obligation, timeout_seconds: float) -> SmtResul
             solver.setOption("incremental", "true")
         symbols = cvc5.SymbolManager(manager)
         parser = cvc5.InputParser(solver, symbols)
-        parser.setStringInput(
-            cvc5.InputLanguage.SMT_LIB_2_6, query, obligation.id
-        )
+        parser.setStringInput(cvc5.InputLanguage.SMT_LIB_2_6, query, obligation.id)
         try:
             while not (command := parser.nextCommand()).isNull():
                 output = command.invoke(solver, symbols).strip()

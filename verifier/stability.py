@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +38,7 @@ from verifier.ir import Network
 from verifier.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
 from verifier.kernel.obligations import (
     SmtEvidence,
+    StabilityObligation,
     StabilityPlan,
     claim_evidence,
     stability_plan,
@@ -426,11 +427,14 @@ SMT_MIN_SECONDS = 2.0
 @dataclasses.dataclass(frozen=True)
 class SmtTier:
     """The SMT tier of a run: the stability obligations of the stable claims (shallow layers
-    first), each one's result, and the claims Z3 refuted (a bug, never a user error)."""
+    first), the ones written and shipped (a prefix of the plan: texts are written only while
+    there is time to run them) with each one's result, and the claims Z3 refuted (a bug, never
+    a user error)."""
 
     plan: StabilityPlan
+    written: tuple[StabilityObligation, ...]
     results: Mapping[str, SmtResult]
-    """By obligation id; an obligation Z3 did not reach is NOT_RUN."""
+    """By obligation id, for the written ones; one Z3 did not reach is NOT_RUN."""
     refuted: tuple[Neuron, ...]
     seconds: float
 
@@ -441,8 +445,11 @@ class SmtTier:
     @property
     def confirmed(self) -> int:
         """Stable neurons every obligation of which Z3 proved."""
+        verdicts = {i: r.verdict.value for i, r in self.results.items()}
         return sum(
-            1 for n in self.plan.rests_on if self.evidence(n) is SmtEvidence.CONFIRMED
+            1
+            for ids in self.plan.rests_on.values()
+            if claim_evidence(ids, verdicts) is SmtEvidence.CONFIRMED
         )
 
 
@@ -456,32 +463,42 @@ def confirm_with_smt(
     run: bool = True,
 ) -> tuple[StabilityAnalysis, SmtTier]:
     """Z3 re-proves the stability obligations (`verifier.kernel.obligations`) in `workers`
-    processes until `budget.smt_deadline()`, shallow layers first (none when not `run`). A
-    claim Z3 refutes contradicts the kernel: it is reported through `warn` and its neuron
-    becomes UNKNOWN (kept, never compressed); the returned analysis has the statuses after
-    that."""
+    processes until `budget.smt_deadline()`, shallow layers first, each text written when a
+    worker is free and only before that deadline (none when not `run`). A claim Z3 refutes
+    contradicts the kernel: it is reported through `warn` and its neuron becomes UNKNOWN (kept,
+    never compressed); the returned analysis has the statuses after that."""
     since = time.monotonic()
-    claims = _stable_claims(analysis.statuses)
-    plan = stability_plan(exact, analysis.subdomains, analysis.bounds, analysis.case_splits, claims)
-    obligations = [Obligation(o.id, o.smtlib) for o in plan.obligations]
+    deadline = budget.smt_deadline()
+    plan = stability_plan(
+        exact,
+        analysis.subdomains,
+        analysis.bounds,
+        analysis.case_splits,
+        _stable_claims(analysis.statuses),
+    )
+    written: list[StabilityObligation] = []
+
+    def tasks() -> Iterator[tuple[Obligation, float]]:
+        for position in range(len(plan.ids)):
+            if not run or time.monotonic() >= deadline:
+                return
+            obligation = plan.write(position)
+            written.append(obligation)
+            if progress is not None:
+                progress("smt", position, len(plan.ids))
+            queries = obligation.smtlib.count("(check-sat)")
+            timeout = max(SMT_MIN_SECONDS, SMT_SECONDS_PER_QUERY * queries)
+            yield Obligation(obligation.id, obligation.smtlib), timeout
+
+    with SolverPool(workers) as pool:
+        found = pool.check_lazily(tasks(), deadline)
+    results = {o.id: r for o, r in zip(written, found, strict=True)}
     if progress is not None:
-        progress("smt", 0, len(obligations))
-    if run:
-        timeouts = [
-            max(SMT_MIN_SECONDS, SMT_SECONDS_PER_QUERY * o.smtlib.count("(check-sat)"))
-            for o in obligations
-        ]
-        with SolverPool(workers) as pool:
-            found = pool.check(obligations, budget.smt_deadline(), timeouts)
-    else:
-        found = [SmtResult(SmtVerdict.NOT_RUN, 0.0, "the SMT tier is off") for _ in obligations]
-    results = {o.id: r for o, r in zip(obligations, found, strict=True)}
-    if progress is not None:
-        progress("smt", sum(r.verdict is not SmtVerdict.NOT_RUN for r in found), len(found))
+        progress("smt", len(written), len(plan.ids))
     refuted = tuple(
         n
         for n, ids in plan.rests_on.items()
-        if any(results[i].verdict is SmtVerdict.REFUTED for i in ids)
+        if any(i in results and results[i].verdict is SmtVerdict.REFUTED for i in ids)
     )
     if refuted:
         failed = sorted(i for i, r in results.items() if r.verdict is SmtVerdict.REFUTED)
@@ -492,16 +509,24 @@ def confirm_with_smt(
         )
         if warn is not None:
             warn(message)
-        statuses = {
-            n: Status.UNKNOWN if n in refuted else s for n, s in analysis.statuses.items()
-        }
+        statuses = {n: Status.UNKNOWN if n in refuted else s for n, s in analysis.statuses.items()}
         analysis = dataclasses.replace(analysis, statuses=statuses)
-        claims = _stable_claims(statuses)
         plan = stability_plan(
-            exact, analysis.subdomains, analysis.bounds, analysis.case_splits, claims
+            exact,
+            analysis.subdomains,
+            analysis.bounds,
+            analysis.case_splits,
+            _stable_claims(statuses),
         )
-        results = {o.id: results[o.id] for o in plan.obligations}
-    return analysis, SmtTier(plan, results, refuted, time.monotonic() - since)
+        # Keep the longest prefix of the new plan that was written with the same text.
+        old = {o.id: o for o in written}
+        written = []
+        for position, identifier in enumerate(plan.ids):
+            if identifier not in old or plan.write(position).sha256 != old[identifier].sha256:
+                break
+            written.append(old[identifier])
+        results = {o.id: results[o.id] for o in written}
+    return analysis, SmtTier(plan, tuple(written), results, refuted, time.monotonic() - since)
 
 
 def _stable_claims(statuses: Mapping[Neuron, Status]) -> dict[Neuron, Phase]:

@@ -65,9 +65,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -113,11 +114,28 @@ def split_id(split: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class StabilityPlan:
-    """The obligations that confirm every claim, shallow layers first, and per claim the ids
-    of every obligation it rests on (dependencies included)."""
+    """The obligations that confirm every claim, shallow layers first (written on demand: a
+    large plan's texts are hundreds of megabytes), and per claim the ids of every obligation
+    it rests on (dependencies included)."""
 
-    obligations: tuple[StabilityObligation, ...]
+    ids: tuple[str, ...]
     rests_on: Mapping[Neuron, tuple[str, ...]]
+    writers: tuple[Callable[[], StabilityObligation], ...] = dataclasses.field(
+        repr=False, compare=False
+    )
+    """writers[i]() is the obligation ids[i]."""
+
+    def write(self, position: int) -> StabilityObligation:
+        return self.writers[position]()
+
+    def written(self, count: int | None = None) -> Iterator[StabilityObligation]:
+        """The first `count` obligations (all by default), one text at a time."""
+        for position in range(len(self.ids) if count is None else count):
+            yield self.write(position)
+
+    @property
+    def obligations(self) -> tuple[StabilityObligation, ...]:
+        return tuple(self.written())
 
     def confirmed(self, proved: Iterable[str]) -> set[Neuron]:
         """The claims every obligation of which is among the `proved` ids."""
@@ -166,21 +184,33 @@ def stability_plan(
             premises[k] = max(premises.get(k, -1), neuron.layer - 1)
         rests_on[neuron] = tuple(dict.fromkeys(ids))
     writer = _Writer(net)
-    texts: list[tuple[tuple[int, int, int], StabilityObligation]] = []
+    order: list[tuple[tuple[int, int, int], str, Callable[[], StabilityObligation]]] = []
     for k, top in deepest.items():
         for j in range(top + 1):
-            obligation = writer.layer_obligation(
-                subdomains.boxes[k], bounds[k], k, j, full=j <= premises[k]
+            full = j <= premises[k]
+            order.append(
+                (
+                    (j, 0, k),
+                    layer_id(k, j),
+                    functools.partial(
+                        writer.layer_obligation, subdomains.boxes[k], bounds[k], k, j, full
+                    ),
+                )
             )
-            texts.append(((j, 0, k), obligation))
     for s in needed_splits:
         split = splits[s]
         box = subdomains.boxes[split.box]
-        texts.append(
-            ((split.neuron.layer, 1, s), writer.split_obligation(box, bounds[split.box], split, s))
+        order.append(
+            (
+                (split.neuron.layer, 1, s),
+                split_id(s),
+                functools.partial(writer.split_obligation, box, bounds[split.box], split, s),
+            )
         )
-    texts.sort(key=lambda item: item[0])
-    return StabilityPlan(tuple(o for _, o in texts), rests_on)
+    order.sort(key=lambda item: item[0])
+    return StabilityPlan(
+        tuple(i for _, i, _ in order), rests_on, tuple(make for _, _, make in order)
+    )
 
 
 Fact = tuple[str, Fraction]
