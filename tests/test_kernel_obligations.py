@@ -179,3 +179,21 @@ def test_a_claim_z3_refutes_is_reported_loudly_and_its_neuron_becomes_unknown() 
     assert victim not in tier.plan.rests_on
     kept = {n for n, s in after.statuses.items() if s.is_stable}
     assert kept == set(tier.plan.rests_on)
+
+
+def test_a_neuron_pinned_to_zero_gets_both_phase_goals_so_either_claim_is_proved() -> None:
+    rng = np.random.default_rng(2)
+    network = random_network(rng, [3, 4, 3, 2])
+    layer = network.layers[1]
+    weights, bias = layer.weights.copy(), layer.bias.copy()
+    weights[0], bias[0] = 0.0, 0.0  # g_1_0 = 0 everywhere
+    layers = (network.layers[0], dataclasses.replace(layer, weights=weights, bias=bias))
+    network = dataclasses.replace(network, layers=layers + network.layers[2:])
+    exact = ExactNetwork(network)
+    _, subdomains = _whole(3, -0.5, 0.5)
+    bounds = proof_box_bounds(exact, subdomains)
+    for phase in Phase:
+        plan = stability_plan(exact, subdomains, bounds, [], {Neuron(1, 0): phase})
+        (last,) = [o for o in plan.obligations if o.layer == 1]
+        assert "(> g_1_0 0.0)" in last.smtlib and "(< g_1_0 0.0)" in last.smtlib
+        assert check(Obligation(last.id, last.smtlib), 30.0).verdict is SmtVerdict.PROVED

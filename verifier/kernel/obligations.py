@@ -350,13 +350,17 @@ class _Writer:
         lines.append(f"; layer {layer}: rows")
         violations = []
         for i in range(lower.size):
-            phase = _phase(float(lower[i]), float(upper[i]))
             if full:
                 facts: tuple[Fact, ...] = _bounds(float(lower[i]), float(upper[i]))
-            elif phase is not None:
-                facts = (("<=" if phase is Phase.INACTIVE else ">=", Fraction(0)),)
             else:
-                continue
+                # Every phase the bounds show (both when they pin g to 0).
+                facts = tuple(
+                    (relation, Fraction(0))
+                    for relation, shown in (("<=", upper[i] <= 0.0), (">=", lower[i] >= 0.0))
+                    if shown
+                )
+                if not facts:
+                    continue
             g = f"g_{layer}_{i}"
             lines.append(f"(define-fun {g} () Real {self._row(layer, i, names)})")
             violations += [f"({_NEGATED[relation]} {g} {number(v)})" for relation, v in facts]
