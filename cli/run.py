@@ -203,6 +203,16 @@ def run(
             "divisions of constants): its results would hold for the rounded network only.",
         ),
     ] = False,
+    no_confirm_smt: Annotated[
+        bool,
+        typer.Option(
+            "--no-confirm-smt",
+            help="Skip Z3's independent re-proof of the stable claims, which otherwise uses the "
+            "time the proofs leave (shallow layers first; the certificate says which it "
+            "confirmed). The kernel's exact check decides either way; without Z3 the run ends "
+            "as soon as the proofs do.",
+        ),
+    ] = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -225,7 +235,9 @@ def run(
         user_errors(debug, json_output),
     ):
         config = make_config(time_limit, samples, method, workers, seed, export_dtype, max_subboxes)
-        config = dataclasses.replace(config, strict_semantics=strict_semantics)
+        config = dataclasses.replace(
+            config, strict_semantics=strict_semantics, smt_tier=not no_confirm_smt
+        )
         # Imported here: onnx and the solvers load slowly and are not needed for --help.
         from verifier.onnx_import import load_network
         from verifier.pipeline import run as run_pipeline
@@ -481,7 +493,9 @@ def print_run(
             "network in place of the original"
         )
     stable = totals["stably_active"] + totals["stably_inactive"]
-    if stable:
+    if stable and not certificate["config"].get("smt_tier", True):
+        console.print("Z3 confirmation of the stable neurons skipped (--no-confirm-smt)")
+    elif stable:
         console.print(
             f"Z3 confirmed {totals['smt_confirmed']} of the {stable} stable neurons "
             "independently (the stability obligations in smt/; every one is proved by the "

@@ -833,3 +833,19 @@ def test_check_smt_cvc5_reruns_the_shipped_obligations_with_cvc5() -> None:
     result = run_cli("check", str(certificate), "--smt", "cvc5")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1] == "certificate valid"
+
+
+def test_without_smt_confirmation_no_stability_obligation_is_written_and_the_summary_says_so(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    result = run_cli(str(REPO / "models" / "digits_l1.onnx"), "--out", str(out), "--no-confirm-smt")
+    assert result.returncode == 0, result.stderr
+    certificate = json.loads((out / "certificate.json").read_text())
+    totals = certificate["summary"]["totals"]
+    assert totals["stably_active"] + totals["stably_inactive"] > 0
+    assert totals["smt_confirmed"] == 0
+    assert certificate["config"]["smt_tier"] is False
+    assert certificate["proofs"]["smt_obligations"] == []
+    assert not list((out / "smt").glob("stability-*.smt2"))
+    assert "Z3 confirmation of the stable neurons skipped (--no-confirm-smt)" in result.stdout

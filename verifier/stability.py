@@ -421,7 +421,8 @@ def _statuses(
 
 SMT_SECONDS_PER_QUERY = 0.1
 """Seconds Z3 may spend on a stability obligation per (check-sat) in it (at least
-`SMT_MIN_SECONDS`; never past the Budget's SMT deadline): a first-layer neuron's bound over
+`SMT_MIN_SECONDS`, or the obligation's fair share of the time left to the Budget's SMT
+deadline when that is more; never past the deadline): a first-layer neuron's bound over
 784 inputs takes it about 12 ms, one over 50 ACAS Xu neurons up to 50 ms, while a
 second-layer neuron's exact LP over 64 dense inputs takes it about 8 s (measured on the
 bundled digits_l1), which is not worth the time of the obligations after it."""
@@ -491,7 +492,10 @@ def confirm_with_smt(
             if progress is not None:
                 progress("smt", position, len(plan.ids))
             queries = obligation.smtlib.count("(check-sat)")
-            timeout = max(SMT_MIN_SECONDS, SMT_SECONDS_PER_QUERY * queries)
+            # What the obligations after it leave: time is not kept back for a plan so small
+            # that each obligation could have more than its per-query allowance.
+            share = (deadline - time.monotonic()) * workers / (len(plan.ids) - position)
+            timeout = max(SMT_MIN_SECONDS, SMT_SECONDS_PER_QUERY * queries, share)
             yield Obligation(obligation.id, obligation.smtlib), timeout
 
     with SolverPool(workers) as pool:
