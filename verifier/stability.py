@@ -427,6 +427,10 @@ deadline when that is more; never past the deadline): a first-layer neuron's bou
 second-layer neuron's exact LP over 64 dense inputs takes it about 8 s (measured on the
 bundled digits_l1), which is not worth the time of the obligations after it."""
 SMT_MIN_SECONDS = 2.0
+SMT_MAX_SECONDS = 60.0
+"""The most a fair share gives one obligation: Z3's exact simplex either decides a layer of a
+small network within it (digits_l1's second layer: about 25 s) or, over 784 dense inputs, not
+within the whole default limit (the bundled MNIST net's second layer: still unknown at 300 s)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -495,7 +499,9 @@ def confirm_with_smt(
             # What the obligations after it leave: time is not kept back for a plan so small
             # that each obligation could have more than its per-query allowance.
             share = (deadline - time.monotonic()) * workers / (len(plan.ids) - position)
-            timeout = max(SMT_MIN_SECONDS, SMT_SECONDS_PER_QUERY * queries, share)
+            timeout = max(
+                SMT_MIN_SECONDS, SMT_SECONDS_PER_QUERY * queries, min(share, SMT_MAX_SECONDS)
+            )
             yield Obligation(obligation.id, obligation.smtlib), timeout
 
     with SolverPool(workers) as pool:
