@@ -81,7 +81,7 @@ def main() -> None:
         before = uptime()
         started = time.perf_counter()
         result = subprocess.run(
-            [sys.executable, "-m", "cli.main", "batch", str(jobs), "--out", str(out / key),
+            [sys.executable, "-m", "verify_compress.cli.main", "batch", str(jobs), "--out", str(out / key),
              "--json", *options],
             capture_output=True, text=True, cwd=ROOT,
         )

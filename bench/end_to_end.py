@@ -55,7 +55,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, network, domain in selected:
         target = out / name.replace(" ", "_").replace("[", "").replace("]", "").replace(",", "-").replace("^", "")
-        command = [sys.executable, "-m", "cli.main", str(network), "--out", str(target), "--json",
+        command = [sys.executable, "-m", "verify_compress.cli.main", str(network), "--out", str(target), "--json",
                    "--time-limit", str(arguments.time_limit)]
         if domain is not None:
             command += ["--vnnlib", str(domain)]
@@ -68,7 +68,7 @@ def main() -> None:
         summary = json.loads(result.stdout)
         totals = summary["totals"]
         started = time.perf_counter()
-        check = subprocess.run([sys.executable, "-m", "cli.main", "check", str(target / "certificate.json"), "--quiet"],
+        check = subprocess.run([sys.executable, "-m", "verify_compress.cli.main", "check", str(target / "certificate.json"), "--quiet"],
                                capture_output=True, text=True, cwd=ROOT)
         check_seconds = time.perf_counter() - started
         verdict = "valid" if check.returncode == 0 else f"INVALID ({check.returncode})"

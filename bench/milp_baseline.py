@@ -19,9 +19,8 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-
-from verifier.bounds import LayerBounds
-from verifier.ir import Network
+from verify_compress.bounds import LayerBounds
+from verify_compress.ir import Network
 
 MILP_TOLERANCE = 1e-6
 """A dual bound within this of 0 counts as "stable" (HiGHS's own feasibility tolerance)."""

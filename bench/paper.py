@@ -123,8 +123,8 @@ def run(command: list[str]) -> str:
 
 
 def test_accuracy(model: Path) -> float:
-    from verifier.onnx_import import load_network
-    from verifier.training import accuracy, load_dataset
+    from verify_compress.onnx_import import load_network
+    from verify_compress.training import accuracy, load_dataset
 
     dataset = load_dataset(MNIST)
     return accuracy(load_network(model), dataset.x_test, dataset.y_test)
@@ -153,7 +153,7 @@ def unstable_neurons(certificate: Path) -> set[tuple[int, int]]:
 def screen(model: Path, data: Path) -> tuple[list, set, set]:
     """The paper's first step: neurons seen in both phases on the training images are
     unstable; the others are the candidates (float forward pass: a screen, not a proof)."""
-    from verifier.onnx_import import load_network
+    from verify_compress.onnx_import import load_network
 
     network = load_network(model)
     rows = np.load(data)
@@ -173,9 +173,9 @@ def screen(model: Path, data: Path) -> tuple[list, set, set]:
 
 def milp(model: Path, candidates: list, seen_active: set, seen_inactive: set,
          args: argparse.Namespace):
-    from verifier.bounds import symbolic_bounds
-    from verifier.domain import Domain
-    from verifier.onnx_import import load_network
+    from verify_compress.bounds import symbolic_bounds
+    from verify_compress.domain import Domain
+    from verify_compress.onnx_import import load_network
 
     network = load_network(model)
     n = network.input_size
@@ -189,13 +189,13 @@ def milp(model: Path, candidates: list, seen_active: set, seen_inactive: set,
 
 def cp_sat(model: Path, candidates: list, method: str, seconds: float) -> dict:
     """Our CP-SAT search alone on the candidates: time, claims, and whether it finished."""
-    from verifier import search
-    from verifier.bounds import symbolic_bounds
-    from verifier.config import Config
-    from verifier.domain import Domain
-    from verifier.onnx_import import load_network
-    from verifier.status import Neuron
-    from verifier.witnesses import WitnessTable
+    from verify_compress import search
+    from verify_compress.bounds import symbolic_bounds
+    from verify_compress.config import Config
+    from verify_compress.domain import Domain
+    from verify_compress.onnx_import import load_network
+    from verify_compress.status import Neuron
+    from verify_compress.witnesses import WitnessTable
 
     network = load_network(model)
     n = network.input_size

@@ -6,8 +6,8 @@ Not a test: prints a Markdown table (paste it into docs/BENCHMARKS.md with the c
 
 For each public benchmark network and VNN-LIB box (the first box of a domain), the hidden
 neurons decided stable on the whole box by:
-- float CROWN: back-substitution in float64 (`verifier.bounds.symbolic_bounds`; no proof);
-- kernel CROWN: the same multipliers evaluated exactly (`verifier.kernel.bounds.box_bounds`:
+- float CROWN: back-substitution in float64 (`verify_compress.bounds.symbolic_bounds`; no proof);
+- kernel CROWN: the same multipliers evaluated exactly (`verify_compress.kernel.bounds.box_bounds`:
   a proof), and its time relative to float CROWN;
 - kernel + LP: the neurons CROWN's multipliers leave open, retried with the optimal multipliers
   of the triangle LP (GLOP), still checked exactly (a proof; at least alpha-CROWN's bound on
@@ -32,14 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-
-from verifier.bounds import symbolic_bounds  # noqa: E402
-from verifier.domain import parse_vnnlib  # noqa: E402
-from verifier.kernel import bounds as kernel_bounds  # noqa: E402
-from verifier.kernel.bounds import ExactNetwork, box_bounds, target_bound  # noqa: E402
-from verifier.lp import TriangleLp  # noqa: E402
-from verifier.onnx_import import load_network  # noqa: E402
-from verifier.status import Phase  # noqa: E402
+from verify_compress.bounds import symbolic_bounds  # noqa: E402
+from verify_compress.domain import parse_vnnlib  # noqa: E402
+from verify_compress.kernel import bounds as kernel_bounds  # noqa: E402
+from verify_compress.kernel.bounds import ExactNetwork, box_bounds, target_bound  # noqa: E402
+from verify_compress.lp import TriangleLp  # noqa: E402
+from verify_compress.onnx_import import load_network  # noqa: E402
+from verify_compress.status import Phase  # noqa: E402
 
 BENCHMARKS = ROOT.parent / "shared" / "benchmarks"
 
@@ -126,7 +125,7 @@ def main() -> None:
             out = Path(tempfile.mkdtemp(prefix="bench-propagation-")) / "out"
             started = time.perf_counter()
             result = subprocess.run(
-                [sys.executable, "-m", "cli.main", str(path), "--vnnlib", str(prop), "--out", str(out),
+                [sys.executable, "-m", "verify_compress.cli.main", str(path), "--vnnlib", str(prop), "--out", str(out),
                  "--json", "--time-limit", str(arguments.time_limit)],
                 capture_output=True, text=True, cwd=ROOT,
             )

@@ -7,7 +7,7 @@ Not a test: it prints Markdown tables (paste them into docs/BENCHMARKS.md with t
 For each case: neurons still open and time after each stage (certified bounds, witnesses, the
 first proof pass, the CP-SAT search, the deeper proof pass); final statuses; then the single search and the per-neuron search run side by
 side on the same undecided set (same witness table state), with their time ratio; then the
-whole main job (`verifier.pipeline.run`) and `check_certificate` on its output, with the ratio.
+whole main job (`verify_compress.pipeline.run`) and `check_certificate` on its output, with the ratio.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from verifier.bounds import symbolic_bounds  # noqa: E402
-from verifier.budget import Budget  # noqa: E402
-from verifier.check import check_certificate  # noqa: E402
-from verifier.config import Config  # noqa: E402
-from verifier.domain import Domain, box_from_cli, parse_vnnlib  # noqa: E402
-from verifier.onnx_import import load_network  # noqa: E402
-from verifier.pipeline import run  # noqa: E402
-from verifier.search import per_neuron_search, stability_search  # noqa: E402
-from verifier.stability import analyse  # noqa: E402
-from verifier.witnesses import WitnessTable, find_witnesses  # noqa: E402
+from verify_compress.bounds import symbolic_bounds  # noqa: E402
+from verify_compress.budget import Budget  # noqa: E402
+from verify_compress.check import check_certificate  # noqa: E402
+from verify_compress.config import Config  # noqa: E402
+from verify_compress.domain import Domain, box_from_cli, parse_vnnlib  # noqa: E402
+from verify_compress.onnx_import import load_network  # noqa: E402
+from verify_compress.pipeline import run  # noqa: E402
+from verify_compress.search import per_neuron_search, stability_search  # noqa: E402
+from verify_compress.stability import analyse  # noqa: E402
+from verify_compress.witnesses import WitnessTable, find_witnesses  # noqa: E402
 
 BENCHMARKS = ROOT.parent / "shared" / "benchmarks"
 

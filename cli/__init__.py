@@ -1,6 +1,6 @@
 """The `verify-compress` command line: parsing, progress and output only; logic is in verifier/.
 
-Shared by every command module (`cli.main` and the modules it registers):
+Shared by every command module (`cli/main.py` and the modules it registers):
 - `user_errors(debug, as_json)`: the one error policy. A `VerifyCompressError` (or an
   `OSError` such as a missing or unwritable file) prints one line `error: <message>` to stderr
   and exits with `EXIT_USER_ERROR` (2); with `as_json` (the command's `--json`) it also prints
@@ -13,7 +13,7 @@ Shared by every command module (`cli.main` and the modules it registers):
   command line that does not parse (an unknown option, a bad value) with `--json` among its
   arguments also prints the error document on stdout (`error_document`).
 
-Kept here rather than in `cli.main` so that command modules can import it while `cli.main`
+Kept here rather than in `cli/main.py` so that command modules can import it while `cli/main.py`
 imports them.
 """
 
@@ -27,8 +27,7 @@ from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
-
-from verifier.errors import VerifyCompressError
+from verify_compress.errors import VerifyCompressError
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2

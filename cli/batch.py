@@ -1,7 +1,7 @@
 """`verify-compress batch JOBS`: the main job on every row of a jobs file, and one index.
 
 Thin command layer: it parses options, shows progress and prints the result; the work is
-`verifier.batch` (jobs file, backends, one process per job, index). Registered by `cli.main`.
+`verifier/batch/` (jobs file, backends, one process per job, index). Registered by `cli/main.py`.
 
 Output policy (as the main job's): results on stdout (a table, or with `--json` the index
 document and nothing else); the progress display (jobs finished, ETA, the running jobs and the
@@ -37,9 +37,8 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
-
-from cli import DebugOption, user_errors
-from cli.run import EXIT_CHECK_FAILED, JsonOption, QuietOption, interruptible
+from verify_compress.cli import DebugOption, user_errors
+from verify_compress.cli.run import EXIT_CHECK_FAILED, JsonOption, QuietOption, interruptible
 
 DEFAULT_OUT_ROOT = Path("verify-compress-out")
 RECENT_ROWS = 8
@@ -136,14 +135,14 @@ def batch(
         user_errors(debug, json_output),
     ):
         # Imported here: the verifier loads slowly and is not needed for --help.
-        from verifier.batch import (
+        from verify_compress.batch import (
             BackendKind,
             JobSettings,
             load_jobs,
             make_backend,
             run_batch,
         )
-        from verifier.errors import VerifyCompressError
+        from verify_compress.errors import VerifyCompressError
 
         if workers < 1:
             raise VerifyCompressError(f"--workers must be 1 or more, got {workers}")

@@ -26,13 +26,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
-
-from cli import DebugOption, PlainFlagsCommand, PlainFlagsGroup, user_errors
-from cli.batch import batch
-from cli.run import check, run
-from cli.train import train
-from verifier import __version__
-from verifier.summary import NetworkSummary, network_summary
+from verify_compress import __version__
+from verify_compress.cli import DebugOption, PlainFlagsCommand, PlainFlagsGroup, user_errors
+from verify_compress.cli.batch import batch
+from verify_compress.cli.run import check, run
+from verify_compress.cli.train import train
+from verify_compress.summary import NetworkSummary, network_summary
 
 PROG_NAME = "verify-compress"
 DEFAULT_COMMAND = "run"
@@ -85,7 +84,7 @@ def inspect(
     """Show a network's input shape, affine layers, sizes and the ONNX ops folded into them."""
     with user_errors(debug, as_json):
         # Imported here: onnx loads slowly and is not needed for --help.
-        from verifier.onnx_import import load_network
+        from verify_compress.onnx_import import load_network
 
         summary = network_summary(load_network(network))
     if as_json:

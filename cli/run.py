@@ -1,8 +1,8 @@
 """`verify-compress NET.onnx` (the main job, command `run`) and `verify-compress check CERT`.
 
 Thin command layer: it parses options, builds the domain and the `Config`, shows progress and
-prints results; the work is `verifier.pipeline.run` and `verifier.check.check_certificate`.
-Registered by `cli.main` (`run` is the default command, so `verify-compress NET.onnx` runs it).
+prints results; the work is `pipeline.run` and `check.check_certificate`.
+Registered by `cli/main.py` (`run` is the default command, so `verify-compress NET.onnx` runs it).
 
 Output policy: results go to stdout (a table for people, or with `--json` one JSON document and
 nothing else); the progress display goes to stderr and is shown only when stdout is a terminal
@@ -47,20 +47,19 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
-
-from cli import DebugOption, one_line, user_errors
-from verifier import __version__
-from verifier.config import Config
-from verifier.domain import (
+from verify_compress import __version__
+from verify_compress.cli import DebugOption, one_line, user_errors
+from verify_compress.config import Config
+from verify_compress.domain import (
     Domain,
     box_from_cli,
     load_bounds_file,
     parse_bound_values,
     parse_vnnlib,
 )
-from verifier.errors import DomainError, VerifyCompressError
-from verifier.files import prepare_output
-from verifier.report import render_report, rounding_bound_text
+from verify_compress.errors import DomainError, VerifyCompressError
+from verify_compress.files import prepare_output
+from verify_compress.report import render_report, rounding_bound_text
 
 EXIT_CHECK_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -239,8 +238,8 @@ def run(
             config, strict_semantics=strict_semantics, smt_tier=not no_confirm_smt
         )
         # Imported here: onnx and the solvers load slowly and are not needed for --help.
-        from verifier.onnx_import import load_network
-        from verifier.pipeline import run as run_pipeline
+        from verify_compress.onnx_import import load_network
+        from verify_compress.pipeline import run as run_pipeline
 
         net = load_network(network)
         domain, description = build_domain(lower, upper, vnnlib, bounds, net.input_size)
@@ -650,8 +649,8 @@ def check(
     ):
         if workers < 1:
             raise VerifyCompressError(f"--workers must be 1 or more, got {workers}")
-        from verifier.check import check_certificate
-        from verifier.smt import require_solver
+        from verify_compress.check import check_certificate
+        from verify_compress.smt import require_solver
 
         solver = smt or "z3"
         require_solver(solver)

@@ -1,7 +1,8 @@
 """`verify-compress train`: train a small L1-regularized ReLU MLP and export it as ONNX.
 
-Thin command layer over `verifier.training` (needs the optional `train` extra). Registered as
-the `train` subcommand by `cli.main`; also runnable on its own as `python -m cli.train`.
+Thin command layer over `verifier/training.py` (needs the optional `train` extra). Registered as
+the `train` subcommand by `cli/main.py`; also runnable on its own as
+`python -m verify_compress.cli.train`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-from cli import DebugOption, user_errors
-from verifier.training import (
+from verify_compress.cli import DebugOption, user_errors
+from verify_compress.training import (
     BUILTIN_DATASET,
     ExportSummary,
     parse_hidden,

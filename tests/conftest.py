@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from verifier.ir import AffineLayer, Network
+from verify_compress.ir import AffineLayer, Network
 
 BENCHMARKS = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
 ACAS_NETWORKS = sorted(BENCHMARKS.glob("acasxu/*.onnx"))

@@ -16,10 +16,9 @@ import dataclasses
 from fractions import Fraction
 
 import z3
-
-from verifier.domain import Box
-from verifier.ir import Network
-from verifier.status import Neuron, Phase
+from verify_compress.domain import Box
+from verify_compress.ir import Network
+from verify_compress.status import Neuron, Phase
 
 
 @dataclasses.dataclass(frozen=True)

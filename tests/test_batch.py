@@ -21,10 +21,7 @@ import pytest
 from conftest import BENCHMARKS
 from rich.console import Console
 from rich.progress import Progress
-
-from cli.batch import BatchDisplay, jobs_table
-from cli.main import main
-from verifier.batch import (
+from verify_compress.batch import (
     CheckVerdict,
     DaskBackend,
     DomainKind,
@@ -38,10 +35,12 @@ from verifier.batch import (
     run_batch,
     run_job,
 )
-from verifier.batch.execute import JobResult
-from verifier.batch.index import render_index
-from verifier.batch.jobs import DomainSource
-from verifier.errors import MissingToolError
+from verify_compress.batch.execute import JobResult
+from verify_compress.batch.index import render_index
+from verify_compress.batch.jobs import DomainSource
+from verify_compress.cli.batch import BatchDisplay, jobs_table
+from verify_compress.cli.main import main
+from verify_compress.errors import MissingToolError
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -55,7 +54,7 @@ SHARED_CASES = [
 
 def run_cli(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *map(str, args)],
+        [sys.executable, "-m", "verify_compress.cli.main", *map(str, args)],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -475,7 +474,7 @@ def test_the_progress_display_shows_the_running_jobs_and_the_finished_ones() -> 
 
 def test_the_jobs_table_and_index_page_escape_names() -> None:
     results = [result_of("a<b>", JobStatus.FAILED, None)]
-    from verifier.batch.index import index_document
+    from verify_compress.batch.index import index_document
 
     document = index_document(results, 1, Path("jobs.csv"), "local", 1.0)
     console = Console(width=120, record=True)

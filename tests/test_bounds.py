@@ -6,20 +6,19 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from conftest import MNIST_NETWORK, random_network, require_benchmarks
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from tests.conftest import MNIST_NETWORK, random_network, require_benchmarks
-from verifier.bounds import (
+from verify_compress.bounds import (
     LayerBounds,
     domain_bounds,
     interval_bounds,
     symbolic_bounds,
     symbolic_linear_bounds,
 )
-from verifier.domain import Box
-from verifier.ir import AffineLayer, Network
-from verifier.status import Neuron, Phase
+from verify_compress.domain import Box
+from verify_compress.ir import AffineLayer, Network
+from verify_compress.status import Neuron, Phase
 
 
 def _random_case(seed: int) -> tuple[Network, Box, np.random.Generator]:
@@ -174,8 +173,8 @@ def test_a_box_of_the_wrong_dimension_or_a_non_hidden_fixed_neuron_is_a_caller_b
 
 def test_on_mnist_symbolic_bounds_contain_forward_passes_and_beat_interval_bounds() -> None:
     benchmarks = require_benchmarks()
-    from verifier.domain import parse_vnnlib
-    from verifier.onnx_import import load_network
+    from verify_compress.domain import parse_vnnlib
+    from verify_compress.onnx_import import load_network
 
     network = load_network(MNIST_NETWORK)
     box = parse_vnnlib(benchmarks / "mnistfc" / "prop_0_0.03.vnnlib", 784).boxes[0]

@@ -1,7 +1,7 @@
 """Branch and bound: the case splits and bisections the producer finds, and what the kernel
-(`verifier.kernel.stability`) makes of them.
+(`verify_compress.kernel.stability`) makes of them.
 
-The producer (`verifier.branching`) only chooses where to cut and what to assume; every test
+The producer (`verify_compress.branching`) only chooses where to cut and what to assume; every test
 here checks its output with the kernel, and with the brute-force oracle where truth matters.
 """
 
@@ -13,22 +13,21 @@ import time
 
 import numpy as np
 import pytest
+from conftest import network
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from tests.conftest import network
-from tests.oracle import stability_oracle
-from verifier.branching import (
+from oracle import stability_oracle
+from verify_compress.branching import (
     ProofBoxes,
     TriangleLps,
     _prove_case,
     bisect_until_proved,
     split_by_cases,
 )
-from verifier.domain import Box, Domain
-from verifier.ir import AffineLayer, Network
-from verifier.kernel.bounds import ExactNetwork, box_bounds, target_bound
-from verifier.kernel.stability import (
+from verify_compress.domain import Box, Domain
+from verify_compress.ir import AffineLayer, Network
+from verify_compress.kernel.bounds import ExactNetwork, box_bounds, target_bound
+from verify_compress.kernel.stability import (
     Case,
     CaseSplit,
     case_split_holds,
@@ -36,9 +35,9 @@ from verifier.kernel.stability import (
     proof_box_bounds,
     proved_claims,
 )
-from verifier.status import Neuron, Phase
-from verifier.subdomains import Subdomains, bisect
-from verifier.witnesses import WitnessTable
+from verify_compress.status import Neuron, Phase
+from verify_compress.subdomains import Subdomains, bisect
+from verify_compress.witnesses import WitnessTable
 
 TARGET = Neuron(1, 0)
 LATER = time.monotonic() + 3600.0

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from verifier.budget import Budget
+from verify_compress.budget import Budget
 
 
 class FakeClock:

@@ -21,20 +21,19 @@ import onnx
 import onnx.helper
 import onnx.numpy_helper
 import pytest
-
-from tests.conftest import random_network
-from verifier.certificate import case_split_from_json
-from verifier.check import CheckReport, check_certificate
-from verifier.config import Config
-from verifier.domain import Domain
-from verifier.errors import CertificateError
-from verifier.ir import AffineLayer, Network
-from verifier.kernel.bounds import ExactNetwork
-from verifier.onnx_export import save_onnx
-from verifier.pipeline import run
-from verifier.smt import Obligation, SmtVerdict, check
-from verifier.status import Phase
-from verifier.subdomains import Subdomains
+from conftest import random_network
+from verify_compress.certificate import case_split_from_json
+from verify_compress.check import CheckReport, check_certificate
+from verify_compress.config import Config
+from verify_compress.domain import Domain
+from verify_compress.errors import CertificateError
+from verify_compress.ir import AffineLayer, Network
+from verify_compress.kernel.bounds import ExactNetwork
+from verify_compress.onnx_export import save_onnx
+from verify_compress.pipeline import run
+from verify_compress.smt import Obligation, SmtVerdict, check
+from verify_compress.status import Phase
+from verify_compress.subdomains import Subdomains
 
 Document = dict[str, Any]
 
@@ -356,8 +355,8 @@ def test_z3_confirms_every_stable_claim_of_the_tiny_net_in_the_run_and_in_check(
 def test_a_case_split_obligation_for_the_false_phase_is_refuted_by_z3(
     certified: tuple[Path, Document],
 ) -> None:
-    from verifier.kernel.obligations import stability_plan
-    from verifier.kernel.stability import proof_box_bounds
+    from verify_compress.kernel.obligations import stability_plan
+    from verify_compress.kernel.stability import proof_box_bounds
 
     _, document = certified
     index, _ = _split_entry(document)

@@ -8,15 +8,15 @@ import subprocess
 import sys
 
 PRODUCER_MODULES = {
-    "verifier.search",
-    "verifier.witnesses",
-    "verifier.stability",
-    "verifier.branching",
-    "verifier.propagation",
-    "verifier.lp",
-    "verifier.bounds",
-    "verifier.pipeline",
-    "verifier.training",
+    "verify_compress.search",
+    "verify_compress.witnesses",
+    "verify_compress.stability",
+    "verify_compress.branching",
+    "verify_compress.propagation",
+    "verify_compress.lp",
+    "verify_compress.bounds",
+    "verify_compress.pipeline",
+    "verify_compress.training",
 }
 
 
@@ -29,31 +29,33 @@ def _modules_after_importing(module: str) -> set[str]:
 
 
 def test_importing_the_checker_loads_no_producer_module_and_no_ortools() -> None:
-    loaded = _modules_after_importing("verifier.check")
+    loaded = _modules_after_importing("verify_compress.check")
     assert not loaded & PRODUCER_MODULES, sorted(loaded & PRODUCER_MODULES)
     assert not any(name == "ortools" or name.startswith("ortools.") for name in loaded)
 
 
 def test_the_kernel_imports_only_the_core_and_its_exact_arithmetic() -> None:
     loaded = {
-        m for m in _modules_after_importing("verifier.kernel.stability") if m.startswith("verifier")
+        m
+        for m in _modules_after_importing("verify_compress.kernel.stability")
+        if m.startswith("verify_compress")
     }
     assert loaded <= {
-        "verifier",
-        "verifier.kernel",
-        "verifier.kernel.bounds",
-        "verifier.kernel.scaled",
-        "verifier.kernel.stability",
-        "verifier.domain",
-        "verifier.errors",
-        "verifier.exact",
-        "verifier.ir",
-        "verifier.status",
-        "verifier.subdomains",
+        "verify_compress",
+        "verify_compress.kernel",
+        "verify_compress.kernel.bounds",
+        "verify_compress.kernel.scaled",
+        "verify_compress.kernel.stability",
+        "verify_compress.domain",
+        "verify_compress.errors",
+        "verify_compress.exact",
+        "verify_compress.ir",
+        "verify_compress.status",
+        "verify_compress.subdomains",
     }, sorted(loaded)
 
 
 def test_the_kernel_needs_no_solver() -> None:
-    loaded = _modules_after_importing("verifier.kernel.stability")
+    loaded = _modules_after_importing("verify_compress.kernel.stability")
     assert "z3" not in loaded and "cvc5" not in loaded
     assert not any(name.startswith("ortools") for name in loaded)

@@ -11,15 +11,14 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
-from cli.main import DEFAULT_COMMAND, command_names, route
+from verify_compress.cli.main import DEFAULT_COMMAND, command_names, route
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "verify_compress.cli.main", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

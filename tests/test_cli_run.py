@@ -30,9 +30,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 from rich.progress import Progress
-
-from cli.main import main
-from cli.run import (
+from verify_compress import __version__
+from verify_compress.cli.main import main
+from verify_compress.cli.run import (
     DEFAULT_OUT_ROOT,
     NO_DATA_STAGE,
     OUTPUT_FILES,
@@ -46,8 +46,7 @@ from cli.run import (
     progress_columns,
     unknown_hint,
 )
-from verifier import __version__
-from verifier.errors import DomainError
+from verify_compress.errors import DomainError
 
 REPO = Path(__file__).resolve().parents[1]
 README_MODEL = REPO / "models" / "digits_l1.onnx"
@@ -56,7 +55,7 @@ README_MODEL = REPO / "models" / "digits_l1.onnx"
 
 def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "verify_compress.cli.main", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -581,7 +580,7 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_no_files(tmp_path: Path) -> N
     network = mlp(tmp_path / "net.onnx", [6, 12, 12, 2], seed=2)
     out = tmp_path / "out"
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", str(network), "--out", str(out)],
+        [sys.executable, "-m", "verify_compress.cli.main", str(network), "--out", str(out)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

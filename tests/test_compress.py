@@ -1,4 +1,4 @@
-"""Tests for verifier.compress: exact rewrites, exact rank, counts, rounding bound.
+"""Tests for verify_compress.compress: exact rewrites, exact rank, counts, rounding bound.
 
 `stable_network` builds small networks whose neurons are made stable on a box on purpose
 (large biases, duplicated and linearly dependent active rows, whole stable layers);
@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from verifier.compress import (
+from verify_compress.compress import (
     _fraction_free_solve,
     _rational_elimination,
     compress,
@@ -26,12 +25,12 @@ from verifier.compress import (
     rounding_bound,
     row_basis,
 )
-from verifier.domain import Domain
-from verifier.errors import NetworkError
-from verifier.exact import RationalArray
-from verifier.ir import AffineLayer, Network
-from verifier.onnx_export import rounded_layers
-from verifier.status import Neuron, Status
+from verify_compress.domain import Domain
+from verify_compress.errors import NetworkError
+from verify_compress.exact import RationalArray
+from verify_compress.ir import AffineLayer, Network
+from verify_compress.onnx_export import rounded_layers
+from verify_compress.status import Neuron, Status
 
 ROW_KINDS = (
     "unstable",

@@ -12,10 +12,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx_builders import GraphBuilder
-
-from verifier.deployment import SKIPPED_NO_ONNXRUNTIME, measure_deployment
-from verifier.domain import Domain
-from verifier.report import render_report
+from verify_compress.deployment import SKIPPED_NO_ONNXRUNTIME, measure_deployment
+from verify_compress.domain import Domain
+from verify_compress.report import render_report
 
 REPO = Path(__file__).resolve().parents[1]
 ORIGINAL = REPO / "models" / "digits_l1.onnx"

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from verifier.domain import (
+from verify_compress.domain import (
     Box,
     Domain,
     box_from_cli,
@@ -22,7 +21,7 @@ from verifier.domain import (
     parse_vnnlib,
     round_to_float,
 )
-from verifier.errors import DomainError, VnnlibError
+from verify_compress.errors import DomainError, VnnlibError
 
 DECLARE_THREE = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const X_2 Real)\n"
 

@@ -1,4 +1,4 @@
-"""Tests for verifier.equivalence: the compositional proof, its failure with an exactly checked
+"""Tests for verifier/equivalence.py: the compositional proof, its failure with an exactly checked
 counterexample, the direct global query, and the empirical checks."""
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_compress import interval_statuses, random_box, stable_cases, stable_network
-
-from verifier.compress import Compression, compress
-from verifier.domain import Box, Domain
-from verifier.equivalence import (
+from verify_compress.compress import Compression, compress
+from verify_compress.domain import Box, Domain
+from verify_compress.equivalence import (
     direct_equivalence_query,
     empirical_check,
     equivalence_record,
@@ -22,11 +21,11 @@ from verifier.equivalence import (
     prove_equivalence,
     runtime_check,
 )
-from verifier.exact import as_fraction
-from verifier.ir import AffineLayer, Network
-from verifier.onnx_export import save_onnx
-from verifier.smt import SmtVerdict, check
-from verifier.status import Neuron, Status
+from verify_compress.exact import as_fraction
+from verify_compress.ir import AffineLayer, Network
+from verify_compress.onnx_export import save_onnx
+from verify_compress.smt import SmtVerdict, check
+from verify_compress.status import Neuron, Status
 
 
 def lemma_ids(statuses: dict[Neuron, Status]) -> dict[Neuron, str]:

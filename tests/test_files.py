@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from verifier import pipeline
-from verifier.certificate import FORMAT
-from verifier.errors import OutputError, VerifyCompressError
-from verifier.files import (
+from verify_compress import pipeline
+from verify_compress.certificate import FORMAT
+from verify_compress.errors import OutputError, VerifyCompressError
+from verify_compress.files import (
     CERTIFICATE_FORMAT,
     is_previous_output,
     prepare_output,

@@ -8,19 +8,18 @@ from fractions import Fraction
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from verifier.bounds import symbolic_bounds
-from verifier.domain import Box
-from verifier.ir import AffineLayer, Network
-from verifier.kernel.bounds import (
+from verify_compress.bounds import symbolic_bounds
+from verify_compress.domain import Box
+from verify_compress.ir import AffineLayer, Network
+from verify_compress.kernel.bounds import (
     ExactNetwork,
     LayerBounds,
     bound_shows,
     box_bounds,
     target_bound,
 )
-from verifier.kernel.scaled import Scaled, round_fraction
-from verifier.status import Neuron, Phase
+from verify_compress.kernel.scaled import Scaled, round_fraction
+from verify_compress.status import Neuron, Phase
 
 
 def random_network(seed: int, sizes: list[int], dtype: type = np.float32) -> Network:

@@ -8,23 +8,22 @@ import dataclasses
 from fractions import Fraction
 
 import numpy as np
+from conftest import random_network
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from tests.conftest import random_network
-from verifier.domain import Box, Domain
-from verifier.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
-from verifier.kernel.obligations import (
+from verify_compress.domain import Box, Domain
+from verify_compress.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
+from verify_compress.kernel.obligations import (
     SmtEvidence,
     claim_evidence,
     layer_id,
     outward,
     stability_plan,
 )
-from verifier.kernel.stability import proof_box_bounds
-from verifier.smt import Obligation, SmtVerdict, check
-from verifier.status import Neuron, Phase
-from verifier.subdomains import Bisection, Subdomains
+from verify_compress.kernel.stability import proof_box_bounds
+from verify_compress.smt import Obligation, SmtVerdict, check
+from verify_compress.status import Neuron, Phase
+from verify_compress.subdomains import Bisection, Subdomains
 
 
 def _shown_claims(bounds: LayerBounds) -> dict[Neuron, Phase]:
@@ -152,10 +151,10 @@ def test_a_claim_z3_refutes_is_reported_loudly_and_its_neuron_becomes_unknown() 
     """A kernel bug simulated: an unstable first-layer neuron handed to the SMT tier as stably
     inactive with a made-up bound. Z3 refutes it; the run keeps the neuron (unknown) and
     says so; the other claims keep their status and their obligations."""
-    from verifier.budget import Budget
-    from verifier.config import Config
-    from verifier.stability import analyse, confirm_with_smt
-    from verifier.status import Status
+    from verify_compress.budget import Budget
+    from verify_compress.config import Config
+    from verify_compress.stability import analyse, confirm_with_smt
+    from verify_compress.status import Status
 
     rng = np.random.default_rng(5)
     network = random_network(rng, [3, 6, 4, 2])

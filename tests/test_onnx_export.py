@@ -1,4 +1,4 @@
-"""Tests for verifier.onnx_export: round trips, onnxruntime agreement, correct rounding, and
+"""Tests for verify_compress.onnx_export: round trips, onnxruntime agreement, correct rounding, and
 the original's interface (names, shapes, dtype) kept by the export."""
 
 from __future__ import annotations
@@ -12,23 +12,22 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
+from conftest import ACAS_NETWORKS, MNIST_NETWORK, random_network, require_benchmarks
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from tests.conftest import ACAS_NETWORKS, MNIST_NETWORK, random_network, require_benchmarks
-from tests.onnx_builders import GraphBuilder, run_onnxruntime
-from verifier.compress import compress
-from verifier.errors import ModelError, NetworkError
-from verifier.ir import AffineLayer, Network
-from verifier.onnx_export import rounded_layers, save_onnx, to_onnx_model
-from verifier.onnx_import import (
+from onnx_builders import GraphBuilder, run_onnxruntime
+from verify_compress.compress import compress
+from verify_compress.errors import ModelError, NetworkError
+from verify_compress.ir import AffineLayer, Network
+from verify_compress.onnx_export import rounded_layers, save_onnx, to_onnx_model
+from verify_compress.onnx_import import (
     Interface,
     interface_from_model,
     load_network,
     network_from_model,
     read_interface,
 )
-from verifier.status import Neuron, Status
+from verify_compress.status import Neuron, Status
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 

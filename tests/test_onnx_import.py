@@ -1,4 +1,4 @@
-"""Tests for verifier.onnx_import: real benchmarks, fuzzed op forms, and every rejection."""
+"""Tests for verify_compress.onnx_import: real benchmarks, fuzzed op forms, and every rejection."""
 
 from __future__ import annotations
 
@@ -12,16 +12,15 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+from conftest import ACAS_NETWORKS, MNIST_NETWORK, require_benchmarks
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from onnx import helper
-
-from tests.conftest import ACAS_NETWORKS, MNIST_NETWORK, require_benchmarks
-from tests.onnx_builders import GraphBuilder, run_onnxruntime
-from verifier import onnx_import
-from verifier.errors import ModelError, UnsupportedModelError
-from verifier.ir import AffineLayer, Network
-from verifier.onnx_import import (
+from onnx_builders import GraphBuilder, run_onnxruntime
+from verify_compress import onnx_import
+from verify_compress.errors import ModelError, UnsupportedModelError
+from verify_compress.ir import AffineLayer, Network
+from verify_compress.onnx_import import (
     BATCH_NORMALIZATION_NOTE,
     SUPPORTED_OPS,
     load_network,

@@ -7,11 +7,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from verifier import pipeline
-from verifier.budget import Budget
-from verifier.config import Config
-from verifier.domain import Domain
+from verify_compress import pipeline
+from verify_compress.budget import Budget
+from verify_compress.config import Config
+from verify_compress.domain import Domain
 
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits_l1.onnx"
 

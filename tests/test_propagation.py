@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from tests.test_kernel_bounds import random_box, random_network
-from verifier.kernel.bounds import ExactNetwork, box_bounds, target_bound
-from verifier.propagation import Targets, crown_multipliers, relaxation_costs
-from verifier.status import Neuron, Phase
+from test_kernel_bounds import random_box, random_network
+from verify_compress.kernel.bounds import ExactNetwork, box_bounds, target_bound
+from verify_compress.propagation import Targets, crown_multipliers, relaxation_costs
+from verify_compress.status import Neuron, Phase
 
 
 @settings(max_examples=30, deadline=None)

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from verifier.bounds import symbolic_bounds
-from verifier.check import check_certificate
-from verifier.config import Config
-from verifier.domain import parse_vnnlib
-from verifier.kernel.bounds import ExactNetwork, box_bounds
-from verifier.onnx_import import load_network
-from verifier.pipeline import run
+from verify_compress.bounds import symbolic_bounds
+from verify_compress.check import check_certificate
+from verify_compress.config import Config
+from verify_compress.domain import parse_vnnlib
+from verify_compress.kernel.bounds import ExactNetwork, box_bounds
+from verify_compress.onnx_import import load_network
+from verify_compress.pipeline import run
 
 CASES = [
     ("acasxu/ACASXU_run2a_1_1_batch_2000.onnx", "acasxu/prop_3.vnnlib"),

@@ -13,9 +13,13 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from verifier.domain import parse_bound_values
-from verifier.report import DOMAIN_DETAIL_ROWS, bound_text, render_report, rounding_bound_text
+from verify_compress.domain import parse_bound_values
+from verify_compress.report import (
+    DOMAIN_DETAIL_ROWS,
+    bound_text,
+    render_report,
+    rounding_bound_text,
+)
 
 VOID_ELEMENTS = frozenset({"meta", "br", "hr", "img", "input", "link", "col", "area", "wbr"})
 

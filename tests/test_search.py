@@ -8,18 +8,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import random_network
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracle import stability_oracle
 from ortools.sat.python import cp_model
-
-from tests.conftest import random_network
-from tests.oracle import stability_oracle
-from verifier import search as search_module
-from verifier.bounds import symbolic_bounds
-from verifier.config import Config
-from verifier.domain import Box, Domain
-from verifier.ir import AffineLayer, Network
-from verifier.search import (
+from verify_compress import search as search_module
+from verify_compress.bounds import symbolic_bounds
+from verify_compress.config import Config
+from verify_compress.domain import Box, Domain
+from verify_compress.ir import AffineLayer, Network
+from verify_compress.search import (
     SolveOutcome,
     build_model,
     per_neuron_search,
@@ -27,8 +26,8 @@ from verifier.search import (
     stability_search,
     stalled,
 )
-from verifier.status import Neuron, Phase
-from verifier.witnesses import WitnessTable
+from verify_compress.status import Neuron, Phase
+from verify_compress.witnesses import WitnessTable
 
 SIZES = ([2, 4, 4, 1], [3, 6, 5, 1], [2, 5, 5, 2])
 

@@ -12,12 +12,11 @@ import numpy.typing as npt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from verifier.bounds import symbolic_bounds
-from verifier.config import Config
-from verifier.domain import Box, Domain
-from verifier.ir import AffineLayer, Network
-from verifier.search import (
+from verify_compress.bounds import symbolic_bounds
+from verify_compress.config import Config
+from verify_compress.domain import Box, Domain
+from verify_compress.ir import AffineLayer, Network
+from verify_compress.search import (
     ScalingError,
     SearchResult,
     build_model,
@@ -25,8 +24,8 @@ from verifier.search import (
     scale_network,
     stability_search,
 )
-from verifier.status import Neuron, Phase
-from verifier.witnesses import Witness, WitnessTable
+from verify_compress.status import Neuron, Phase
+from verify_compress.witnesses import Witness, WitnessTable
 
 SEARCHES = {"single": stability_search, "per-neuron": per_neuron_search}
 

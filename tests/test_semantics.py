@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
-from tests.onnx_builders import GraphBuilder
-from verifier.check import check_certificate
-from verifier.config import Config
-from verifier.domain import Domain
-from verifier.errors import ModelError
-from verifier.pipeline import run
+from onnx_builders import GraphBuilder
+from verify_compress.check import check_certificate
+from verify_compress.config import Config
+from verify_compress.domain import Domain
+from verify_compress.errors import ModelError
+from verify_compress.pipeline import run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +60,7 @@ def test_without_strict_semantics_the_rounding_is_said_in_the_certificate_json_a
         [
             sys.executable,
             "-m",
-            "cli.main",
+            "verify_compress.cli.main",
             str(network),
             "--out",
             str(tmp_path / "out"),
@@ -88,7 +87,7 @@ def test_without_strict_semantics_the_rounding_is_said_in_the_certificate_json_a
         [
             sys.executable,
             "-m",
-            "cli.main",
+            "verify_compress.cli.main",
             str(network),
             "--out",
             str(tmp_path / "strict"),

@@ -6,10 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from verifier.check import check_certificate
-from verifier.errors import MissingToolError, VerifyCompressError
-from verifier.smt import Obligation, SmtVerdict, check, check_many, require_solver
+from verify_compress.check import check_certificate
+from verify_compress.errors import MissingToolError, VerifyCompressError
+from verify_compress.smt import Obligation, SmtVerdict, check, check_many, require_solver
 
 PROVABLE = Obligation(
     "provable",

@@ -3,7 +3,7 @@ evidence the kernel accepts.
 
 `analyse` runs the kernel's certified bounds on every domain box, witnesses and the CP-SAT
 search on what they leave open, then branch and bound (bisection or case splits) checked by the
-kernel (`verifier.kernel.stability`). The reference is the brute-force activation-pattern
+kernel (`verify_compress.kernel.stability`). The reference is the brute-force activation-pattern
 oracle of `tests/oracle.py` (exact, via Z3 on each pattern).
 """
 
@@ -16,19 +16,18 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from conftest import network, random_network
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from tests.conftest import network, random_network
-from tests.oracle import OracleVerdict, stability_oracle
-from verifier import stability
-from verifier.branching import ProofBoxes, TriangleLps, bisect_until_proved, split_by_cases
-from verifier.budget import Budget
-from verifier.config import Config
-from verifier.domain import Box, Domain
-from verifier.ir import AffineLayer, Network
-from verifier.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
-from verifier.kernel.stability import (
+from oracle import OracleVerdict, stability_oracle
+from verify_compress import stability
+from verify_compress.branching import ProofBoxes, TriangleLps, bisect_until_proved, split_by_cases
+from verify_compress.budget import Budget
+from verify_compress.config import Config
+from verify_compress.domain import Box, Domain
+from verify_compress.ir import AffineLayer, Network
+from verify_compress.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
+from verify_compress.kernel.stability import (
     Case,
     CaseSplit,
     case_split_holds,
@@ -36,15 +35,15 @@ from verifier.kernel.stability import (
     proof_box_bounds,
     proved_claims,
 )
-from verifier.stability import (
+from verify_compress.stability import (
     InconsistentEvidenceError,
     StabilityAnalysis,
     analyse,
     decide_statuses,
 )
-from verifier.status import Neuron, Phase, Status
-from verifier.subdomains import Subdomains
-from verifier.witnesses import WitnessTable
+from verify_compress.status import Neuron, Phase, Status
+from verify_compress.subdomains import Subdomains
+from verify_compress.witnesses import WitnessTable
 
 CONFIG = Config(samples=200, gradient_steps=10)
 NO_BISECTION = dataclasses.replace(CONFIG, max_subboxes=1)

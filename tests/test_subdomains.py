@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from verifier.domain import Box, Domain
-from verifier.errors import CertificateError
-from verifier.ir import AffineLayer, Network
-from verifier.status import Neuron
-from verifier.subdomains import (
+from verify_compress.domain import Box, Domain
+from verify_compress.errors import CertificateError
+from verify_compress.ir import AffineLayer, Network
+from verify_compress.status import Neuron
+from verify_compress.subdomains import (
     Bisection,
     SplitTree,
     Subdomains,

@@ -7,9 +7,8 @@ from fractions import Fraction
 
 import numpy as np
 from conftest import random_network
-
-from verifier.ir import AffineLayer, Network
-from verifier.summary import network_summary
+from verify_compress.ir import AffineLayer, Network
+from verify_compress.summary import network_summary
 
 
 def test_totals_add_up_the_layers_of_a_random_network() -> None:

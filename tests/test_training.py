@@ -1,4 +1,4 @@
-"""Tests for verifier.training and the `train` command, and for the bundled models in models/.
+"""Tests for verifier/training.py and the `train` command, and for the bundled models in models/.
 
 Tests that train need torch (the optional `train` extra) and skip cleanly without it; the dataset
 validation and bundled-model tests need only numpy (and scikit-learn for the digits data).
@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 import typer
+from conftest import random_network
 from typer.testing import CliRunner
-
-from cli.train import train
-from tests.conftest import random_network
-from verifier.training import (
+from verify_compress.cli.train import train
+from verify_compress.training import (
     RECIPES,
     DatasetError,
     Recipe,
@@ -144,7 +143,7 @@ def test_without_torch_training_says_how_to_install_the_extra(
 
 def test_the_exported_onnx_file_predicts_what_the_trained_model_predicts(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    onnx_import = pytest.importorskip("verifier.onnx_import")
+    onnx_import = pytest.importorskip("verify_compress.onnx_import")
     x, y = toy_data()
     data = write_npz(tmp_path / "toy.npz", x=x, y=y)
     summary = train_and_export(
@@ -173,7 +172,7 @@ def test_pruning_on_export_zeroes_small_weights_and_remeasures_accuracy(tmp_path
 
 def test_the_train_command_prints_accuracy_and_size(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    pytest.importorskip("verifier.onnx_export")
+    pytest.importorskip("verify_compress.onnx_export")
     x, y = toy_data()
     data = write_npz(tmp_path / "toy.npz", x=x, y=y)
     output = tmp_path / "toy.onnx"
@@ -202,7 +201,7 @@ def test_the_step_size_decays_every_lr_step_epochs() -> None:
 
 def test_the_train_command_writes_a_sample_of_training_inputs_for_data(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    pytest.importorskip("verifier.onnx_export")
+    pytest.importorskip("verify_compress.onnx_export")
     x, y = toy_data()
     data = write_npz(tmp_path / "toy.npz", x=x, y=y)
     sample = tmp_path / "sample.npy"
@@ -397,7 +396,7 @@ def test_every_bundled_model_is_documented() -> None:
 def test_a_bundled_model_has_its_documented_shape_and_test_accuracy(
     name: str, sizes: list[int], documented_accuracy: float
 ) -> None:
-    onnx_import = pytest.importorskip("verifier.onnx_import")
+    onnx_import = pytest.importorskip("verify_compress.onnx_import")
     network = onnx_import.load_network(MODELS / name)
     assert [network.input_size, *(layer.outputs for layer in network.layers)] == sizes
     assert [layer.relu for layer in network.layers] == [True] * (len(sizes) - 2) + [False]
@@ -430,7 +429,7 @@ def test_the_documented_training_command_reproduces_the_strongly_regularized_mod
 ) -> None:
     torch = pytest.importorskip("torch")
     pytest.importorskip("sklearn")
-    onnx_import = pytest.importorskip("verifier.onnx_import")
+    onnx_import = pytest.importorskip("verify_compress.onnx_import")
     if torch.__version__.split("+")[0] != DOCUMENTED_TORCH:
         pytest.skip(f"bundled models were trained with torch {DOCUMENTED_TORCH}")
     [arguments] = [args for args in documented_commands() if args[0].endswith("l1_strong.onnx")]

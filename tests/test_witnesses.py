@@ -7,17 +7,16 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from conftest import MNIST_NETWORK, random_network, require_benchmarks
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from tests.conftest import MNIST_NETWORK, random_network, require_benchmarks
-from verifier.bounds import symbolic_bounds
-from verifier.config import Config
-from verifier.domain import Box, Domain
-from verifier.errors import DomainError
-from verifier.ir import AffineLayer, Network
-from verifier.status import Neuron, Phase
-from verifier.witnesses import WitnessTable, corner_points, find_witnesses
+from verify_compress.bounds import symbolic_bounds
+from verify_compress.config import Config
+from verify_compress.domain import Box, Domain
+from verify_compress.errors import DomainError
+from verify_compress.ir import AffineLayer, Network
+from verify_compress.status import Neuron, Phase
+from verify_compress.witnesses import WitnessTable, corner_points, find_witnesses
 
 
 def _identity_network(inputs: int) -> Network:
@@ -209,7 +208,7 @@ def test_a_first_layer_corner_attains_the_exact_extreme_of_the_neuron_over_the_b
 
 def test_on_mnist_over_the_unit_box_almost_every_neuron_is_shown_unstable() -> None:
     require_benchmarks()
-    from verifier.onnx_import import load_network
+    from verify_compress.onnx_import import load_network
 
     network = load_network(MNIST_NETWORK)
     domain = Domain.box(np.zeros(784), np.ones(784))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-
-from tests.test_kernel_bounds import random_box, random_network
-from verifier.kernel.bounds import ExactNetwork, box_bounds
-from verifier.subdomains import bisect
-from verifier.workers import WorkerPool
+from test_kernel_bounds import random_box, random_network
+from verify_compress.kernel.bounds import ExactNetwork, box_bounds
+from verify_compress.subdomains import bisect
+from verify_compress.workers import WorkerPool
 
 
 def test_bounds_of_a_batch_on_two_processes_equal_the_bounds_box_by_box() -> None:

@@ -39,9 +39,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from verifier.domain import Box
-from verifier.ir import AffineLayer, Network
-from verifier.status import Neuron, Phase
+from .domain import Box
+from .ir import AffineLayer, Network
+from .status import Neuron, Phase
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]

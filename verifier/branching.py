@@ -19,22 +19,22 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from verifier.domain import Box
-from verifier.ir import Network
-from verifier.kernel.bounds import (
+from .domain import Box
+from .ir import Network
+from .kernel.bounds import (
     ExactNetwork,
     LayerBounds,
     bound_shows,
     narrowed,
     target_bound,
 )
-from verifier.kernel.stability import Case, CaseSplit
-from verifier.lp import TriangleLp
-from verifier.propagation import Targets, crown_multipliers, relaxation_costs
-from verifier.status import Neuron, Phase
-from verifier.subdomains import Bisection, SplitTree, ancestry, bisect, split_dimension
-from verifier.witnesses import WitnessTable
-from verifier.workers import WorkerPool, WorkerState
+from .kernel.stability import Case, CaseSplit
+from .lp import TriangleLp
+from .propagation import Targets, crown_multipliers, relaxation_costs
+from .status import Neuron, Phase
+from .subdomains import Bisection, SplitTree, ancestry, bisect, split_dimension
+from .witnesses import WitnessTable
+from .workers import WorkerPool, WorkerState
 
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[int, int], None]

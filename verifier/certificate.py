@@ -22,12 +22,12 @@ import jsonschema
 import numpy as np
 import numpy.typing as npt
 
-import verifier
-from verifier.compress import Compression, count_totals
-from verifier.errors import CertificateError
-from verifier.ir import Network
-from verifier.kernel.stability import Case, CaseSplit
-from verifier.status import Neuron, Phase, Status
+from . import __version__
+from .compress import Compression, count_totals
+from .errors import CertificateError
+from .ir import Network
+from .kernel.stability import Case, CaseSplit
+from .status import Neuron, Phase, Status
 
 FORMAT = "verify-compress-certificate"
 FORMAT_VERSION = 5
@@ -175,10 +175,10 @@ def summary_block(
 def tool_versions() -> JsonDict:
     from importlib.metadata import version
 
-    from verifier.smt import solver_versions
+    from .smt import solver_versions
 
     return {
-        "verify-compress": verifier.__version__,
+        "verify-compress": __version__,
         "python": platform.python_version(),
         "onnx": version("onnx"),
         "ortools": version("ortools"),

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from verifier.certificate import (
+from .certificate import (
     FORMAT,
     FORMAT_VERSION,
     case_split_from_json,
@@ -48,14 +48,14 @@ from verifier.certificate import (
     summary_block,
     validate_document,
 )
-from verifier.compress import compress, compression_record, rounding_bound
-from verifier.domain import Domain
-from verifier.equivalence import prove_equivalence
-from verifier.errors import CertificateError, VerifyCompressError
-from verifier.exact import RationalArray
-from verifier.ir import Network
-from verifier.kernel.bounds import ExactNetwork
-from verifier.kernel.obligations import (
+from .compress import compress, compression_record, rounding_bound
+from .domain import Domain
+from .equivalence import prove_equivalence
+from .errors import CertificateError, VerifyCompressError
+from .exact import RationalArray
+from .ir import Network
+from .kernel.bounds import ExactNetwork
+from .kernel.obligations import (
     PROVED,
     SmtEvidence,
     StabilityObligation,
@@ -63,18 +63,18 @@ from verifier.kernel.obligations import (
     claim_evidence,
     stability_plan,
 )
-from verifier.kernel.stability import (
+from .kernel.stability import (
     case_split_holds,
     evidence_name,
     proof_box_bounds,
     proved_claims,
 )
-from verifier.onnx_export import rounded_layers
-from verifier.onnx_import import load_network
-from verifier.smt import SOLVERS, Obligation, SmtVerdict, check_many
-from verifier.status import Neuron, Phase, Status
-from verifier.subdomains import Subdomains
-from verifier.workers import WorkerPool
+from .onnx_export import rounded_layers
+from .onnx_import import load_network
+from .smt import SOLVERS, Obligation, SmtVerdict, check_many
+from .status import Neuron, Phase, Status
+from .subdomains import Subdomains
+from .workers import WorkerPool
 
 ProgressCallback = Callable[[str, int, int], None]
 

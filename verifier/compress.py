@@ -45,12 +45,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from verifier.domain import Box, Domain
-from verifier.errors import NetworkError
-from verifier.exact import RationalArray, fraction_to_str
-from verifier.ir import AffineLayer, Network
-from verifier.onnx_export import rounded_layers
-from verifier.status import Neuron, Status
+from .domain import Box, Domain
+from .errors import NetworkError
+from .exact import RationalArray, fraction_to_str
+from .ir import AffineLayer, Network
+from .onnx_export import rounded_layers
+from .status import Neuron, Status
 
 ObjArray = npt.NDArray[np.object_]
 

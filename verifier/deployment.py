@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from verifier.domain import Domain
+from .domain import Domain
 
 FloatArray = npt.NDArray[np.float64]
 JsonDict = dict[str, Any]

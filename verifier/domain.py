@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from verifier.errors import DomainError, VnnlibError
+from .errors import DomainError, VnnlibError
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -51,13 +51,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from verifier.compress import Compression, Fold
-from verifier.domain import Box, Domain
-from verifier.errors import NetworkError
-from verifier.exact import fraction_to_str
-from verifier.ir import AffineLayer, Network
-from verifier.smt import Obligation, SmtResult, SmtVerdict, check, find_model, smt_number
-from verifier.status import Neuron, Status
+from .compress import Compression, Fold
+from .domain import Box, Domain
+from .errors import NetworkError
+from .exact import fraction_to_str
+from .ir import AffineLayer, Network
+from .smt import Obligation, SmtResult, SmtVerdict, check, find_model, smt_number
+from .status import Neuron, Status
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from verifier.kernel.scaled import Scaled
+from .kernel.scaled import Scaled
 
 ObjArray = npt.NDArray[np.object_]
 

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from verifier.errors import OutputError
+from .errors import OutputError
 
 CERTIFICATE_NAME = "certificate.json"
 CERTIFICATE_FORMAT = "verify-compress-certificate"

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from verifier.errors import NetworkError
-from verifier.exact import RationalArray
-from verifier.status import Neuron
+from .errors import NetworkError
+from .exact import RationalArray
+from .status import Neuron
 
 FloatArray = npt.NDArray[np.float64]
 _ALLOWED_KINDS = ("f", "O")

@@ -17,9 +17,9 @@ import numpy as np
 import numpy.typing as npt
 from ortools.linear_solver import pywraplp
 
-from verifier.domain import Box
-from verifier.ir import Network
-from verifier.status import Neuron, Phase
+from .domain import Box
+from .ir import Network
+from .status import Neuron, Phase
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -36,11 +36,11 @@ import numpy.typing as npt
 import onnx
 from onnx import helper, numpy_helper
 
-from verifier.errors import ModelError, NetworkError
-from verifier.exact import as_fraction
-from verifier.files import atomic_write_bytes
-from verifier.ir import Network
-from verifier.onnx_import import Dim, Interface
+from .errors import ModelError, NetworkError
+from .exact import as_fraction
+from .files import atomic_write_bytes
+from .ir import Network
+from .onnx_import import Dim, Interface
 
 OPSET = 17
 IR_VERSION = 8  # the IR version that introduced opset 17; widely loadable

@@ -80,9 +80,9 @@ import numpy.typing as npt
 import onnx
 from onnx import numpy_helper
 
-from verifier.errors import ModelError, UnsupportedModelError
-from verifier.exact import RationalArray
-from verifier.ir import AffineLayer, Network
+from .errors import ModelError, UnsupportedModelError
+from .exact import RationalArray
+from .ir import AffineLayer, Network
 
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]

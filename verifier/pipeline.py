@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from verifier.budget import Budget
-from verifier.certificate import (
+from .budget import Budget
+from .certificate import (
     FORMAT,
     FORMAT_VERSION,
     SEMANTICS,
@@ -35,21 +35,21 @@ from verifier.certificate import (
     summary_block,
     tool_versions,
 )
-from verifier.compress import compress, compression_record, rounding_bound
-from verifier.config import Config
-from verifier.domain import Domain
-from verifier.equivalence import (
+from .compress import compress, compression_record, rounding_bound
+from .config import Config
+from .domain import Domain
+from .equivalence import (
     empirical_check,
     equivalence_record,
     prove_equivalence,
     runtime_check,
 )
-from verifier.errors import ModelError
-from verifier.kernel.bounds import ExactNetwork
-from verifier.onnx_export import save_onnx
-from verifier.onnx_import import load_network, read_interface
-from verifier.stability import SmtTier, StabilityAnalysis, analyse, confirm_with_smt
-from verifier.status import Phase, Status
+from .errors import ModelError
+from .kernel.bounds import ExactNetwork
+from .onnx_export import save_onnx
+from .onnx_import import load_network, read_interface
+from .stability import SmtTier, StabilityAnalysis, analyse, confirm_with_smt
+from .status import Phase, Status
 
 ProgressCallback = Callable[[str, int, int], None]
 JsonDict = dict[str, Any]
@@ -282,6 +282,6 @@ def _onnxruntime_comparison(
 
 def _replace_directory(staging: Path, target: Path) -> None:
     """Move `staging` to `target`, replacing an earlier output directory only once complete."""
-    from verifier.files import replace_directory
+    from .files import replace_directory
 
     replace_directory(staging, target)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from verifier.ir import Network
+from .ir import Network
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -121,12 +121,12 @@ import numpy as np
 import numpy.typing as npt
 from ortools.sat.python import cp_model
 
-from verifier.bounds import LayerBounds, symbolic_bounds
-from verifier.config import Config
-from verifier.domain import Box, Domain
-from verifier.exact import RationalArray
-from verifier.ir import Network
-from verifier.status import Neuron, Phase
+from .bounds import LayerBounds, symbolic_bounds
+from .config import Config
+from .domain import Box, Domain
+from .exact import RationalArray
+from .ir import Network
+from .status import Neuron, Phase
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -25,7 +25,7 @@ from fractions import Fraction
 
 import z3
 
-from verifier.errors import MissingToolError, VerifyCompressError
+from .errors import MissingToolError, VerifyCompressError
 
 
 class SmtVerdict(enum.Enum):

@@ -22,33 +22,33 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from verifier import search as search_module
-from verifier.bounds import symbolic_bounds
-from verifier.branching import (
+from . import search as search_module
+from .bounds import symbolic_bounds
+from .branching import (
     CASE_SPLIT_DEPTH,
     ProofBoxes,
     bisect_until_proved,
     try_case_splits,
 )
-from verifier.budget import Budget
-from verifier.config import Config
-from verifier.domain import Domain
-from verifier.errors import VerifyCompressError
-from verifier.ir import Network
-from verifier.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
-from verifier.kernel.obligations import (
+from .budget import Budget
+from .config import Config
+from .domain import Domain
+from .errors import VerifyCompressError
+from .ir import Network
+from .kernel.bounds import ExactNetwork, LayerBounds, box_bounds
+from .kernel.obligations import (
     SmtEvidence,
     StabilityObligation,
     StabilityPlan,
     claim_evidence,
     stability_plan,
 )
-from verifier.kernel.stability import CaseSplit, case_split_holds, evidence_name, proved_claims
-from verifier.smt import Obligation, SmtResult, SmtVerdict, SolverPool
-from verifier.status import Neuron, Phase, Status
-from verifier.subdomains import SPLITTABLE_INPUT_SIZE, SplitTree, Subdomains
-from verifier.witnesses import WitnessTable, find_witnesses
-from verifier.workers import WorkerPool
+from .kernel.stability import CaseSplit, case_split_holds, evidence_name, proved_claims
+from .smt import Obligation, SmtResult, SmtVerdict, SolverPool
+from .status import Neuron, Phase, Status
+from .subdomains import SPLITTABLE_INPUT_SIZE, SplitTree, Subdomains
+from .witnesses import WitnessTable, find_witnesses
+from .workers import WorkerPool
 
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[str, int, int], None]

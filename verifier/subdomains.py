@@ -30,10 +30,10 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from verifier.domain import Box, Domain
-from verifier.errors import CertificateError
-from verifier.ir import Network
-from verifier.status import Neuron
+from .domain import Box, Domain
+from .errors import CertificateError
+from .ir import Network
+from .status import Neuron
 
 FloatArray = npt.NDArray[np.float64]
 

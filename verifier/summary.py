@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from verifier.ir import AffineLayer, Network
+from .ir import AffineLayer, Network
 
 
 class LayerSummary(TypedDict):

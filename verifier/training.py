@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from verifier.errors import VerifyCompressError
-from verifier.ir import AffineLayer, Network
+from .errors import VerifyCompressError
+from .ir import AffineLayer, Network
 
 if TYPE_CHECKING:
     import torch
@@ -545,8 +545,8 @@ def train_and_export(
     witnesses of unstable neurons. Accuracies in the summary are those of the exported
     (possibly pruned) network.
     """
-    from verifier.files import atomic_write_bytes
-    from verifier.onnx_export import save_onnx
+    from .files import atomic_write_bytes
+    from .onnx_export import save_onnx
 
     if sample is not None and (sample.suffix != ".npy" or sample_size <= 0):
         raise TrainingError(f"--sample must be a .npy path and --sample-size > 0, got "

@@ -27,12 +27,12 @@ from collections.abc import Callable, Collection, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from verifier.bounds import symbolic_linear_bounds
-from verifier.config import Config
-from verifier.domain import Box, Domain
-from verifier.errors import DomainError
-from verifier.ir import Network
-from verifier.status import Neuron, Phase
+from .bounds import symbolic_linear_bounds
+from .config import Config
+from .domain import Box, Domain
+from .errors import DomainError
+from .ir import Network
+from .status import Neuron, Phase
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]

@@ -16,9 +16,9 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from types import TracebackType
 from typing import Any, TypeVar
 
-from verifier.domain import Box
-from verifier.ir import Network
-from verifier.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
+from .domain import Box
+from .ir import Network
+from .kernel.bounds import ExactNetwork, LayerBounds, box_bounds
 
 Task = TypeVar("Task")
 Result = TypeVar("Result")

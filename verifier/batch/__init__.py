@@ -8,8 +8,8 @@ deployment figures (`verifier.deployment`) and the kernel check of its certifica
 `OUT/index.html`; `runner` wires these together.
 """
 
-from verifier.batch.backends import Backend, BackendKind, DaskBackend, LocalBackend, make_backend
-from verifier.batch.execute import (
+from ..batch.backends import Backend, BackendKind, DaskBackend, LocalBackend, make_backend
+from ..batch.execute import (
     CheckOutcome,
     CheckVerdict,
     JobLimits,
@@ -18,9 +18,9 @@ from verifier.batch.execute import (
     JobStatus,
     run_job,
 )
-from verifier.batch.index import index_document, render_index, write_index
-from verifier.batch.jobs import DomainKind, DomainSource, JobsFileError, JobSpec, load_jobs
-from verifier.batch.runner import run_batch
+from ..batch.index import index_document, render_index, write_index
+from ..batch.jobs import DomainKind, DomainSource, JobsFileError, JobSpec, load_jobs
+from ..batch.runner import run_batch
 
 __all__ = [
     "Backend",

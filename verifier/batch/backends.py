@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from verifier.errors import MissingToolError, VerifyCompressError
+from ..errors import MissingToolError, VerifyCompressError
 
 Task = TypeVar("Task")
 Result = TypeVar("Result")

@@ -38,23 +38,23 @@ from typing import Any
 
 import numpy as np
 
-from verifier.batch.jobs import JobSpec
-from verifier.certificate import sha256_of
-from verifier.check import check_certificate
-from verifier.config import Config
-from verifier.deployment import measure_deployment
-from verifier.domain import Domain
-from verifier.errors import VerifyCompressError
-from verifier.files import (
+from ..batch.jobs import JobSpec
+from ..certificate import sha256_of
+from ..check import check_certificate
+from ..config import Config
+from ..deployment import measure_deployment
+from ..domain import Domain
+from ..errors import VerifyCompressError
+from ..files import (
     CERTIFICATE_NAME,
     atomic_write_text,
     is_previous_output,
     prepare_output,
     remove_tree,
 )
-from verifier.onnx_import import load_network
-from verifier.pipeline import run as run_pipeline
-from verifier.report import render_report
+from ..onnx_import import load_network
+from ..pipeline import run as run_pipeline
+from ..report import render_report
 
 JsonDict = dict[str, Any]
 DEPLOYMENT_NAME = "deployment.json"

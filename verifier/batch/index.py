@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from verifier import __version__
-from verifier.batch.execute import CheckVerdict, JobResult, JobStatus
-from verifier.files import atomic_write_text
+from .. import __version__
+from ..batch.execute import CheckVerdict, JobResult, JobStatus
+from ..files import atomic_write_text
 
 INDEX_FORMAT = "verify-compress-batch-index"
 INDEX_FORMAT_VERSION = 1

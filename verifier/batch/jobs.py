@@ -34,8 +34,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from verifier.domain import Domain, box_from_cli, load_bounds_file, parse_bound_values, parse_vnnlib
-from verifier.errors import DomainError, VerifyCompressError
+from ..domain import Domain, box_from_cli, load_bounds_file, parse_bound_values, parse_vnnlib
+from ..errors import DomainError, VerifyCompressError
 
 COLUMNS = ("name", "network", "vnnlib", "bounds", "lower", "upper", "time_limit", "seed")
 """The columns (CSV) or keys (TOML) a job row may have."""

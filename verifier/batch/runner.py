@@ -15,11 +15,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from verifier.batch.backends import Backend
-from verifier.batch.execute import JobResult, JobSettings, failed_result, run_job
-from verifier.batch.index import index_document, write_index
-from verifier.batch.jobs import JobSpec
-from verifier.errors import OutputError
+from ..batch.backends import Backend
+from ..batch.execute import JobResult, JobSettings, failed_result, run_job
+from ..batch.index import index_document, write_index
+from ..batch.jobs import JobSpec
+from ..errors import OutputError
 
 ResultCallback = Callable[[int, JobResult], None]
 

@@ -40,9 +40,9 @@ import flint
 import numpy as np
 import numpy.typing as npt
 
-from verifier.domain import Box
-from verifier.ir import Network
-from verifier.kernel.scaled import (
+from ..domain import Box
+from ..ir import Network
+from ..kernel.scaled import (
     FloatArray,
     ObjArray,
     Scaled,
@@ -51,7 +51,7 @@ from verifier.kernel.scaled import (
     matmul,
     to_flint,
 )
-from verifier.status import Neuron, Phase
+from ..status import Neuron, Phase
 
 SLOPE_BITS = 16
 """Lower and upper relaxation slopes are multiples of 2**-SLOPE_BITS."""

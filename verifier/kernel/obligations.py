@@ -73,11 +73,11 @@ from fractions import Fraction
 
 import numpy as np
 
-from verifier.domain import Box
-from verifier.kernel.bounds import ExactNetwork, LayerBounds
-from verifier.kernel.stability import CaseSplit
-from verifier.status import Neuron, Phase
-from verifier.subdomains import Subdomains
+from ..domain import Box
+from ..kernel.bounds import ExactNetwork, LayerBounds
+from ..kernel.stability import CaseSplit
+from ..status import Neuron, Phase
+from ..subdomains import Subdomains
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,17 +25,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from verifier.domain import Box
-from verifier.kernel.bounds import (
+from ..domain import Box
+from ..kernel.bounds import (
     ExactNetwork,
     LayerBounds,
     bound_shows,
     box_bounds,
     target_bound,
 )
-from verifier.kernel.scaled import FloatArray
-from verifier.status import Neuron, Phase
-from verifier.subdomains import Subdomains
+from ..kernel.scaled import FloatArray
+from ..status import Neuron, Phase
+from ..subdomains import Subdomains
 
 Assumptions = tuple[tuple[Neuron, Phase], ...]
 
