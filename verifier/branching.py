@@ -71,11 +71,16 @@ class ProofBoxes:
     def failing(self, node: int, claims: Mapping[Neuron, Phase]) -> set[Neuron]:
         """The claims neither the node's bounds nor a case split on it (or a box enclosing
         it) prove."""
+        return failing(self.bounds[node], claims) - self.proved_by_cases(node, claims)
+
+    def proved_by_cases(self, node: int, claims: Mapping[Neuron, Phase]) -> set[Neuron]:
+        """The claims a case split on the node or a box enclosing it proves."""
+        if not self.case_splits:
+            return set()
         chain = set(ancestry(node, self.enclosing))
-        by_cases = {
+        return {
             s.neuron for s in self.case_splits if s.box in chain and claims.get(s.neuron) is s.phase
         }
-        return failing(self.bounds[node], claims) - by_cases
 
     @property
     def leaves(self) -> list[int]:
@@ -147,10 +152,19 @@ def bisect_until_proved(
     case splits of at most `max_depth` assumptions per case. On a worker `pool` both halves'
     bounds are computed at once; without one, one after the other here."""
     pool = pool if pool is not None else WorkerPool(network, exact, 1)
+    # A node's bounds never change: what they fail to show is computed once per node (the
+    # loop below looks at every leaf on every step).
+    bound_failures: dict[int, set[Neuron]] = {}
     while len(root.leaves) < max_boxes and time.monotonic() < deadline:
         refuted = table.unstable()
         open_claims = {n: p for n, p in claims.items() if n not in refuted}
-        failed = {k: root.failing(k, open_claims) for k in root.leaves}
+        failed = {}
+        for k in root.leaves:
+            if k not in bound_failures:
+                bound_failures[k] = failing(root.bounds[k], claims)
+            failed[k] = (bound_failures[k] & open_claims.keys()) - root.proved_by_cases(
+                k, open_claims
+            )
         candidates = [
             k
             for k, f in failed.items()

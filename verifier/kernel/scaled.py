@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from fractions import Fraction
 from typing import Any
 
@@ -83,11 +84,53 @@ class Scaled:
 
     def to_float(self, direction: str) -> FloatArray:
         """float64 values rounded `down` or `up` (never to nearest): outward bounds."""
+        if direction not in ("down", "up"):
+            raise ValueError(f"direction must be 'down' or 'up', not {direction!r}")
         flat = self.numerators.reshape(-1).tolist()
         out = np.empty(len(flat), dtype=np.float64)
+        exponent = _power_of_two(self.scale)
         for k, numerator in enumerate(flat):
-            out[k] = round_fraction(Fraction(int(numerator)) * self.scale, direction)
+            value = None if exponent is None else _round_dyadic(int(numerator), exponent, direction)
+            if value is None:
+                value = round_fraction(Fraction(int(numerator)) * self.scale, direction)
+            out[k] = value
         return out.reshape(self.numerators.shape)
+
+
+def _power_of_two(scale: Fraction) -> int | None:
+    """e with scale == 2**e, or None when the scale is not a power of two."""
+    numerator, denominator = scale.numerator, scale.denominator
+    if denominator == 1 and numerator & (numerator - 1) == 0:
+        return numerator.bit_length() - 1
+    if numerator == 1 and denominator & (denominator - 1) == 0:
+        return 1 - denominator.bit_length()
+    return None
+
+
+def _round_dyadic(numerator: int, exponent: int, direction: str) -> float | None:
+    """numerator * 2**exponent rounded to float64 in `direction`, or None where this fast path
+    does not apply (the result would leave the normal float range).
+
+    float(numerator) is correctly rounded (to nearest), and comparing int(float) with the
+    integer exactly tells which side it fell on; scaling by 2**exponent is then exact because
+    the result is a normal float (checked on its binary exponent before scaling)."""
+    if numerator == 0:
+        return 0.0
+    if numerator.bit_length() > 1000:
+        return None
+    nearest = float(numerator)
+    back = int(nearest)
+    if direction == "down" and back > numerator:
+        nearest = math.nextafter(nearest, -math.inf)
+    elif direction == "up" and back < numerator:
+        nearest = math.nextafter(nearest, math.inf)
+    if nearest == 0.0:
+        return None
+    # |nearest| lies in [2**(binary - 1), 2**binary); the scaled value must stay normal.
+    binary = math.frexp(nearest)[1] + exponent
+    if binary - 1 < sys.float_info.min_exp - 1 or binary > sys.float_info.max_exp:
+        return None
+    return math.ldexp(nearest, exponent)
 
 
 def common_scale(*scales: Fraction) -> Fraction:
