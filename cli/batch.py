@@ -65,8 +65,8 @@ def batch(
         Path | None,
         typer.Option(
             "--out",
-            help="Output directory: OUT/<job name>/ per job, OUT/index.json and "
-            "OUT/index.html. Default: verify-compress-out/<jobs file name>/.",
+            help="Output directory: `OUT/<job name>/` per job, OUT/index.json and "
+            "OUT/index.html. Default: `verify-compress-out/<jobs file name>/`.",
         ),
     ] = None,
     backend: Annotated[
@@ -122,7 +122,7 @@ def batch(
     """Compress every network of a jobs file on its domain; write one index of all the jobs.
 
     Each job writes what the main job writes (certificate.json, compressed.onnx, report.html,
-    smt/) to OUT/<job name>/, plus deployment.json (onnxruntime timings), and its certificate
+    smt/) to `OUT/<job name>/`, plus deployment.json (onnxruntime timings), and its certificate
     is re-checked by the kernel. A failed or timed-out job is recorded and the batch goes on.
     """
     stdout = Console(quiet=quiet and not json_output, highlight=False, soft_wrap=True)

@@ -43,6 +43,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Docstrings are wrapped at 100 columns in the source; markdown mode joins their lines
+    # into paragraphs (blank lines separate them) so the terminal wraps them once.
+    rich_markup_mode="markdown",
     cls=PlainFlagsGroup,
 )
 

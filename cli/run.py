@@ -87,6 +87,30 @@ class Method(str, enum.Enum):
     per_neuron = "per-neuron"
 
 
+class PoolBackend(str, enum.Enum):
+    local = "local"
+    dask = "dask"
+
+
+BackendOption = Annotated[
+    PoolBackend,
+    typer.Option(
+        "--backend",
+        help="Where the per-box and per-claim tasks run: 'local' processes (--workers), or "
+        "'dask': a Dask LocalCluster of --workers processes, or the cluster at --scheduler "
+        "(pip install 'verify-compress\\[dask]').",
+    ),
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Address of a Dask scheduler (tcp://host:8786) for --backend dask; its workers' "
+        "threads replace --workers for those tasks.",
+    ),
+]
+
+
 class ExportDtype(str, enum.Enum):
     float32 = "float32"
     float64 = "float64"
@@ -138,7 +162,7 @@ def run(
         Path | None,
         typer.Option(
             "--out",
-            help="Output directory. Default: verify-compress-out/<network name>/ in the "
+            help="Output directory. Default: `verify-compress-out/<network name>/` in the "
             "current directory.",
         ),
     ] = None,
@@ -178,6 +202,8 @@ def run(
         ),
     ] = Method.single,
     workers: Annotated[int, typer.Option("--workers", help="Worker threads/processes.")] = 2,
+    backend: BackendOption = PoolBackend.local,
+    scheduler: SchedulerOption = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice.")] = 0,
     max_subboxes: Annotated[
         int,
@@ -222,7 +248,7 @@ def run(
 
     Give at most one of them. Without any, the domain is [0, 1] for every input (the default).
 
-    Writes to --out (default: verify-compress-out/<network name>/ in the current directory):
+    Writes to --out (default: `verify-compress-out/<network name>/` in the current directory):
     certificate.json, compressed.onnx, report.html and smt/*.smt2.
     """
     started = time.monotonic()  # the time limit counts from here, imports included
@@ -235,7 +261,10 @@ def run(
     ):
         config = make_config(time_limit, samples, method, workers, seed, export_dtype, max_subboxes)
         config = dataclasses.replace(
-            config, strict_semantics=strict_semantics, smt_tier=not no_confirm_smt
+            config,
+            strict_semantics=strict_semantics,
+            smt_tier=not no_confirm_smt,
+            **backend_fields(backend, scheduler),
         )
         # Imported here: onnx and the solvers load slowly and are not needed for --help.
         from verify_compress.onnx_import import load_network
@@ -328,6 +357,20 @@ def make_config(
         if export_dtype is None
         else ("float32" if export_dtype is ExportDtype.float32 else "float64"),
     )
+
+
+def backend_fields(backend: PoolBackend, scheduler: str | None) -> dict[str, Any]:
+    """`Config`'s backend fields, checked before any work: `--scheduler` only with
+    `--backend dask`, Dask installed (else the install hint), the scheduler reachable (else
+    its address is named). Exit 2 on each."""
+    if backend is PoolBackend.local:
+        if scheduler:
+            raise VerifyCompressError("--scheduler is for --backend dask only")
+        return {"backend": "local", "scheduler": None}
+    from verify_compress.batch.backends import check_scheduler
+
+    check_scheduler(scheduler)
+    return {"backend": "dask", "scheduler": scheduler or None}
 
 
 def build_domain(

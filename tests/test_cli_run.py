@@ -462,6 +462,25 @@ def test_help_shows_boolean_options_as_plain_flags_not_as_taking_a_value(
         assert "--debug" in result.stdout
 
 
+def test_help_reflows_docstring_paragraphs_and_keeps_placeholders() -> None:
+    wide = subprocess.run(
+        [sys.executable, "-m", "verify_compress.cli.main", "check", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert wide.returncode == 0, wide.stderr
+    # One source paragraph spans several docstring lines; in the help it is one line.
+    assert "(exact evaluation), the certified bounds of every proof box and every case split" in (
+        wide.stdout
+    )
+    main_job = run_cli("NET.onnx", "--help")
+    assert "verify-compress-out/<network name>/" in " ".join(main_job.stdout.split())
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: exit 2, one line naming the problem, no files
 
