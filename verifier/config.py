@@ -21,6 +21,13 @@ class Config:
     """Steps of the sign-gradient witness search per start."""
     method: Literal["single", "per-neuron"] = "single"
     workers: int = 2
+    backend: Literal["local", "dask"] = "local"
+    """Where one job's per-box and per-claim tasks run (`verifier.workers.WorkerPool`): "local"
+    processes, or the workers of a Dask cluster ("dask": a `LocalCluster` of `workers`
+    processes, or the cluster at `scheduler`). Never changes what a result proves: the
+    backend only runs the tasks."""
+    scheduler: str | None = None
+    """A Dask scheduler's address (tcp://host:8786) for backend "dask"; None: a LocalCluster."""
     seed: int = 0
     search_scale: int = 1000
     """Integer scale of weights and inputs in the CP-SAT model."""

@@ -138,7 +138,8 @@ def analyse(
     stages.append(StageRecord("witnesses", time.monotonic() - since, len(candidates)))
 
     # Both halves of a bisection, and the case splits of several claims, run at once.
-    with WorkerPool(network, exact, config.workers if undecided else 1) as pool:
+    workers = config.workers if undecided else 1
+    with WorkerPool(network, exact, workers, config.backend, config.scheduler) as pool:
         claims = {**_claims(undecided, table, roots), **decided}
         stages += _prove(
             network, domain, exact, roots, claims, table, config, rng, budget, progress, pool

@@ -19,6 +19,11 @@ started.
 
 A task whose function raises (on Dask: a worker lost) yields `on_error(task, error)` instead,
 so one broken job never ends the batch.
+
+The same Dask connection serves inside one job: `DaskTaskPool` is the executor of
+`verifier.workers.WorkerPool` under `Config.backend == "dask"` (the proof boxes of a bisection
+and the case splits of many claims fan out over the cluster's workers). This module is the only
+one that imports Dask.
 """
 
 from __future__ import annotations
@@ -111,41 +116,81 @@ class LocalBackend:
                 future.cancel()
 
 
+def require_dask() -> None:
+    """Raise `MissingToolError` (with the install hint) unless Dask distributed imports."""
+    try:
+        import dask.distributed  # noqa: F401
+    except ImportError:
+        raise MissingToolError(
+            f"the dask backend needs Dask distributed, which is not installed: "
+            f"{DASK_INSTALL_HINT}"
+        ) from None
+
+
+def _connect(scheduler: str, timeout: str = "20s") -> Any:
+    """A client of the scheduler at `scheduler`; a bad or unreachable address is a
+    `VerifyCompressError` naming it."""
+    from dask.distributed import Client
+
+    try:
+        return Client(scheduler, timeout=timeout)  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError, ValueError, TypeError) as error:
+        raise VerifyCompressError(f"dask scheduler {scheduler}: cannot connect ({error})") from None
+
+
+def _local_cluster(workers: int, daemon: bool) -> Any:
+    """A `LocalCluster` of `workers` processes of one thread each (`daemon=False`: its workers
+    may start processes of their own)."""
+    import dask
+    from dask.distributed import LocalCluster
+
+    with dask.config.set({"distributed.worker.daemon": daemon}):
+        return LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            # No dashboard; the scheduler's HTTP routes on a free port, not 8787 (which
+            # another cluster on this machine may hold).
+            dashboard_address=":0",
+            scheduler_kwargs={"dashboard": False},
+            silence_logs=logging.ERROR,
+        )
+
+
+def _threads(client: Any) -> int:
+    """Threads of the workers connected to `client`'s scheduler (at least 1)."""
+    workers = client.scheduler_info().get("workers", {})
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+
+
+def check_scheduler(scheduler: str | None) -> None:
+    """Fail early, before a run starts: Dask must import (else `MissingToolError` with the
+    install hint) and a `scheduler` address must accept a connection (else a
+    `VerifyCompressError` naming it). Connects once and closes."""
+    require_dask()
+    if scheduler:
+        client = _connect(scheduler, timeout="10s")
+        with contextlib.suppress(Exception):
+            client.close()
+
+
 class DaskBackend:
     """Tasks on a Dask distributed cluster (see the module docstring)."""
 
     def __init__(self, scheduler: str | None, jobs: int) -> None:
         if jobs < 1:
             raise VerifyCompressError(f"--jobs must be 1 or more, got {jobs}")
-        try:
-            import dask
-            from dask.distributed import Client, LocalCluster
-        except ImportError:
-            raise MissingToolError(
-                f"the dask backend needs Dask distributed, which is not installed: "
-                f"{DASK_INSTALL_HINT}"
-            ) from None
+        require_dask()
+        from dask.distributed import Client
+
         self.name = "dask"
         self._cluster: Any = None
         if scheduler:
-            try:
-                self._client: Any = Client(scheduler, timeout="20s")  # type: ignore[no-untyped-call]
-            except (OSError, TimeoutError) as error:
-                raise VerifyCompressError(
-                    f"dask scheduler {scheduler}: cannot connect ({error})"
-                ) from None
-            workers = self._client.scheduler_info().get("workers", {})
-            self.slots = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+            self._client: Any = _connect(scheduler)
+            self.slots = _threads(self._client)
             self.name = f"dask ({scheduler})"
         else:
-            with dask.config.set({"distributed.worker.daemon": False}):
-                self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
-                    n_workers=jobs,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )
+            self._cluster = _local_cluster(jobs, daemon=False)
             self._client = Client(self._cluster)  # type: ignore[no-untyped-call]
             self.slots = jobs
             self.name = f"dask (LocalCluster, {jobs} workers)"
@@ -184,6 +229,62 @@ class DaskBackend:
                     yield k, on_error(tasks[k], error)
         finally:
             self._client.cancel([f for f in futures if not f.done()])
+
+
+class DaskTaskPool:
+    """The executor of one job's `verifier.workers.WorkerPool` on Dask: a cluster at
+    `scheduler`, or a `LocalCluster` of `workers` processes (one thread each) when None.
+
+    `shared` (the job's network) is sent to every worker once (`scatter(broadcast=True)`);
+    `map(call, tasks)` runs `call(task, shared=<that object>, key=<its key>)` for every task
+    on the cluster and returns the results in order: a task never carries `shared`, and `key`
+    lets the worker keep what it derives from it (`verifier.workers.run_on_worker`). `call`
+    and the tasks must pickle by reference to modules the workers import (verify-compress
+    installed on every worker). A task that raises re-raises here (a lost worker:
+    `KilledWorker`), as on local processes. `slots` is how many tasks run at once. `close()`
+    releases the client and the LocalCluster it started.
+    """
+
+    def __init__(self, shared: Any, scheduler: str | None, workers: int) -> None:
+        if workers < 1:
+            raise VerifyCompressError(f"--workers must be 1 or more, got {workers}")
+        require_dask()
+        from dask.distributed import Client
+
+        self._cluster: Any = None
+        if scheduler:
+            self._client: Any = _connect(scheduler)
+            self.slots = _threads(self._client)
+            self.name = f"dask ({scheduler})"
+        else:
+            self._cluster = _local_cluster(workers, daemon=True)
+            self._client = Client(self._cluster)  # type: ignore[no-untyped-call]
+            self.slots = workers
+            self.name = f"dask (LocalCluster, {workers} workers)"
+        try:
+            self._shared: Any = self._client.scatter(shared, broadcast=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def map(self, call: Callable[..., Result], tasks: Sequence[Any]) -> list[Result]:
+        key = self._shared.key
+        futures = [
+            self._client.submit(call, task, shared=self._shared, key_of_shared=key, pure=False)
+            for task in tasks
+        ]
+        try:
+            results: list[Result] = self._client.gather(futures)
+        finally:
+            self._client.cancel([f for f in futures if not f.done()])
+        return results
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._client.close()
+        if self._cluster is not None:
+            with contextlib.suppress(Exception):
+                self._cluster.close()
 
 
 def make_backend(kind: BackendKind, jobs: int, scheduler: str | None = None) -> Backend:
