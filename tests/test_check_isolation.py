@@ -59,3 +59,19 @@ def test_the_kernel_needs_no_solver() -> None:
     loaded = _modules_after_importing("verify_compress.kernel.stability")
     assert "z3" not in loaded and "cvc5" not in loaded
     assert not any(name.startswith("ortools") for name in loaded)
+
+
+def test_the_format_imports_only_the_standard_library_and_the_core_enums() -> None:
+    """The certificate's one owner (records, parsing, schema) needs no numpy, no jsonschema,
+    no producer module and no solver."""
+    loaded = _modules_after_importing("verify_compress.kernel.format")
+    assert {m for m in loaded if m.startswith("verify_compress")} <= {
+        "verify_compress",
+        "verify_compress.errors",
+        "verify_compress.kernel",
+        "verify_compress.kernel.format",
+        "verify_compress.status",
+    }, sorted(loaded)
+    heavy = {"numpy", "jsonschema", "z3", "cvc5", "onnx", "flint"}
+    assert not {m.split(".")[0] for m in loaded} & heavy
+    assert not any(name.startswith("ortools") for name in loaded)
