@@ -41,12 +41,12 @@ import numpy as np
 from .certificate import (
     FORMAT,
     FORMAT_VERSION,
-    case_split_from_json,
+    case_split_from_record,
+    parse_certificate,
     point_from_json,
     semantics_note,
     sha256_of,
     summary_block,
-    validate_document,
 )
 from .compress import compress, compression_record, rounding_bound
 from .domain import Domain
@@ -55,6 +55,7 @@ from .errors import CertificateError, VerifyCompressError
 from .exact import RationalArray
 from .ir import Network
 from .kernel.bounds import ExactNetwork
+from .kernel.format import Certificate, OriginalNetwork, proof_tree_to_json
 from .kernel.obligations import (
     PROVED,
     SmtEvidence,
@@ -135,9 +136,9 @@ def check_certificate(
         )
     counts: dict[str, int] = {}
     try:
-        validate_document(document, "certificate")
+        certificate = parse_certificate(document, "certificate")
         _check(
-            document,
+            certificate,
             path.parent,
             counts,
             progress,
@@ -159,7 +160,7 @@ def check_certificate(
 
 
 def _check(
-    document: dict[str, Any],
+    certificate: Certificate,
     base: Path,
     counts: dict[str, int],
     progress: ProgressCallback | None,
@@ -168,27 +169,27 @@ def _check(
     network_file: Path | None,
     stability_timeout: float | None,
 ) -> None:
-    network_path = _original_network(document, base, network_file)
+    network_path = _original_network(certificate.network, base, network_file)
     network = load_network(network_path)
     _require(
-        list(network.folded_ops) == document["network"]["folded_ops"],
+        tuple(network.folded_ops) == certificate.network.folded_ops,
         "network.folded_ops differs from the ops the importer folds",
     )
     _require(
-        document["network"]["semantics_note"] == semantics_note(network.rounded_folds),
+        certificate.network.semantics_note == semantics_note(network.rounded_folds),
         "network.semantics_note does not say what the importer's rounded folds mean",
     )
-    domain = Domain.from_json(document["domain"])
+    domain = Domain.from_json(certificate.domain.to_json())
     _require(domain.size == network.input_size, "domain: dimension does not match the network")
 
-    statuses = _check_neurons(document, network, domain, counts)
+    statuses = _check_neurons(certificate, network, domain, counts)
     stability_lemmas, plan = _check_proofs(
-        document, network, domain, statuses, counts, progress, workers
+        certificate, network, domain, statuses, counts, progress, workers
     )
-    recorded_confirmed, shipped = _check_stability_obligations(document, base, plan, counts)
+    recorded_confirmed, shipped = _check_stability_obligations(certificate, base, plan, counts)
 
     _check_compression(
-        document,
+        certificate,
         base,
         network,
         domain,
@@ -205,20 +206,19 @@ def _check(
         )
 
 
-def _original_network(document: dict[str, Any], base: Path, given: Path | None) -> Path:
-    recorded = document["network"]
+def _original_network(recorded: OriginalNetwork, base: Path, given: Path | None) -> Path:
     candidates = (
         [given]
         if given is not None
         else [
-            base / recorded["path"],
-            base / Path(recorded["path"]).name,
+            base / recorded.path,
+            base / Path(recorded.path).name,
         ]
     )
     for candidate in candidates:
         if candidate.is_file():
             _require(
-                sha256_of(candidate) == recorded["sha256"],
+                sha256_of(candidate) == recorded.sha256,
                 f"network: {candidate} is not the network the certificate names (sha256 differs)",
             )
             return candidate
@@ -227,41 +227,36 @@ def _original_network(document: dict[str, Any], base: Path, given: Path | None) 
 
 
 def _check_neurons(
-    document: dict[str, Any], network: Network, domain: Domain, counts: dict[str, int]
+    certificate: Certificate, network: Network, domain: Domain, counts: dict[str, int]
 ) -> dict[Neuron, Status]:
     hidden = network.hidden_neurons()
-    entries = document["neurons"]
+    entries = certificate.neurons
     statuses: dict[Neuron, Status] = {}
     for entry in entries:
-        neuron = Neuron(int(entry["layer"]), int(entry["index"]))
+        neuron = Neuron(entry.layer, entry.index)
         _require(neuron not in statuses, f"neuron {neuron}: listed more than once")
-        try:
-            statuses[neuron] = Status(entry["status"])
-        except ValueError:
-            raise _Failed(f"neuron {neuron}: unknown status {entry['status']!r}") from None
+        statuses[neuron] = entry.status
     _require(
         set(statuses) == set(hidden), "neurons: the list does not cover exactly the hidden neurons"
     )
-    witnesses = document["witnesses"]
+    witnesses = certificate.witnesses
     evaluated: dict[int, Any] = {}
     for entry in entries:
-        neuron = Neuron(int(entry["layer"]), int(entry["index"]))
+        neuron = Neuron(entry.layer, entry.index)
         if statuses[neuron] is not Status.UNSTABLE:
             continue
         for phase in Phase:
-            _require(
-                phase.value in entry["evidence"],
-                f"neuron {neuron}: unstable without a {phase.value} witness",
-            )
-            index = int(entry["evidence"][phase.value])
+            index = entry.evidence.witness(phase)
+            if index is None:
+                raise _Failed(f"neuron {neuron}: unstable without a {phase.value} witness")
             _require(
                 0 <= index < len(witnesses), f"neuron {neuron}: witness {index} does not exist"
             )
             if index not in evaluated:
                 witness = witnesses[index]
                 item = f"witness {index}"
-                point = point_from_json(witness["point"], item)
-                box_index = int(witness["box"])
+                point = point_from_json(witness.point, item)
+                box_index = witness.box
                 _require(
                     0 <= box_index < len(domain.boxes), f"{item}: box {box_index} does not exist"
                 )
@@ -272,7 +267,7 @@ def _check_neurons(
                 )
                 for j, value in enumerate(point):
                     inside = Fraction(float(box.lower[j])) <= value <= Fraction(float(box.upper[j]))
-                    _require(inside, f"{item}: coordinate {j} lies outside box {witness['box']}")
+                    _require(inside, f"{item}: coordinate {j} lies outside box {witness.box}")
                 evaluated[index] = network.evaluate_exact(RationalArray.from_fractions(point))
             sign = evaluated[index].sign(neuron)
             wanted = 1 if phase is Phase.ACTIVE else -1
@@ -286,7 +281,7 @@ def _check_neurons(
 
 
 def _check_proofs(
-    document: dict[str, Any],
+    certificate: Certificate,
     network: Network,
     domain: Domain,
     statuses: dict[Neuron, Status],
@@ -297,20 +292,19 @@ def _check_proofs(
     """Recompute the certified bounds on every proof box and the recorded case splits; every
     stable status must be proved on every sub-box. Returns each stable neuron's evidence name
     (what the equivalence obligations cite) and the stability obligations re-derived."""
-    recorded = document["proofs"]
-    subdomains = Subdomains.from_json(domain, recorded["trees"])
+    recorded = certificate.proofs
+    subdomains = Subdomains.from_json(domain, [proof_tree_to_json(t) for t in recorded.trees])
     _require(
-        recorded["sub_boxes"] == len(subdomains.leaves),
-        f"proofs: {recorded['sub_boxes']} sub-boxes recorded, the trees have "
-        f"{len(subdomains.leaves)}",
+        recorded.sub_boxes == len(subdomains.leaves),
+        f"proofs: {recorded.sub_boxes} sub-boxes recorded, the trees have {len(subdomains.leaves)}",
     )
     exact = ExactNetwork(network)
     report = (lambda done, total: progress("proof boxes", done, total)) if progress else None
     with WorkerPool(network, exact, workers if len(subdomains.boxes) > 2 else 1) as pool:
         bounds = proof_box_bounds(exact, subdomains, report, pool.bounds)
     splits = []
-    for k, data in enumerate(recorded["case_splits"]):
-        split = case_split_from_json(data, f"case split {k}")
+    for k, record in enumerate(recorded.case_splits):
+        split = case_split_from_record(record)
         _require(
             case_split_holds(exact, subdomains, bounds, split),
             f"case split {k} (neuron {split.neuron} {split.phase.value} on proof box "
@@ -323,9 +317,7 @@ def _check_proofs(
         if s.is_stable
     }
     proved = proved_claims(subdomains, bounds, splits, claims)
-    evidence = {
-        Neuron(int(e["layer"]), int(e["index"])): e["evidence"] for e in document["neurons"]
-    }
+    evidence = {Neuron(e.layer, e.index): e.evidence for e in certificate.neurons}
     names: dict[Neuron, list[str]] = {}
     for neuron, phase in claims.items():
         _require(
@@ -333,10 +325,11 @@ def _check_proofs(
             f"neuron {neuron}: status {statuses[neuron].value} is not proved on every sub-box",
         )
         used = [k for k, s in enumerate(splits) if s.neuron == neuron and s.phase is phase]
+        listed = evidence[neuron].case_splits
+        listed_splits = None if listed is None else list(listed)
         _require(
-            evidence[neuron].get("case_splits") == used,
-            f"neuron {neuron}: evidence lists case splits {evidence[neuron].get('case_splits')}"
-            f", the proofs have {used}",
+            listed_splits == used,
+            f"neuron {neuron}: evidence lists case splits {listed_splits}, the proofs have {used}",
         )
         names[neuron] = [evidence_name(neuron)]
     counts["proof_boxes"] = len(subdomains.boxes)
@@ -347,7 +340,7 @@ def _check_proofs(
 
 
 def _check_stability_obligations(
-    document: dict[str, Any], base: Path, plan: StabilityPlan, counts: dict[str, int]
+    certificate: Certificate, base: Path, plan: StabilityPlan, counts: dict[str, int]
 ) -> tuple[int, list[StabilityObligation]]:
     """The listed stability obligations are the first ones of the re-derived plan (same ids,
     order, files, hashes, and what they cover: the run writes them while it has time to run
@@ -355,9 +348,9 @@ def _check_stability_obligations(
     file shipped; every stable neuron's recorded `smt` evidence is what the recorded results
     give (an obligation not listed: not run). Returns how many stable neurons the recorded
     results confirm, and the shipped obligations."""
-    listed = document["proofs"]["smt_obligations"]
+    listed = certificate.proofs.smt_obligations
     _require(
-        [entry["id"] for entry in listed] == list(plan.ids[: len(listed)]),
+        [entry.id for entry in listed] == list(plan.ids[: len(listed)]),
         "proofs.smt_obligations: the listed stability obligations are not the first "
         f"{len(listed)} of the re-derived ones",
     )
@@ -365,20 +358,20 @@ def _check_stability_obligations(
     results: dict[str, str] = {}
     for entry, obligation in zip(listed, shipped_obligations, strict=True):
         _require(
-            entry["sha256"] == obligation.sha256
-            and entry["file"] == obligation.filename
-            and entry["box"] == obligation.box
-            and entry["layer"] == obligation.layer
-            and entry["case_split"] == obligation.split
-            and entry["depends"] == list(obligation.depends),
+            entry.sha256 == obligation.sha256
+            and entry.file == obligation.filename
+            and entry.box == obligation.box
+            and entry.layer == obligation.layer
+            and entry.case_split == obligation.split
+            and list(entry.depends) == list(obligation.depends),
             f"stability obligation {obligation.id}: recorded hash, file or coverage differs "
             "from the re-derived obligation",
         )
         _require(
-            entry["result"] != "refuted",
+            entry.result != "refuted",
             f"stability obligation {obligation.id}: recorded as refuted, yet claims rest on it",
         )
-        results[obligation.id] = entry["result"]
+        results[obligation.id] = entry.result
         shipped = base / "smt" / obligation.filename
         _require(shipped.is_file(), f"smt/{obligation.filename}: missing")
         _require(
@@ -391,14 +384,14 @@ def _check_stability_obligations(
     )
     _require(not extra, f"smt/{extra[0] if extra else ''}: not a listed stability obligation")
     confirmed = 0
-    for entry in document["neurons"]:
-        neuron = Neuron(int(entry["layer"]), int(entry["index"]))
+    for neuron_entry in certificate.neurons:
+        neuron = Neuron(neuron_entry.layer, neuron_entry.index)
         if neuron not in plan.rests_on:
             continue
         evidence = claim_evidence(plan.rests_on[neuron], results)
         _require(
-            entry["evidence"].get("smt") == evidence.value,
-            f"neuron {neuron}: evidence smt {entry['evidence'].get('smt')!r}, the recorded "
+            neuron_entry.evidence.smt == evidence.value,
+            f"neuron {neuron}: evidence smt {neuron_entry.evidence.smt!r}, the recorded "
             f"obligation results give {evidence.value!r}",
         )
         confirmed += evidence is SmtEvidence.CONFIRMED
@@ -440,7 +433,7 @@ def _run_stability_obligations(
 
 
 def _check_compression(
-    document: dict[str, Any],
+    certificate: Certificate,
     base: Path,
     network: Network,
     domain: Domain,
@@ -451,14 +444,14 @@ def _check_compression(
     solver: str,
     smt_confirmed: int,
 ) -> None:
-    compressed_path = base / document["compressed"]["path"]
+    compressed_path = base / certificate.compressed.path
     _require(compressed_path.is_file(), f"compressed: file {compressed_path} not found")
     _require(
-        sha256_of(compressed_path) == document["compressed"]["sha256"],
+        sha256_of(compressed_path) == certificate.compressed.sha256,
         "compressed: sha256 does not match the file",
     )
     compression = compress(network, statuses)
-    dtype = document["compressed"].get("dtype", "float32")
+    dtype = certificate.compressed.dtype
     stored = load_network(compressed_path)
     expected = rounded_layers(compression.network, dtype)
     _require(
@@ -489,7 +482,7 @@ def _check_compression(
             )
         )
         _require(same, f"compressed: layer {k} differs from the recomputed compression")
-    recorded = document["compression"]
+    recorded = certificate.compression.to_json()
     derived = compression_record(compression, rounding_bound(compression, domain, dtype))
     for key, value in derived.items():
         _require(
@@ -498,19 +491,23 @@ def _check_compression(
         )
     summary = summary_block(network, statuses, compression, True, smt_confirmed)
     _require(
-        document["summary"] == summary,
+        certificate.summary == summary,
         "summary does not match the statuses and the recomputed compression: "
-        + ", ".join(f"{key}" for key in summary if document["summary"].get(key) != summary[key]),
+        + ", ".join(
+            field.name
+            for field in dataclasses.fields(summary)
+            if getattr(certificate.summary, field.name) != getattr(summary, field.name)
+        ),
     )
     equivalence = prove_equivalence(
         network, compression, statuses, stability_lemmas, domain, cross_check=False
     )
     _require(equivalence.proved, f"equivalence: {equivalence.message}")
     _require(
-        recorded["equivalence"]["proved"] is True,
+        certificate.compression.equivalence.proved is True,
         "compression.equivalence.proved is not true, though the check proves it",
     )
-    _check_shipped_obligations(document, base, equivalence.obligations)
+    _check_shipped_obligations(certificate, base, equivalence.obligations)
     if solver != "z3":
         # prove_equivalence ran them with z3; the chosen solver must agree.
         for obligation, result in zip(
@@ -528,24 +525,24 @@ def _check_compression(
 
 
 def _check_shipped_obligations(
-    document: dict[str, Any], base: Path, obligations: Sequence[Obligation]
+    certificate: Certificate, base: Path, obligations: Sequence[Obligation]
 ) -> None:  # the equivalence obligations (the stability ones: _check_stability_obligations)
     """Every re-derived equivalence obligation is listed in the certificate and shipped in
     smt/ with the same SHA-256, and nothing else is listed: the files a second solver re-runs
     are exactly the obligations this check proved."""
-    listed = document["compression"]["equivalence"]["obligations"]
+    listed = certificate.compression.equivalence.obligations
     _require(
-        [entry["id"] for entry in listed] == [o.id for o in obligations],
+        [entry.id for entry in listed] == [o.id for o in obligations],
         "equivalence: the listed obligations differ from the re-derived ones",
     )
     for entry, obligation in zip(listed, obligations, strict=True):
         _require(
-            entry["verdict"] == SmtVerdict.PROVED.value,
-            f"equivalence obligation {obligation.id}: recorded verdict {entry['verdict']!r}, "
+            entry.verdict == SmtVerdict.PROVED.value,
+            f"equivalence obligation {obligation.id}: recorded verdict {entry.verdict!r}, "
             "the check proves it",
         )
         _require(
-            entry["sha256"] == obligation.sha256 and entry["file"] == obligation.filename,
+            entry.sha256 == obligation.sha256 and entry.file == obligation.filename,
             f"equivalence obligation {obligation.id}: recorded hash or file name differs from "
             "the re-derived obligation",
         )

@@ -28,8 +28,10 @@ from .certificate import (
     FORMAT,
     FORMAT_VERSION,
     SEMANTICS,
-    case_split_to_json,
+    case_split_record,
+    compression_block,
     point_to_json,
+    proof_tree_record,
     semantics_note,
     sha256_of,
     summary_block,
@@ -46,6 +48,18 @@ from .equivalence import (
 )
 from .errors import ModelError
 from .kernel.bounds import ExactNetwork
+from .kernel.format import (
+    Certificate,
+    CompressedNetwork,
+    Dtype,
+    Evidence,
+    InputDomain,
+    NeuronRecord,
+    OriginalNetwork,
+    Proofs,
+    StabilityObligationEntry,
+    WitnessRecord,
+)
 from .onnx_export import save_onnx
 from .onnx_import import load_network, read_interface
 from .stability import SmtTier, StabilityAnalysis, analyse, confirm_with_smt
@@ -64,55 +78,52 @@ class RunResult:
 
 def _neuron_entries(
     analysis: StabilityAnalysis, witness_ids: dict[int, int], smt: SmtTier
-) -> list[JsonDict]:
+) -> list[NeuronRecord]:
     split_ids = {id(split): k for k, split in enumerate(analysis.case_splits)}
     entries = []
     for neuron, status in analysis.statuses.items():
-        evidence: JsonDict = {}
+        evidence = Evidence()
         if status is Status.UNSTABLE:
+            ids = {}
             for phase in Phase:
                 witness = analysis.table.witness_for(neuron, phase)
                 if witness is not None:
-                    evidence[phase.value] = witness_ids[id(witness)]
+                    ids[phase] = witness_ids[id(witness)]
+            evidence = Evidence(active=ids.get(Phase.ACTIVE), inactive=ids.get(Phase.INACTIVE))
         elif status.is_stable:
-            evidence["case_splits"] = [
-                split_ids[id(s)] for s in analysis.case_splits if s.neuron == neuron
-            ]
-            evidence["smt"] = smt.evidence(neuron).value
-        entries.append(
-            {
-                "layer": neuron.layer,
-                "index": neuron.index,
-                "status": status.value,
-                "evidence": evidence,
-            }
-        )
+            evidence = Evidence(
+                case_splits=tuple(
+                    split_ids[id(s)] for s in analysis.case_splits if s.neuron == neuron
+                ),
+                smt=smt.evidence(neuron).value,
+            )
+        entries.append(NeuronRecord(neuron.layer, neuron.index, status, evidence))
     return entries
 
 
-def proofs_json(analysis: StabilityAnalysis, smt: SmtTier) -> JsonDict:
+def proofs_record(analysis: StabilityAnalysis, smt: SmtTier) -> Proofs:
     """The certificate's `proofs` block: what the kernel recomputes, and the stability
     obligations (re-derived by check, which compares their hashes) with Z3's results."""
-    return {
-        "method": PROOF_METHOD,
-        "trees": analysis.subdomains.to_json(),
-        "sub_boxes": len(analysis.subdomains.leaves),
-        "case_splits": [case_split_to_json(split) for split in analysis.case_splits],
-        "smt_obligations": [
-            {
-                "id": o.id,
-                "file": o.filename,
-                "sha256": o.sha256,
-                "box": o.box,
-                "layer": o.layer,
-                "case_split": o.split,
-                "depends": list(o.depends),
-                "result": smt.results[o.id].verdict.value,
-                "seconds": round(smt.results[o.id].seconds, 4),
-            }
+    return Proofs(
+        method=PROOF_METHOD,
+        trees=tuple(proof_tree_record(tree) for tree in analysis.subdomains.trees),
+        sub_boxes=len(analysis.subdomains.leaves),
+        case_splits=tuple(case_split_record(split) for split in analysis.case_splits),
+        smt_obligations=tuple(
+            StabilityObligationEntry(
+                id=o.id,
+                file=o.filename,
+                sha256=o.sha256,
+                box=o.box,
+                layer=o.layer,
+                case_split=o.split,
+                depends=tuple(o.depends),
+                result=smt.results[o.id].verdict.value,
+                seconds=round(smt.results[o.id].seconds, 4),
+            )
             for o in smt.written
-        ],
-    }
+        ),
+    )
 
 
 PROOF_METHOD = (
@@ -168,8 +179,10 @@ def run(
     compression = compress(network, analysis.statuses)
     # A drop-in replacement: the original's interface, and by default its element type.
     interface = read_interface(network_path)
-    original_dtype = "float64" if interface.elem_type == onnx.TensorProto.DOUBLE else "float32"
-    dtype = config.export_dtype or original_dtype
+    original_dtype: Dtype = (
+        "float64" if interface.elem_type == onnx.TensorProto.DOUBLE else "float32"
+    )
+    dtype: Dtype = config.export_dtype or original_dtype
     rounding = rounding_bound(compression, domain, dtype)
     timings["compress"] = time.perf_counter() - since
 
@@ -213,51 +226,53 @@ def run(
             (smt_dir / obligation.filename).write_text(obligation.smtlib)
         for stability in smt.written:
             (smt_dir / stability.filename).write_text(stability.smtlib)
-        record = compression_record(compression, rounding)
         summary = summary_block(
             network, analysis.statuses, compression, equivalence.proved, smt.confirmed
         )
-        record["equivalence"] = equivalence_record(equivalence)
-        record["empirical"] = empirical
         versions = tool_versions()
         timings["total"] = time.perf_counter() - started
-        certificate: JsonDict = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "tool_version": versions["verify-compress"],
-            "solvers": versions,
-            "network": {
-                "path": _relative(Path(network_path), out_dir),
-                "sha256": sha256_of(network_path),
-                "folded_ops": list(network.folded_ops),
-                "semantics_note": semantics_note(network.rounded_folds),
-            },
-            "compressed": {
-                "path": "compressed.onnx",
-                "sha256": sha256_of(staging / "compressed.onnx"),
-                "dtype": dtype,
-            },
-            "domain": domain.to_json(),
-            "semantics": SEMANTICS,
-            "config": {k: v for k, v in dataclasses.asdict(config).items()},
-            "neurons": _neuron_entries(analysis, witness_ids, smt),
-            "witnesses": [
-                {"id": k, "box": w.box, "source": w.source, "point": point_to_json(w.point)}
+        certificate = Certificate(
+            format=FORMAT,
+            format_version=FORMAT_VERSION,
+            tool_version=versions["verify-compress"],
+            solvers=versions,
+            network=OriginalNetwork(
+                path=_relative(Path(network_path), out_dir),
+                sha256=sha256_of(network_path),
+                folded_ops=tuple(network.folded_ops),
+                semantics_note=semantics_note(network.rounded_folds),
+            ),
+            compressed=CompressedNetwork(
+                path="compressed.onnx",
+                sha256=sha256_of(staging / "compressed.onnx"),
+                dtype=dtype,
+            ),
+            domain=InputDomain.from_json(domain.to_json(), "$.domain"),
+            semantics=SEMANTICS,
+            config=dataclasses.asdict(config),
+            neurons=tuple(_neuron_entries(analysis, witness_ids, smt)),
+            witnesses=tuple(
+                WitnessRecord(id=k, box=w.box, source=w.source, point=tuple(point_to_json(w.point)))
                 for k, w in enumerate(witnesses)
-            ],
-            "proofs": proofs_json(analysis, smt),
-            "compression": record,
-            "summary": summary,
-            "timings": {k: round(v, 4) for k, v in timings.items()},
-        }
-        (staging / "certificate.json").write_text(json.dumps(certificate, indent=1))
+            ),
+            proofs=proofs_record(analysis, smt),
+            compression=compression_block(
+                compression_record(compression, rounding),
+                equivalence_record(equivalence),
+                empirical,
+            ),
+            summary=summary,
+            timings={k: round(v, 4) for k, v in timings.items()},
+        )
+        document = certificate.to_json()
+        (staging / "certificate.json").write_text(json.dumps(document, indent=1))
         if write_report is not None:
-            (staging / "report.html").write_text(write_report(certificate))
+            (staging / "report.html").write_text(write_report(document))
         _replace_directory(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return RunResult(certificate, out_dir, summary)
+    return RunResult(document, out_dir, summary.to_json())
 
 
 def _warn(message: str) -> None:
