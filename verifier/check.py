@@ -6,6 +6,9 @@ only finds evidence: no witness search, CP-SAT, float bound propagation or branc
 
 Trusted: the domain written in the certificate and the ONNX files it names (verified by
 SHA-256). Everything else is re-derived or re-checked:
+- the document is validated against the generated JSON Schema, then parsed into the format's
+  records (`verifier.kernel.format`): a missing, unknown or mistyped field is refused naming
+  its JSON path before anything is re-derived;
 - every witness is re-evaluated exactly on the re-imported network and must lie in its box;
 - the proof boxes are rebuilt from the domain and the recorded bisection trees (every cut
   strictly inside its interval, every box numbered once), and the kernel recomputes certified
