@@ -262,21 +262,23 @@ class DaskTaskPool:
             self.slots = workers
             self.name = f"dask (LocalCluster, {workers} workers)"
         try:
-            self._shared: Any = self._client.scatter(shared, broadcast=True)
+            # In a list: scatter would send a sequence's items one by one.
+            self._shared: Any = self._client.scatter([shared], broadcast=True)[0]
         except BaseException:
             self.close()
             raise
 
     def map(self, call: Callable[..., Result], tasks: Sequence[Any]) -> list[Result]:
-        key = self._shared.key
-        futures = [
-            self._client.submit(call, task, shared=self._shared, key_of_shared=key, pure=False)
-            for task in tasks
-        ]
+        # One message for all the tasks (client.map), not one per task (submit).
+        futures = self._client.map(
+            call, list(tasks), shared=self._shared, key_of_shared=self._shared.key, pure=False
+        )
         try:
             results: list[Result] = self._client.gather(futures)
         finally:
-            self._client.cancel([f for f in futures if not f.done()])
+            running = [f for f in futures if not f.done()]
+            if running:
+                self._client.cancel(running)
         return results
 
     def close(self) -> None:
