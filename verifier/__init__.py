@@ -27,7 +27,7 @@ After the statuses:
     compress                      remove / fold / merge certified stable neurons, exactly
     equivalence, smt              compressed == original on the domain; Z3 (the only z3
                                   import) or cvc5 on the obligations
-    certificate, check, report    the JSON certificate (format 4), its checker, the HTML report
+    certificate, check, report    the JSON certificate (format 5), its checker, the HTML report
     pipeline                      the main job: every stage, atomic output directory
 
 Also: `summary` (for `inspect`), `training` (optional, torch), `onnx_export`.
