@@ -20,13 +20,14 @@ from oracle import stability_oracle
 from verify_compress.branching import (
     ProofBoxes,
     TriangleLps,
+    _FloatScreen,
     _prove_case,
     bisect_until_proved,
     split_by_cases,
 )
 from verify_compress.domain import Box, Domain
 from verify_compress.ir import AffineLayer, Network
-from verify_compress.kernel.bounds import ExactNetwork, box_bounds, target_bound
+from verify_compress.kernel.bounds import ExactNetwork, box_bounds, narrowed, target_bound
 from verify_compress.kernel.stability import (
     Case,
     CaseSplit,
@@ -35,6 +36,7 @@ from verify_compress.kernel.stability import (
     proof_box_bounds,
     proved_claims,
 )
+from verify_compress.propagation import dual_value
 from verify_compress.status import Neuron, Phase
 from verify_compress.subdomains import Subdomains, bisect
 from verify_compress.witnesses import WitnessTable
@@ -303,6 +305,69 @@ def test_every_case_split_found_on_random_nets_is_accepted_and_its_claim_is_true
                 verdict = verdict or stability_oracle(net, box)
                 assert phase in verdict.stable_phases(neuron), f"seed {seed}: {neuron} {phase}"
     assert found >= 5, "too few case splits found to test anything"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.data())
+def test_the_float_estimate_of_a_bound_matches_the_kernels_exact_bound_for_given_multipliers(
+    seed: int, data: st.DataObject
+) -> None:
+    net = random_network(seed, [3, 5, 5, 2])
+    box = random_box(seed, 3)
+    exact = ExactNetwork(net)
+    bounds = box_bounds(exact, box)
+    neuron = Neuron(data.draw(st.integers(1, 2)), data.draw(st.integers(0, 1)))
+    phase = data.draw(st.sampled_from(list(Phase)))
+    assumed = Neuron(neuron.layer - 1, data.draw(st.integers(0, 4)))
+    cases = [{}, {assumed: Phase.ACTIVE}, {assumed: Phase.INACTIVE}]
+    assumptions = data.draw(st.sampled_from(cases))
+    rng = np.random.default_rng(seed)
+    multipliers = [rng.standard_normal(5) for _ in range(neuron.layer)]
+    lowers, uppers = narrowed(bounds, neuron.layer, assumptions)
+    if any(np.any(lo > hi) for lo, hi in zip(lowers, uppers, strict=True)):
+        return  # a vacuous case: the kernel alone decides it
+    sign = -1.0 if phase is Phase.INACTIVE else 1.0
+    value = target_bound(exact, box, bounds, neuron, phase, assumptions, multipliers)
+    assert value is not None
+    estimate = dual_value(
+        net, box.lower, box.upper, neuron.layer, neuron.index, sign, lowers, uppers, multipliers
+    )
+    assert estimate == pytest.approx(float(sign * value), rel=1e-9, abs=1e-9)
+
+
+def test_the_float_screen_never_skips_a_case_the_kernel_proves() -> None:
+    proved = skipped = 0
+    for seed in range(25):
+        net = random_network(seed, [3, 6, 6, 1])
+        box = random_box(seed, 3)
+        exact = ExactNetwork(net)
+        bounds = box_bounds(exact, box)
+        for neuron in net.hidden_neurons():
+            if neuron.layer == 0:
+                continue
+            for phase in Phase:
+                for earlier in range(6):
+                    for assumed_phase in Phase:
+                        case = {Neuron(0, earlier): assumed_phase}
+                        screen = _FloatScreen(net, box, bounds, neuron, phase, case)
+                        shows = bound_shows_exactly(exact, box, bounds, neuron, phase, case)
+                        proved += shows
+                        if not screen.may_show(None):
+                            skipped += 1
+                            assert not shows, f"seed {seed}: {neuron} {phase} {case}"
+    assert proved >= 20 and skipped >= 20, (proved, skipped)
+
+
+def bound_shows_exactly(
+    exact: ExactNetwork,
+    box: Box,
+    bounds: object,
+    neuron: Neuron,
+    phase: Phase,
+    case: dict[Neuron, Phase],
+) -> bool:
+    value = target_bound(exact, box, bounds, neuron, phase, case)  # type: ignore[arg-type]
+    return value is None or (value <= 0 if phase is Phase.INACTIVE else value >= 0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from .kernel.bounds import (
 )
 from .kernel.stability import Case, CaseSplit
 from .lp import TriangleLp
-from .propagation import Targets, crown_multipliers, relaxation_costs
+from .propagation import Targets, crown_multipliers, dual_value, relaxation_costs
 from .status import Neuron, Phase
 from .subdomains import Bisection, SplitTree, ancestry, bisect, split_dimension
 from .witnesses import WitnessTable
@@ -381,21 +381,75 @@ def _prove_case(
     offer: Callable[[FloatArray], None] | None = None,
 ) -> tuple[Case | None, list[FloatArray] | None]:
     """The case proved by CROWN's multipliers or the LP's, checked by the kernel (None if
-    neither shows the phase), and the LP's multipliers if it was solved."""
+    neither shows the phase), and the LP's multipliers if it was solved. The kernel is asked
+    only where the same multipliers' bound in float64 comes near showing the phase: a
+    skipped check can cost a proof, never make one."""
     ordered = tuple(sorted(assumptions.items()))
-    if bound_shows(target_bound(exact, box, bounds, neuron, phase, assumptions), phase):
+    screen = _FloatScreen(exact.network, box, bounds, neuron, phase, assumptions)
+    if screen.may_show(None) and bound_shows(
+        target_bound(exact, box, bounds, neuron, phase, assumptions), phase
+    ):
         return Case(ordered), None
     if lp is None:
         return None, None
     multipliers = lp.multipliers(neuron, phase, assumptions)
     if multipliers is None:
         return _vacuous_case(exact, box, bounds, neuron, phase, assumptions, lp), None
-    value = target_bound(exact, box, bounds, neuron, phase, assumptions, multipliers)
-    if bound_shows(value, phase):
+    if screen.may_show(multipliers) and bound_shows(
+        target_bound(exact, box, bounds, neuron, phase, assumptions, multipliers), phase
+    ):
         return Case(ordered, tuple(multipliers)), multipliers
     if offer is not None and lp.point is not None:
         offer(np.clip(lp.point, box.lower, box.upper))
     return None, multipliers
+
+
+SCREEN_MARGIN = 1e-6
+"""A float64 bound below -SCREEN_MARGIN * (1 + |bound|) is taken to fail in exact arithmetic
+too (the kernel's rounded slopes only loosen CROWN's bound), so the kernel is not asked."""
+
+
+class _FloatScreen:
+    """Float64 estimates of one case's bound (`propagation.dual_value`) to spare the kernel
+    the exact checks that cannot succeed."""
+
+    def __init__(
+        self,
+        network: Network,
+        box: Box,
+        bounds: LayerBounds,
+        neuron: Neuron,
+        phase: Phase,
+        assumptions: Mapping[Neuron, Phase],
+    ) -> None:
+        self.network, self.box, self.neuron = network, box, neuron
+        self.sign = -1.0 if phase is Phase.INACTIVE else 1.0
+        self.lowers, self.uppers = narrowed(bounds, neuron.layer, assumptions)
+        # An empty interval makes the case vacuous: only the kernel says so.
+        self.vacuous = any(np.any(lo > hi) for lo, hi in zip(self.lowers, self.uppers, strict=True))
+
+    def may_show(self, multipliers: Sequence[FloatArray] | None) -> bool:
+        """False only when the bound from these multipliers (CROWN's when None) clearly fails."""
+        if self.vacuous:
+            return True
+        if multipliers is None:
+            rows = [lo[None, :] for lo in self.lowers], [hi[None, :] for hi in self.uppers]
+            targets = Targets(
+                self.neuron.layer, np.array([self.neuron.index]), np.array([self.sign]), *rows
+            )
+            multipliers = [m[0] for m in crown_multipliers(self.network, targets)]
+        value = dual_value(
+            self.network,
+            self.box.lower,
+            self.box.upper,
+            self.neuron.layer,
+            self.neuron.index,
+            self.sign,
+            self.lowers,
+            self.uppers,
+            multipliers,
+        )
+        return not value < -SCREEN_MARGIN * (1.0 + abs(value))
 
 
 RAY_SCALES = tuple(10.0**k for k in range(1, 13, 2))

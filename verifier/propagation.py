@@ -86,3 +86,32 @@ def relaxation_costs(
         costs[k] = np.maximum(-values.min(axis=0), 0.0)
         mu = nu @ network.layers[k].float_weights
     return costs
+
+
+def dual_value(
+    network: Network,
+    lower_box: FloatArray,
+    upper_box: FloatArray,
+    layer: int,
+    index: int,
+    sign: float,
+    lowers: Sequence[FloatArray],
+    uppers: Sequence[FloatArray],
+    multipliers: Sequence[FloatArray],
+) -> float:
+    """D(nu) of the module docstring in float64: an estimate (not a proof) of the lower bound
+    of sign * g_layer[index] the kernel would compute exactly from the same multipliers. The
+    producer uses it to skip exact checks that are bound to fail."""
+    mu = sign * network.layers[layer].float_weights[index]
+    total = sign * float(network.layers[layer].float_bias[index])
+    for k in range(layer - 1, -1, -1):
+        nu = multipliers[k]
+        lower, upper = lowers[k], uppers[k]
+        at_lower = mu * np.maximum(lower, 0.0) - nu * lower
+        at_upper = mu * np.maximum(upper, 0.0) - nu * upper
+        least = np.minimum(at_lower, at_upper)
+        least = np.where((lower < 0) & (upper > 0), np.minimum(least, 0.0), least)
+        total += float(least.sum()) + float(nu @ network.layers[k].float_bias)
+        mu = nu @ network.layers[k].float_weights
+    centre, radius = (lower_box + upper_box) / 2, (upper_box - lower_box) / 2
+    return total + float(mu @ centre - np.abs(mu) @ radius)
