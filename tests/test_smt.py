@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from verify_compress.check import check_certificate
 from verify_compress.errors import MissingToolError, VerifyCompressError
-from verify_compress.smt import Obligation, SmtVerdict, check, check_many, require_solver
+from verify_compress.smt import (
+    Obligation,
+    SmtVerdict,
+    SolverPool,
+    check,
+    check_many,
+    require_solver,
+)
 
 PROVABLE = Obligation(
     "provable",
@@ -118,3 +126,30 @@ def test_z3_re_proves_the_bundled_first_layer_claims_and_never_refutes_any() -> 
     report = check_certificate(BUNDLED, stability_smt=True, stability_timeout=2.0)
     assert report.valid, report.first_failure
     assert report.counts["stable_neurons_confirmed_by_z3"] >= recorded > 0
+
+
+def _slow_to_parse(variables: int) -> str:
+    """A satisfiable QF_LRA script whose parsing alone takes Z3 seconds (no timeout covers it)."""
+    declarations = "".join(f"(declare-const x{i} Real)\n" for i in range(variables))
+    rows = "".join(
+        f"(assert (< (+ x{i} x{(i + 1) % variables}) (* 3.0 x{(i + 7) % variables})))\n"
+        for i in range(variables)
+    )
+    return f"(set-logic QF_LRA)\n{declarations}{rows}(check-sat)\n"
+
+
+def test_a_solver_worker_busy_past_the_deadline_is_stopped_and_its_obligation_unconfirmed() -> None:
+    text = _slow_to_parse(300_000)
+    started = time.monotonic()
+    alone = check(Obligation("alone", text), 100.0, "z3", started + 0.5)
+    overrun = time.monotonic() - started
+    assert overrun > 2.5, "the script parses too fast to show anything on this machine"
+    started = time.monotonic()
+    with SolverPool(2) as pool:
+        results = pool.check_lazily(
+            [(Obligation("a", text), 100.0), (Obligation("b", text), 100.0)], started + 0.5
+        )
+    assert time.monotonic() - started < overrun
+    assert alone.verdict is not SmtVerdict.PROVED
+    assert [r.verdict for r in results] == [SmtVerdict.UNKNOWN, SmtVerdict.UNKNOWN]
+    assert all(r.detail == "stopped at the time limit" for r in results)

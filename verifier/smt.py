@@ -359,11 +359,43 @@ class SolverPool:
         for obligation, timeout in tasks:
             running = [f for f in futures if not f.done()]
             if len(running) >= self.workers:
-                wait(running, return_when=FIRST_COMPLETED)
+                wait(running, timeout=_left(deadline), return_when=FIRST_COMPLETED)
+                if _left(deadline) == 0.0 and all(not f.done() for f in running):
+                    break
             futures.append(
                 self._pool.submit(_check_with_timeout, (obligation, timeout, self.solver, deadline))
             )
-        return [f.result() for f in futures]
+        # Z3's timeout does not cover parsing or every tactic: a worker still busy past the
+        # deadline (and DEADLINE_GRACE) is stopped, and its obligation stays unconfirmed.
+        wait(futures, timeout=_left(deadline))
+        if not all(f.done() for f in futures):
+            self._terminate()
+        return [
+            f.result()
+            if f.done() and not f.cancelled() and f.exception() is None
+            else SmtResult(SmtVerdict.UNKNOWN, 0.0, "stopped at the time limit")
+            for f in futures
+        ]
+
+    def _terminate(self) -> None:
+        """Stop the worker processes now (a solver call cannot be interrupted otherwise)."""
+        if self._pool is None:
+            return
+        for process in list(self._pool._processes.values()):
+            process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+
+
+DEADLINE_GRACE = 1.0
+"""Seconds a solver worker may run past the deadline before `check_lazily` stops it."""
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds to wait for workers: until the deadline plus the grace (None: no deadline)."""
+    if deadline is None:
+        return None
+    return max(0.0, deadline + DEADLINE_GRACE - time.monotonic())
 
 
 def _check_with_timeout(task: tuple[Obligation, float, str, float | None]) -> SmtResult:
