@@ -20,10 +20,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import onnx
 from synthetic import write_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT.parent / "shared" / "benchmarks"
+
+
+def input_size(model: Path) -> int:
+    """The number of input values of an ONNX model (its first input, batch dimension left out)."""
+    graph = onnx.load(str(model)).graph
+    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim][1:]
+    return int(np.prod([d for d in dims if d > 0]))
 
 
 def pairs() -> list[tuple[str, Path, Path | None]]:
@@ -37,7 +46,7 @@ def pairs() -> list[tuple[str, Path, Path | None]]:
         for prop in sorted((BENCHMARKS / "mnistfc").glob("*.vnnlib")):
             found.append((f"mnist256x2 {prop.stem}", mnist, prop))
     for model in sorted((ROOT / "models").glob("*.onnx")):
-        found.append((f"{model.stem} [0,1]^64", model, None))
+        found.append((f"{model.stem} [0,1]^{input_size(model)}", model, None))
     return found
 
 
