@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
 from synthetic import write_cases
 
 ROOT = Path(__file__).resolve().parents[1]

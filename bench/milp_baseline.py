@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+
 from verify_compress.bounds import LayerBounds
 from verify_compress.ir import Network
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from milp_baseline import per_neuron_milp
 
 ROOT = Path(__file__).resolve().parents[1]

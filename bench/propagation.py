@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
 from verify_compress.bounds import symbolic_bounds  # noqa: E402
 from verify_compress.domain import parse_vnnlib  # noqa: E402
 from verify_compress.kernel import bounds as kernel_bounds  # noqa: E402

@@ -27,6 +27,7 @@ from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
+
 from verify_compress.errors import VerifyCompressError
 
 EXIT_OK = 0

@@ -37,6 +37,7 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
 from verify_compress.cli import DebugOption, user_errors
 from verify_compress.cli.run import EXIT_CHECK_FAILED, JsonOption, QuietOption, interruptible
 

@@ -26,6 +26,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+
 from verify_compress import __version__
 from verify_compress.cli import DebugOption, PlainFlagsCommand, PlainFlagsGroup, user_errors
 from verify_compress.cli.batch import batch

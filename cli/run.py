@@ -47,6 +47,7 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
 from verify_compress import __version__
 from verify_compress.cli import DebugOption, one_line, user_errors
 from verify_compress.config import Config

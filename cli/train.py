@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
 from verify_compress.cli import DebugOption, user_errors
 from verify_compress.training import (
     BUILTIN_DATASET,

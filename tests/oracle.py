@@ -16,6 +16,7 @@ import dataclasses
 from fractions import Fraction
 
 import z3
+
 from verify_compress.domain import Box
 from verify_compress.ir import Network
 from verify_compress.status import Neuron, Phase

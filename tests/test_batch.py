@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BENCHMARKS
 from rich.console import Console
 from rich.progress import Progress
+
 from verify_compress.batch import (
     CheckVerdict,
     DaskBackend,
@@ -41,6 +41,8 @@ from verify_compress.batch.jobs import DomainSource
 from verify_compress.cli.batch import BatchDisplay, jobs_table
 from verify_compress.cli.main import main
 from verify_compress.errors import MissingToolError
+
+from conftest import BENCHMARKS
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"

@@ -6,9 +6,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import MNIST_NETWORK, random_network, require_benchmarks
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from verify_compress.bounds import (
     LayerBounds,
     domain_bounds,
@@ -19,6 +19,8 @@ from verify_compress.bounds import (
 from verify_compress.domain import Box
 from verify_compress.ir import AffineLayer, Network
 from verify_compress.status import Neuron, Phase
+
+from conftest import MNIST_NETWORK, random_network, require_benchmarks
 
 
 def _random_case(seed: int) -> tuple[Network, Box, np.random.Generator]:

@@ -13,10 +13,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import network
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oracle import stability_oracle
+
 from verify_compress.branching import (
     ProofBoxes,
     TriangleLps,
@@ -40,6 +39,9 @@ from verify_compress.propagation import dual_value
 from verify_compress.status import Neuron, Phase
 from verify_compress.subdomains import Subdomains, bisect
 from verify_compress.witnesses import WitnessTable
+
+from conftest import network
+from oracle import stability_oracle
 
 TARGET = Neuron(1, 0)
 LATER = time.monotonic() + 3600.0

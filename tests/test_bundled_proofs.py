@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from verify_compress.check import check_certificate
 
 PROOFS = sorted((Path(__file__).resolve().parents[1] / "proofs").glob("*/certificate.json"))

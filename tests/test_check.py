@@ -21,7 +21,7 @@ import onnx
 import onnx.helper
 import onnx.numpy_helper
 import pytest
-from conftest import random_network
+
 from verify_compress.certificate import case_split_from_json
 from verify_compress.check import CheckReport, check_certificate
 from verify_compress.config import Config
@@ -34,6 +34,8 @@ from verify_compress.pipeline import run
 from verify_compress.smt import Obligation, SmtVerdict, check
 from verify_compress.status import Phase
 from verify_compress.subdomains import Subdomains
+
+from conftest import random_network
 
 Document = dict[str, Any]
 

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
 from verify_compress.cli.main import DEFAULT_COMMAND, command_names, route
 
 REPO = Path(__file__).resolve().parents[1]

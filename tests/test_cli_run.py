@@ -30,6 +30,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 from rich.progress import Progress
+
 from verify_compress import __version__
 from verify_compress.cli.main import main
 from verify_compress.cli.run import (

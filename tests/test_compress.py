@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from verify_compress.compress import (
     _fraction_free_solve,
     _rational_elimination,

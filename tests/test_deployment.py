@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx_builders import GraphBuilder
+
 from verify_compress.deployment import SKIPPED_NO_ONNXRUNTIME, measure_deployment
 from verify_compress.domain import Domain
 from verify_compress.report import render_report
+
+from onnx_builders import GraphBuilder
 
 REPO = Path(__file__).resolve().parents[1]
 ORIGINAL = REPO / "models" / "digits_l1.onnx"

@@ -11,6 +11,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_compress import interval_statuses, random_box, stable_cases, stable_network
+
 from verify_compress.compress import Compression, compress
 from verify_compress.domain import Box, Domain
 from verify_compress.equivalence import (

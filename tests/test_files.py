@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from verify_compress import pipeline
 from verify_compress.certificate import FORMAT
 from verify_compress.errors import OutputError, VerifyCompressError

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from verify_compress.certificate import case_split_from_json, parse_certificate
 from verify_compress.config import Config
 from verify_compress.domain import Domain

@@ -8,6 +8,7 @@ from fractions import Fraction
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from verify_compress.bounds import symbolic_bounds
 from verify_compress.domain import Box
 from verify_compress.ir import AffineLayer, Network

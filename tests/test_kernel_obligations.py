@@ -8,9 +8,9 @@ import dataclasses
 from fractions import Fraction
 
 import numpy as np
-from conftest import random_network
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from verify_compress.domain import Box, Domain
 from verify_compress.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
 from verify_compress.kernel.obligations import (
@@ -24,6 +24,8 @@ from verify_compress.kernel.stability import proof_box_bounds
 from verify_compress.smt import Obligation, SmtVerdict, check
 from verify_compress.status import Neuron, Phase
 from verify_compress.subdomains import Bisection, Subdomains
+
+from conftest import random_network
 
 
 def _shown_claims(bounds: LayerBounds) -> dict[Neuron, Phase]:

@@ -9,6 +9,7 @@ from fractions import Fraction
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from verify_compress.kernel.scaled import Scaled, round_fraction
 
 numerators = st.integers(min_value=-(2**1100), max_value=2**1100) | st.integers(-(2**70), 2**70)

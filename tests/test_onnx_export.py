@@ -12,10 +12,9 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
-from conftest import ACAS_NETWORKS, MNIST_NETWORK, random_network, require_benchmarks
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx_builders import GraphBuilder, run_onnxruntime
+
 from verify_compress.compress import compress
 from verify_compress.errors import ModelError, NetworkError
 from verify_compress.ir import AffineLayer, Network
@@ -28,6 +27,9 @@ from verify_compress.onnx_import import (
     read_interface,
 )
 from verify_compress.status import Neuron, Status
+
+from conftest import ACAS_NETWORKS, MNIST_NETWORK, random_network, require_benchmarks
+from onnx_builders import GraphBuilder, run_onnxruntime
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 

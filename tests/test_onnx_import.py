@@ -12,11 +12,10 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from conftest import ACAS_NETWORKS, MNIST_NETWORK, require_benchmarks
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from onnx import helper
-from onnx_builders import GraphBuilder, run_onnxruntime
+
 from verify_compress import onnx_import
 from verify_compress.errors import ModelError, UnsupportedModelError
 from verify_compress.ir import AffineLayer, Network
@@ -26,6 +25,9 @@ from verify_compress.onnx_import import (
     load_network,
     network_from_model,
 )
+
+from conftest import ACAS_NETWORKS, MNIST_NETWORK, require_benchmarks
+from onnx_builders import GraphBuilder, run_onnxruntime
 
 BENCHMARK_NETWORKS = [*ACAS_NETWORKS, MNIST_NETWORK]
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from verify_compress import pipeline
 from verify_compress.budget import Budget
 from verify_compress.config import Config

@@ -7,6 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_kernel_bounds import random_box, random_network
+
 from verify_compress.kernel.bounds import ExactNetwork, box_bounds, target_bound
 from verify_compress.propagation import Targets, crown_multipliers, relaxation_costs
 from verify_compress.status import Neuron, Phase

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from verify_compress.bounds import symbolic_bounds
 from verify_compress.check import check_certificate
 from verify_compress.config import Config

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from verify_compress.domain import parse_bound_values
 from verify_compress.report import (
     DOMAIN_DETAIL_ROWS,

@@ -8,11 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import random_network
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oracle import stability_oracle
 from ortools.sat.python import cp_model
+
 from verify_compress import search as search_module
 from verify_compress.bounds import symbolic_bounds
 from verify_compress.config import Config
@@ -28,6 +27,9 @@ from verify_compress.search import (
 )
 from verify_compress.status import Neuron, Phase
 from verify_compress.witnesses import WitnessTable
+
+from conftest import random_network
+from oracle import stability_oracle
 
 SIZES = ([2, 4, 4, 1], [3, 6, 5, 1], [2, 5, 5, 2])
 

@@ -12,6 +12,7 @@ import numpy.typing as npt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from verify_compress.bounds import symbolic_bounds
 from verify_compress.config import Config
 from verify_compress.domain import Box, Domain

@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx_builders import GraphBuilder
+
 from verify_compress.check import check_certificate
 from verify_compress.config import Config
 from verify_compress.domain import Domain
 from verify_compress.errors import ModelError
 from verify_compress.pipeline import run
+
+from onnx_builders import GraphBuilder
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from verify_compress.check import check_certificate
 from verify_compress.errors import MissingToolError, VerifyCompressError
 from verify_compress.smt import (

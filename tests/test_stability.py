@@ -16,10 +16,9 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from conftest import network, random_network
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oracle import OracleVerdict, stability_oracle
+
 from verify_compress import stability
 from verify_compress.branching import ProofBoxes, TriangleLps, bisect_until_proved, split_by_cases
 from verify_compress.budget import Budget
@@ -44,6 +43,9 @@ from verify_compress.stability import (
 from verify_compress.status import Neuron, Phase, Status
 from verify_compress.subdomains import Subdomains
 from verify_compress.witnesses import WitnessTable
+
+from conftest import network, random_network
+from oracle import OracleVerdict, stability_oracle
 
 CONFIG = Config(samples=200, gradient_steps=10)
 NO_BISECTION = dataclasses.replace(CONFIG, max_subboxes=1)

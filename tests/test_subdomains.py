@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from verify_compress.domain import Box, Domain
 from verify_compress.errors import CertificateError
 from verify_compress.ir import AffineLayer, Network

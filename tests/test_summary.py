@@ -6,9 +6,11 @@ import json
 from fractions import Fraction
 
 import numpy as np
-from conftest import random_network
+
 from verify_compress.ir import AffineLayer, Network
 from verify_compress.summary import network_summary
+
+from conftest import random_network
 
 
 def test_totals_add_up_the_layers_of_a_random_network() -> None:

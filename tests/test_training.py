@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 import typer
-from conftest import random_network
 from typer.testing import CliRunner
+
 from verify_compress.cli.train import train
 from verify_compress.training import (
     RECIPES,
@@ -31,6 +31,8 @@ from verify_compress.training import (
     train_and_export,
     train_mlp,
 )
+
+from conftest import random_network
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MODELS_README = MODELS / "README.md"

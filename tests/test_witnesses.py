@@ -7,9 +7,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import MNIST_NETWORK, random_network, require_benchmarks
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from verify_compress.bounds import symbolic_bounds
 from verify_compress.config import Config
 from verify_compress.domain import Box, Domain
@@ -17,6 +17,8 @@ from verify_compress.errors import DomainError
 from verify_compress.ir import AffineLayer, Network
 from verify_compress.status import Neuron, Phase
 from verify_compress.witnesses import WitnessTable, corner_points, find_witnesses
+
+from conftest import MNIST_NETWORK, random_network, require_benchmarks
 
 
 def _identity_network(inputs: int) -> Network:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from test_kernel_bounds import random_box, random_network
+
 from verify_compress.branching import CaseSplitTask, case_split_task
 from verify_compress.cli.main import main
 from verify_compress.domain import Box
