@@ -660,6 +660,8 @@ def check(
         ),
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 2,
+    backend: BackendOption = PoolBackend.local,
+    scheduler: SchedulerOption = None,
     network: Annotated[
         Path | None,
         typer.Option(
@@ -676,7 +678,8 @@ def check(
     """Re-verify a certificate from scratch, trusting only its domain and the ONNX file it names.
 
     Kernel tier: both ONNX hashes, every witness (exact evaluation), the certified bounds of
-    every proof box and every case split (exact integer arithmetic), the recomputed
+    every proof box (on --workers processes, or on Dask with --backend dask) and every case
+    split (exact integer arithmetic), the recomputed
     compression and every derived field. SMT tier: the shipped equivalence and stability
     obligations, checked against the re-derived ones by SHA-256; the equivalence ones re-run by a
     fresh Z3 (or cvc5 with --smt), the stability ones re-run with --smt z3|cvc5 (the count of
@@ -698,6 +701,7 @@ def check(
 
         solver = smt or "z3"
         require_solver(solver)
+        pool = backend_fields(backend, scheduler)
 
         show = not quiet and not json_output and stdout.is_terminal
         with progress_display(show, interrupts) as progress:
@@ -708,11 +712,14 @@ def check(
                 workers=workers,
                 network=network,
                 stability_smt=smt is not None,
+                backend=pool["backend"],
+                scheduler=pool["scheduler"],
             )
     if json_output:
         document = {
             "certificate": str(certificate),
             "solver": solver,
+            "backend": pool["backend"],
             "tool_version": __version__,
             **dataclass_json(report),
         }

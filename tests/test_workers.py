@@ -1,7 +1,8 @@
 """The worker pool computes exactly what this process computes, task by task, on local
 processes and on a real Dask LocalCluster (2 worker processes); the main job on the Dask
-backend fans its tasks out there and writes the certificate the local backend writes; a
-missing Dask or a bad scheduler address is one line and exit 2.
+backend fans its tasks out there and writes the certificate the local backend writes; `check`
+on the Dask backend computes the proof boxes there and reaches the local verdicts; a missing
+Dask or a bad scheduler address is one line and exit 2.
 
 The Dask tests skip when Dask is not installed (`pip install 'verify-compress[dask]'`)."""
 
@@ -21,11 +22,15 @@ import pytest
 from test_kernel_bounds import random_box, random_network
 
 from verify_compress.branching import CaseSplitTask, case_split_task
+from verify_compress.check import check_certificate
 from verify_compress.cli.main import main
-from verify_compress.domain import Box
+from verify_compress.config import Config
+from verify_compress.domain import Box, Domain
 from verify_compress.ir import Network
 from verify_compress.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
 from verify_compress.kernel.stability import CaseSplit
+from verify_compress.onnx_export import save_onnx
+from verify_compress.pipeline import run
 from verify_compress.status import Neuron, Phase
 from verify_compress.subdomains import bisect
 from verify_compress.workers import WorkerPool, WorkerState, on_this_clock
@@ -252,3 +257,66 @@ def test_a_bad_scheduler_is_one_line_naming_it_and_exit_2(
     assert run_main([str(DIGITS), *args, "--out", str(out)]) == 2
     assert capsys.readouterr().err == message
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def bisected_certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A deep random network certified on nested sub-boxes of [-1, 1]^2 (many proof boxes)."""
+    root = tmp_path_factory.mktemp("bisected")
+    save_onnx(random_network(0, [2, 6, 6, 6, 6, 6, 2]), root / "deep.onnx")
+    config = Config(time_limit=20, samples=50, gradient_steps=0, max_split_depth=0)
+    result = run(root / "deep.onnx", Domain.box(-np.ones(2), np.ones(2)), root / "out", config)
+    certificate = result.out_dir / "certificate.json"
+    assert json.loads(certificate.read_text())["proofs"]["sub_boxes"] > 2
+    return certificate
+
+
+def test_check_on_dask_computes_the_proof_boxes_there_and_reaches_the_local_verdict(
+    bisected_certificate: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("dask.distributed")
+    from verify_compress.batch.backends import DaskTaskPool
+
+    sent: list[int] = []
+    original_map = DaskTaskPool.map
+
+    def counting_map(self: DaskTaskPool, call: Any, tasks: Any) -> Any:
+        sent.append(len(tasks))
+        return original_map(self, call, tasks)
+
+    monkeypatch.setattr(DaskTaskPool, "map", counting_map)
+    local = check_certificate(bisected_certificate, workers=2)
+    assert local.valid, local.first_failure
+    assert not sent
+    assert run_main(["check", str(bisected_certificate), "--backend", "dask", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["valid"] and report["backend"] == "dask"
+    assert report["counts"] == local.counts
+    assert sum(sent) >= 2, "the proof boxes' bounds were computed on the Dask workers"
+
+    # A sub-box dropped from the tree: the same failure on Dask as here.
+    document = json.loads(bisected_certificate.read_text())
+    tree = document["proofs"]["trees"][0]
+    document["proofs"]["trees"][0] = tree["box"]
+    document["proofs"]["sub_boxes"] = 1
+    tampered = bisected_certificate.parent / "tampered.json"
+    tampered.write_text(json.dumps(document))
+    here = check_certificate(tampered, workers=1)
+    on_dask = check_certificate(tampered, workers=2, backend="dask")
+    assert not here.valid and not on_dask.valid
+    assert on_dask.first_failure == here.first_failure
+
+
+def test_without_dask_check_on_dask_says_how_to_install_it(
+    bisected_certificate: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for module in ("dask", "dask.distributed", "distributed"):
+        monkeypatch.setitem(sys.modules, module, None)
+    assert run_main(["check", str(bisected_certificate), "--backend", "dask"]) == 2
+    assert capsys.readouterr().err == (
+        "error: the dask backend needs Dask distributed, which is not installed: "
+        "pip install 'verify-compress[dask]'\n"
+    )

@@ -78,7 +78,7 @@ from .onnx_import import load_network
 from .smt import SOLVERS, Obligation, SmtVerdict, check_many
 from .status import Neuron, Phase, Status
 from .subdomains import Subdomains
-from .workers import WorkerPool
+from .workers import Backend, WorkerPool
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -96,6 +96,11 @@ class _Failed(Exception):
     """Stops the check at the first failing item (its message names the item)."""
 
 
+class _PoolUnavailable(Exception):
+    """The workers asked for cannot be had (Dask missing, a scheduler unreachable): an error
+    of the command, never a verdict on the certificate. The cause is the error to raise."""
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise _Failed(message)
@@ -109,6 +114,8 @@ def check_certificate(
     network: Path | None = None,
     stability_smt: bool = False,
     stability_timeout: float = 60.0,
+    backend: Backend = "local",
+    scheduler: str | None = None,
 ) -> CheckReport:
     """Re-verify a certificate; invalid certificates give `valid=False` naming the first failure.
 
@@ -117,7 +124,8 @@ def check_certificate(
     is, its SHA-256 must be the recorded one. Raises CertificateError when the file cannot be
     read as a certificate at all. `stability_smt`: run the stability obligations with `solver`
     (else they are still re-derived and compared by hash, not run), each for at most
-    `stability_timeout` seconds.
+    `stability_timeout` seconds. `backend`, `scheduler`: where the proof boxes' bounds are
+    computed (`verifier.workers.WorkerPool`); the same kernel function runs on every backend.
     """
     started = time.perf_counter()
     if solver not in SOLVERS:
@@ -149,6 +157,7 @@ def check_certificate(
             solver,
             network,
             stability_timeout if stability_smt else None,
+            (backend, scheduler),
         )
     except _Failed as failure:
         return CheckReport(
@@ -157,6 +166,8 @@ def check_certificate(
     except (KeyError, TypeError, ValueError, IndexError) as error:
         message = f"malformed certificate: {error!r}"
         return CheckReport(False, message, [message], counts, time.perf_counter() - started)
+    except _PoolUnavailable as unavailable:
+        raise unavailable.__cause__ or VerifyCompressError(str(unavailable)) from None
     except VerifyCompressError as error:
         return CheckReport(False, str(error), [str(error)], counts, time.perf_counter() - started)
     return CheckReport(True, None, [], counts, time.perf_counter() - started)
@@ -171,6 +182,7 @@ def _check(
     solver: str,
     network_file: Path | None,
     stability_timeout: float | None,
+    pool_backend: tuple[Backend, str | None] = ("local", None),
 ) -> None:
     network_path = _original_network(certificate.network, base, network_file)
     network = load_network(network_path)
@@ -187,7 +199,7 @@ def _check(
 
     statuses = _check_neurons(certificate, network, domain, counts)
     stability_lemmas, plan = _check_proofs(
-        certificate, network, domain, statuses, counts, progress, workers
+        certificate, network, domain, statuses, counts, progress, workers, pool_backend
     )
     recorded_confirmed, shipped = _check_stability_obligations(certificate, base, plan, counts)
 
@@ -291,6 +303,7 @@ def _check_proofs(
     counts: dict[str, int],
     progress: ProgressCallback | None,
     workers: int,
+    pool_backend: tuple[Backend, str | None],
 ) -> tuple[dict[Neuron, list[str]], StabilityPlan]:
     """Recompute the certified bounds on every proof box and the recorded case splits; every
     stable status must be proved on every sub-box. Returns each stable neuron's evidence name
@@ -303,7 +316,13 @@ def _check_proofs(
     )
     exact = ExactNetwork(network)
     report = (lambda done, total: progress("proof boxes", done, total)) if progress else None
-    with WorkerPool(network, exact, workers if len(subdomains.boxes) > 2 else 1) as pool:
+    backend, scheduler = pool_backend
+    processes = workers if len(subdomains.boxes) > 2 else 1
+    try:
+        pool = WorkerPool(network, exact, processes, backend, scheduler)
+    except VerifyCompressError as error:
+        raise _PoolUnavailable(str(error)) from error
+    with pool:
         bounds = proof_box_bounds(exact, subdomains, report, pool.bounds)
     splits = []
     for k, record in enumerate(recorded.case_splits):
