@@ -26,6 +26,7 @@ from verify_compress.check import check_certificate
 from verify_compress.cli.main import main
 from verify_compress.config import Config
 from verify_compress.domain import Box, Domain
+from verify_compress.errors import MissingToolError
 from verify_compress.ir import Network
 from verify_compress.kernel.bounds import ExactNetwork, LayerBounds, box_bounds
 from verify_compress.kernel.stability import CaseSplit
@@ -320,3 +321,6 @@ def test_without_dask_check_on_dask_says_how_to_install_it(
         "error: the dask backend needs Dask distributed, which is not installed: "
         "pip install 'verify-compress[dask]'\n"
     )
+    # Called as a library: an error, never a verdict on the certificate.
+    with pytest.raises(MissingToolError, match="needs Dask distributed"):
+        check_certificate(bisected_certificate, workers=2, backend="dask")
