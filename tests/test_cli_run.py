@@ -475,9 +475,10 @@ def test_help_reflows_docstring_paragraphs_and_keeps_placeholders() -> None:
     )
     assert wide.returncode == 0, wide.stderr
     # One source paragraph spans several docstring lines; in the help it is one line.
-    assert "(exact evaluation), the certified bounds of every proof box and every case split" in (
-        wide.stdout
-    )
+    assert (
+        "(exact evaluation), the certified bounds of every proof box (on --workers processes, "
+        "or on Dask with --backend dask) and every case split"
+    ) in wide.stdout
     main_job = run_cli("NET.onnx", "--help")
     assert "verify-compress-out/<network name>/" in " ".join(main_job.stdout.split())
 
