@@ -71,3 +71,12 @@ def test_the_smt_tier_runs_from_the_analysis_end_to_the_equivalence_reserve() ->
     assert budget.smt_deadline() == pytest.approx(200.0 - 4.5 - 25.0)
     assert budget.analysis_deadline() == pytest.approx(budget.smt_deadline() - 10.0)
     assert budget.smt_deadline() < budget.output_deadline()
+
+
+def test_without_the_smt_tier_the_analysis_keeps_its_reserve() -> None:
+    clock = FakeClock()
+    with_tier = Budget(100.0, weights=10**6, clock=clock)
+    without = Budget(100.0, weights=10**6, clock=clock, smt_reserved=False)
+    assert without.reserve("smt") == 0.0
+    assert without.analysis_deadline() == without.smt_deadline() == with_tier.smt_deadline()
+    assert without.analysis_deadline() == pytest.approx(with_tier.analysis_deadline() + 10.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +43,32 @@ def test_the_analysis_leaves_time_for_the_equivalence_proof_and_the_outputs(
     smt = 0.1 * time_limit
     assert held_back == pytest.approx(output + min(0.25 * time_limit, 3e-5 * weights) + smt)
     assert budget.limit == time_limit
+
+
+@pytest.mark.parametrize("smt_tier", [True, False])
+def test_the_limit_counts_from_the_given_start_and_without_smt_its_reserve_is_the_analysis(
+    smt_tier: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    given: list[Budget] = []
+
+    def analyse(_: Any, __: Any, config: Config, rng: Any, budget: Budget, *rest: Any) -> None:
+        given.append(budget)
+        raise _Stop
+
+    monkeypatch.setattr(pipeline, "analyse", analyse)
+    domain = Domain.box(np.zeros(64), np.ones(64))
+    config = Config(time_limit=60.0, smt_tier=smt_tier)
+    with pytest.raises(_Stop):
+        pipeline.run(DIGITS, domain, tmp_path / "out", config, started=12.5)
+    (budget,) = given
+    assert budget.deadline == 72.5
+    assert budget.reserve("smt") == (6.0 if smt_tier else 0.0)
+
+
+def test_a_job_started_a_limit_ago_has_no_time_left_for_its_analysis(tmp_path: Path) -> None:
+    domain = Domain.box(np.zeros(64), np.ones(64))
+    config = Config(time_limit=30.0, smt_tier=False)
+    late = pipeline.run(DIGITS, domain, tmp_path / "late", config, started=time.monotonic() - 30)
+    on_time = pipeline.run(DIGITS, domain, tmp_path / "on-time", config)
+    assert late.certificate["summary"]["totals"]["unknown"] > 0
+    assert on_time.certificate["summary"]["totals"]["unknown"] == 0

@@ -49,6 +49,9 @@ class Budget:
     default; another clock is for testing the arithmetic."""
     started: float | None = None
     """When the job started on `clock` (default: when the Budget is made)."""
+    smt_reserved: bool = True
+    """Whether the SMT tier runs after the analysis (`Config.smt_tier`); without it its
+    reserve is the analysis's."""
 
     def __post_init__(self) -> None:
         if self.started is None:
@@ -71,7 +74,7 @@ class Budget:
             by_weights = EQUIVALENCE_SECONDS_PER_WEIGHT * self.weights
             return min(EQUIVALENCE_SHARE * self.limit, by_weights)
         if stage == "smt":
-            return SMT_SHARE * self.limit
+            return SMT_SHARE * self.limit if self.smt_reserved else 0.0
         raise KeyError(f"no reserve named {stage!r}; reserves: equivalence, output, smt")
 
     def analysis_deadline(self) -> float:
