@@ -36,6 +36,8 @@ from verify_compress.status import Neuron, Phase
 from verify_compress.subdomains import bisect
 from verify_compress.workers import WorkerPool, WorkerState, on_this_clock
 
+from conftest import random_network as seeded_network
+
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "models" / "digits_l1.onnx"
 SMALL_BOX = ["--lower", "0", "--upper", "0.1"]
@@ -264,7 +266,8 @@ def test_a_bad_scheduler_is_one_line_naming_it_and_exit_2(
 def bisected_certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A deep random network certified on nested sub-boxes of [-1, 1]^2 (many proof boxes)."""
     root = tmp_path_factory.mktemp("bisected")
-    save_onnx(random_network(0, [2, 6, 6, 6, 6, 6, 2]), root / "deep.onnx")
+    # The network of tests/test_check.py's nested sub-boxes test (trees at least two cuts deep).
+    save_onnx(seeded_network(np.random.default_rng(0), [2, 6, 6, 6, 6, 6, 2]), root / "deep.onnx")
     config = Config(time_limit=20, samples=50, gradient_steps=0, max_split_depth=0)
     result = run(root / "deep.onnx", Domain.box(-np.ones(2), np.ones(2)), root / "out", config)
     certificate = result.out_dir / "certificate.json"
