@@ -21,10 +21,10 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("time_limit", [1.0, 0.01])
-def test_the_analysis_leaves_time_for_the_equivalence_proof_and_the_outputs(
-    time_limit: float, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def _budget_of_the_analysis(
+    monkeypatch: pytest.MonkeyPatch, out: Path, config: Config, started: float | None = None
+) -> Budget:
+    """The Budget the pipeline hands to the analysis (stopped there) for digits_l1 on [0,1]^64."""
     given: list[Budget] = []
 
     def analyse(_: Any, __: Any, config: Config, rng: Any, budget: Budget, *rest: Any) -> None:
@@ -34,8 +34,16 @@ def test_the_analysis_leaves_time_for_the_equivalence_proof_and_the_outputs(
     monkeypatch.setattr(pipeline, "analyse", analyse)
     domain = Domain.box(np.zeros(64), np.ones(64))
     with pytest.raises(_Stop):
-        pipeline.run(DIGITS, domain, tmp_path / "out", Config(time_limit=time_limit))
+        pipeline.run(DIGITS, domain, out, config, started=started)
     (budget,) = given
+    return budget
+
+
+@pytest.mark.parametrize("time_limit", [1.0, 0.01])
+def test_the_analysis_leaves_time_for_the_equivalence_proof_and_the_outputs(
+    time_limit: float, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    budget = _budget_of_the_analysis(monkeypatch, tmp_path / "out", Config(time_limit=time_limit))
     weights = 64 * 32 + 32 * 32 + 32 * 10  # digits_l1: 64-32-32-10, no zero weights
     assert budget.weights == weights
     held_back = budget.deadline - budget.analysis_deadline()
@@ -49,18 +57,8 @@ def test_the_analysis_leaves_time_for_the_equivalence_proof_and_the_outputs(
 def test_the_limit_counts_from_the_given_start_and_without_smt_its_reserve_is_the_analysis(
     smt_tier: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    given: list[Budget] = []
-
-    def analyse(_: Any, __: Any, config: Config, rng: Any, budget: Budget, *rest: Any) -> None:
-        given.append(budget)
-        raise _Stop
-
-    monkeypatch.setattr(pipeline, "analyse", analyse)
-    domain = Domain.box(np.zeros(64), np.ones(64))
     config = Config(time_limit=60.0, smt_tier=smt_tier)
-    with pytest.raises(_Stop):
-        pipeline.run(DIGITS, domain, tmp_path / "out", config, started=12.5)
-    (budget,) = given
+    budget = _budget_of_the_analysis(monkeypatch, tmp_path / "out", config, started=12.5)
     assert budget.deadline == 72.5
     assert budget.reserve("smt") == (6.0 if smt_tier else 0.0)
 

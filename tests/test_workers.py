@@ -194,9 +194,10 @@ def run_main(args: list[str]) -> int:
     return int(exited.value.code or 0)
 
 
-def test_the_main_job_on_dask_fans_out_and_writes_the_certificate_of_the_local_backend(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def dask_maps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every map of tasks sent to Dask workers during the test (skips without
+    Dask)."""
     pytest.importorskip("dask.distributed")
     from verify_compress.batch.backends import DaskTaskPool
 
@@ -208,6 +209,13 @@ def test_the_main_job_on_dask_fans_out_and_writes_the_certificate_of_the_local_b
         return original_map(self, call, tasks)
 
     monkeypatch.setattr(DaskTaskPool, "map", counting_map)
+    return sent
+
+
+def test_the_main_job_on_dask_fans_out_and_writes_the_certificate_of_the_local_backend(
+    tmp_path: Path, dask_maps: list[int]
+) -> None:
+    sent = dask_maps
     common = [str(DIGITS), *SMALL_BOX, "--time-limit", "60", "--no-confirm-smt", "--quiet"]
     assert run_main([*common, "--out", str(tmp_path / "local")]) == 0
     assert not sent
@@ -276,22 +284,9 @@ def bisected_certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_check_on_dask_computes_the_proof_boxes_there_and_reaches_the_local_verdict(
-    bisected_certificate: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    bisected_certificate: Path, dask_maps: list[int], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("dask.distributed")
-    from verify_compress.batch.backends import DaskTaskPool
-
-    sent: list[int] = []
-    original_map = DaskTaskPool.map
-
-    def counting_map(self: DaskTaskPool, call: Any, tasks: Any) -> Any:
-        sent.append(len(tasks))
-        return original_map(self, call, tasks)
-
-    monkeypatch.setattr(DaskTaskPool, "map", counting_map)
+    sent = dask_maps
     local = check_certificate(bisected_certificate, workers=2)
     assert local.valid, local.first_failure
     assert not sent

@@ -182,7 +182,7 @@ def _check(
     solver: str,
     network_file: Path | None,
     stability_timeout: float | None,
-    pool_backend: tuple[Backend, str | None] = ("local", None),
+    pool_backend: tuple[Backend, str | None],
 ) -> None:
     network_path = _original_network(certificate.network, base, network_file)
     network = load_network(network_path)

@@ -155,11 +155,7 @@ def run(
     The time limit counts from `started` (a `time.monotonic()` value; default: now)."""
     timings: dict[str, float] = {}
     begun = time.perf_counter()
-    budget = Budget(
-        config.time_limit,
-        started=time.monotonic() if started is None else started,
-        smt_reserved=config.smt_tier,
-    )
+    budget = Budget(config.time_limit, started=started, smt_reserved=config.smt_tier)
     network = load_network(network_path)
     if config.strict_semantics and network.rounded_folds:
         raise ModelError(
